@@ -1,0 +1,177 @@
+"""The Akool API client: owns the HTTP session, auth, retries and error mapping.
+
+The scheduler only ever sees a :class:`~archiver.models.JobInfo` or an exception from
+:mod:`archiver.errors`; aiohttp never leaks past this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import stamina
+
+from ._http import USER_AGENT, describe_transport_error, parse_retry_after
+from .config import ApiConfig
+from .errors import APIError, CredentialsError, TransientAPIError
+from .models import RESULT_FILES, JobInfo, RemoteFile
+
+log = logging.getLogger(__name__)
+
+INFO_PATH = "/api/open/v3/content/video/infobymodelid"
+
+OK = 1000
+#: Business codes that mean "try again later".
+TRANSIENT_CODES = frozenset({1005, 2001})
+#: Business codes that mean the credentials are bad: stop the whole run.
+CREDENTIAL_CODES = frozenset({1101, 1102, 1200})
+
+
+class AkoolClient:
+    """Asks Akool about jobs. Use as ``async with AkoolClient(cfg, limit=16) as client``."""
+
+    def __init__(self, config: ApiConfig, *, limit: int = 16) -> None:
+        self._config = config
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+        #: Requests sent, including retries (for reports and tests).
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        # Never the key: repr() ends up in tracebacks and debug logs.
+        return f"AkoolClient(base_url={self._config.base_url!r})"
+
+    async def __aenter__(self) -> AkoolClient:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if self._config.token is not None:
+            headers["Authorization"] = f"Bearer {self._config.token.get_secret_value()}"
+        elif self._config.api_key is not None:
+            headers["x-api-key"] = self._config.api_key.get_secret_value()
+        timeout = aiohttp.ClientTimeout(
+            total=self._config.connect_timeout + self._config.read_timeout,
+            sock_connect=self._config.connect_timeout,
+            sock_read=self._config.read_timeout,
+        )
+        # One pool sized to the poll concurrency: polls never open more connections.
+        connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit)
+        self._session = aiohttp.ClientSession(
+            headers=headers, timeout=timeout, connector=connector, raise_for_status=False
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def video_info(self, video_model_id: str) -> JobInfo:
+        """The job's current state; transient failures are retried within the configured bounds.
+
+        Raises :class:`CredentialsError` (fatal), :class:`APIError` (this id) or
+        :class:`TransientAPIError` (retries exhausted).
+        """
+        retries = self._config.retries
+        async for attempt in stamina.retry_context(
+            on=_retry_hook(retries.wait_max),
+            attempts=retries.attempts,
+            timeout=retries.timeout,
+            wait_initial=retries.wait_initial,
+            wait_max=retries.wait_max,
+            wait_jitter=retries.wait_initial,
+        ):
+            with attempt:
+                data = await self._get_info(video_model_id)
+        return parse_job_info(video_model_id, data)
+
+    async def _get_info(self, video_model_id: str) -> dict[str, Any]:
+        if self._session is None:
+            raise RuntimeError("AkoolClient used outside 'async with'")
+        url = self._config.base_url + INFO_PATH
+        self.requests += 1
+        try:
+            async with self._session.get(url, params={"video_model_id": video_model_id}) as resp:
+                body = await resp.read()
+                status = resp.status
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            reason = describe_transport_error(exc)
+            raise TransientAPIError(None, f"request failed: {reason}") from None
+        return _parse_envelope(status, body, retry_after)
+
+
+def _parse_envelope(status: int, body: bytes, retry_after: float | None) -> dict[str, Any]:
+    """The ``data`` object of a successful answer, or the right exception."""
+    if status == 429:
+        raise TransientAPIError(None, "HTTP 429 Too Many Requests", retry_after)
+    if status >= 500:
+        raise TransientAPIError(None, f"HTTP {status} from the API", retry_after)
+    if status != 200:
+        raise APIError(None, f"unexpected HTTP {status} from the API")
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        raise TransientAPIError(None, "the API answered something that is not JSON") from None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("code"), int):
+        raise TransientAPIError(None, "the API answered JSON without a numeric 'code'")
+    code = envelope["code"]
+    msg = str(envelope.get("msg") or "")[:200]
+    if code == OK:
+        data = envelope.get("data")
+        if not isinstance(data, dict):
+            raise APIError(code, f"answer has no 'data' object (got {type(data).__name__})")
+        return data
+    if code in CREDENTIAL_CODES:
+        raise CredentialsError(code, msg)
+    if code in TRANSIENT_CODES:
+        raise TransientAPIError(code, msg, retry_after)
+    raise APIError(code, msg)
+
+
+def parse_job_info(video_model_id: str, data: dict[str, Any]) -> JobInfo:
+    """Type the ``data`` object; unknown fields stay in ``raw``."""
+    status = data.get("video_status")
+    if isinstance(status, str) and status.isdigit():
+        status = int(status)
+    if not isinstance(status, int) or isinstance(status, bool):
+        raise APIError(OK, f"data.video_status is not a number: {str(status)[:40]!r}")
+
+    files: list[RemoteFile] = []
+    splits = data.get("audio_splits")
+    splits = splits if isinstance(splits, dict) else {}
+    for field_name, file_name in RESULT_FILES:
+        value = data.get(field_name) if field_name == "video" else splits.get(field_name)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str) or not value.lower().startswith(("http://", "https://")):
+            raise APIError(OK, f"data.{field_name} is not an http(s) URL")
+        files.append(RemoteFile(file_name, value))
+
+    create_time = data.get("create_time")
+    error_code = data.get("error_code")
+    error_reason = data.get("error_reason")
+    return JobInfo(
+        id=video_model_id,
+        status=status,
+        files=tuple(files),
+        create_time_ms=create_time if isinstance(create_time, int) else None,
+        error_code=error_code if isinstance(error_code, int) else None,
+        error_reason=str(error_reason) if error_reason not in (None, "") else None,
+        raw=data,
+    )
+
+
+def _retry_hook(wait_max: float) -> Any:
+    def hook(exc: Exception) -> bool | float:
+        if not isinstance(exc, TransientAPIError):
+            return False
+        if exc.retry_after is not None:
+            # Honour Retry-After, but never sleep longer than the configured ceiling.
+            return min(exc.retry_after, max(wait_max, 1.0))
+        return True
+
+    return hook

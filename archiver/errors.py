@@ -1,0 +1,116 @@
+"""The archiver's one exception tree.
+
+Third-party exceptions (aiohttp, OSError, yaml, pydantic, botocore) are wrapped where
+they enter the archiver (``raise X(...) from exc``) so callers only ever see these::
+
+    ArchiverError                 base; str() is a one-line, secret-free message
+    ├── UsageError                bad input before any network call (exit 2)
+    │   ├── ConfigError           configuration file: unknown key, wrong type, missing value
+    │   └── ManifestError         manifest file: malformed YAML, invalid id
+    ├── FatalRunError             stops the whole run at once (exit 2)
+    │   ├── CredentialsError      Akool said 1101 / 1102 / 1200: no point polling the rest
+    │   └── StorageUnavailable    the destination cannot be written at all
+    └── ItemError                 one id failed; the others go on (exit 1)
+        ├── APIError              a business code for this id (``code``, ``msg``)
+        │   └── TransientAPIError 429 / 5xx / non-JSON / 1005 / 2001 after retries ran out
+        ├── JobFailed             Akool reports video_status 4 (``error_code``, ``error_reason``)
+        └── DownloadError         a result file could not be fetched or stored
+            └── TransientDownloadError   connection cut, timeout, 5xx: retried first
+
+Messages never contain the API key, bearer token or credentials: the API client never
+puts request headers into an exception, and URLs are logged without their query string.
+"""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """Base of every error the archiver raises on purpose."""
+
+
+class UsageError(ArchiverError):
+    """The run cannot start: the user must fix an input."""
+
+
+class ConfigError(UsageError):
+    """The configuration file is invalid."""
+
+
+class ManifestError(UsageError):
+    """The manifest file is invalid."""
+
+
+class FatalRunError(ArchiverError):
+    """Something that makes every remaining id pointless to try."""
+
+
+class CredentialsError(FatalRunError):
+    """Akool rejected the credentials (codes 1101, 1102, 1200)."""
+
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(f"Akool rejected the credentials (code {code}: {msg})")
+        self.code = code
+        self.msg = msg
+
+
+class StorageUnavailable(FatalRunError):
+    """The storage backend cannot be used (no permission, missing bucket...)."""
+
+
+class ItemError(ArchiverError):
+    """One id could not be archived in this run."""
+
+    #: Short machine-readable kind, used in reports.
+    kind = "error"
+
+
+class APIError(ItemError):
+    """Akool answered a business error code for this id."""
+
+    kind = "api"
+
+    def __init__(self, code: int | None, msg: str) -> None:
+        label = f"code {code}" if code is not None else "no code"
+        super().__init__(f"Akool API error ({label}): {msg}")
+        self.code = code
+        self.msg = msg
+
+
+class TransientAPIError(APIError):
+    """A failure worth retrying: HTTP 429/5xx, a body that is not JSON, 1005, 2001, I/O."""
+
+    kind = "api_transient"
+
+    def __init__(self, code: int | None, msg: str, retry_after: float | None = None) -> None:
+        super().__init__(code, msg)
+        self.retry_after = retry_after
+
+
+class JobFailed(ItemError):
+    """The Akool job itself failed (video_status 4)."""
+
+    kind = "job_failed"
+
+    def __init__(self, error_code: int | None, error_reason: str | None) -> None:
+        detail = error_reason or "no reason given"
+        if error_code is not None:
+            detail = f"{detail} (error_code {error_code})"
+        super().__init__(f"Akool job failed: {detail}")
+        self.error_code = error_code
+        self.error_reason = error_reason
+
+
+class DownloadError(ItemError):
+    """A result file could not be downloaded or stored."""
+
+    kind = "download"
+
+
+class TransientDownloadError(DownloadError):
+    """A download failure worth retrying (connection cut, timeout, 5xx, short body)."""
+
+    kind = "download_transient"
+
+    def __init__(self, msg: str, retry_after: float | None = None) -> None:
+        super().__init__(msg)
+        self.retry_after = retry_after

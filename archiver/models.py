@@ -1,0 +1,136 @@
+"""Typed values passed between the API client, the scheduler, storage and the CLI."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+#: Akool keeps generated results this long after ``create_time``.
+RETENTION_SECONDS = 7 * 24 * 3600
+
+
+class JobStatus(enum.IntEnum):
+    QUEUED = 1
+    PROCESSING = 2
+    SUCCESS = 3
+    FAILED = 4
+
+
+class Outcome(enum.StrEnum):
+    """What became of one id in one run."""
+
+    ARCHIVED = "archived"
+    ALREADY_ARCHIVED = "already_archived"
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+#: data field / audio_splits field -> archived file name, in archive order.
+RESULT_FILES: tuple[tuple[str, str], ...] = (
+    ("video", "video.mp4"),
+    ("original_srt_url", "original.srt"),
+    ("translated_srt_url", "translated.srt"),
+    ("no_caption_video_url", "no_caption.mp4"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    """A result file Akool offers: where it is and what we will call it."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """One answer of the result endpoint, typed; ``raw`` is the ``data`` object as sent."""
+
+    id: str
+    status: int
+    files: tuple[RemoteFile, ...]
+    create_time_ms: int | None
+    error_code: int | None
+    error_reason: str | None
+    raw: dict[str, Any]
+
+    @property
+    def expires_at(self) -> float | None:
+        """Epoch seconds after which Akool deletes the results (create_time + 7 days)."""
+        if self.create_time_ms is None:
+            return None
+        return self.create_time_ms / 1000 + RETENTION_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A file that was stored: what ``archive.json`` says about it."""
+
+    name: str
+    size: int
+    sha256: str
+    source_url: str
+    #: Backend facts, e.g. the checksum S3 reported; merged into the record.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "sha256": self.sha256,
+                "source_url": self.source_url, **self.extra}
+
+
+@dataclass(slots=True)
+class ItemResult:
+    """What happened to one id."""
+
+    id: str
+    label: str | None
+    outcome: Outcome
+    status: int | None = None
+    files: list[FileRecord] = field(default_factory=list)
+    error: str | None = None
+    error_kind: str | None = None
+    error_code: int | None = None
+    polls: int = 0
+    duration: float = 0.0
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """The result of one run: per-id results in manifest order and totals."""
+
+    items: list[ItemResult]
+    duration: float
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for i in self.items if i.outcome is outcome)
+
+    @property
+    def bytes_archived(self) -> int:
+        return sum(i.bytes for i in self.items if i.outcome is Outcome.ARCHIVED)
+
+    @property
+    def exit_status(self) -> int:
+        """0 all archived, 3 some pending (none failed), 1 any failed."""
+        if any(i.outcome is Outcome.FAILED for i in self.items):
+            return 1
+        if any(i.outcome is Outcome.PENDING for i in self.items):
+            return 3
+        return 0
+
+
+def redact_url(url: str) -> str:
+    """The URL without its query string and fragment: result URLs may be signed."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

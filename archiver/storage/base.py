@@ -1,0 +1,74 @@
+"""The storage contract every backend implements.
+
+An archive holds one folder (or key prefix) per ``video_model_id``::
+
+    <id>/video.mp4 ... media files, each written under a temporary name, then made final
+    <id>/info.json      the API's ``data`` object as it came
+    <id>/SHA256SUMS     ``sha256sum -c`` format
+    <id>/archive.json   the item's record, written LAST: it is the commit marker
+
+An item is archived if and only if its ``archive.json`` exists. Backends guarantee that
+nothing appears under a final name until it is complete, and that an aborted item leaves
+no temporary data behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+RECORD_NAME = "archive.json"
+INFO_NAME = "info.json"
+SUMS_NAME = "SHA256SUMS"
+
+
+class FileSink(Protocol):
+    """A file being written. Data is invisible under its final name until :meth:`commit`."""
+
+    async def write(self, chunk: bytes) -> None:
+        """Append *chunk*. Called with chunks of about ``downloads.chunk_size`` bytes."""
+
+    async def commit(self, size: int, sha256: str) -> dict[str, Any]:
+        """Check *size* bytes were written, make the file durable under its final name.
+
+        *sha256* is the whole-file digest computed while streaming. Returns extra facts
+        for ``archive.json`` (e.g. an S3 checksum), possibly empty.
+        """
+
+    async def abort(self) -> None:
+        """Discard everything written. Safe to call twice, and after a failed commit."""
+
+
+class ItemWriter(Protocol):
+    """Writes one item. Either :meth:`commit` or :meth:`abort` ends it."""
+
+    async def open_file(self, name: str) -> FileSink:
+        """Start writing the media file *name* (e.g. ``video.mp4``)."""
+
+    async def put_small(self, name: str, data: bytes) -> None:
+        """Atomically write a small metadata file (``info.json``, ``SHA256SUMS``)."""
+
+    async def commit(self, record: bytes) -> None:
+        """Write ``archive.json`` - last - making the item count as archived."""
+
+    async def abort(self) -> None:
+        """Remove temporary files and any file this writer made final without committing."""
+
+
+class Storage(Protocol):
+    """A destination for archived items."""
+
+    #: Human-readable location, safe to log (no credentials).
+    description: str
+
+    async def open(self) -> None:
+        """Check the destination exists and is writable; raise StorageUnavailable if not."""
+
+    async def close(self) -> None:
+        """Release resources."""
+
+    async def archived(self, ids: Iterable[str]) -> set[str]:
+        """Those of *ids* whose ``archive.json`` exists (cheaply: no per-id network call)."""
+
+    def item(self, video_model_id: str) -> ItemWriter:
+        """A writer for one item's folder."""
