@@ -1,0 +1,129 @@
+"""Run an Akool stand-in from the command line.
+
+Example (a benchmark's server process)::
+
+    python -m archiver.testing --port 0 --api-key KEY --jobs 1000 --latency 0.02
+
+The first line printed is the base URL; then come the job ids, one per line,
+unless ``--ids-file`` writes them as a YAML manifest (``videos: [...]``) instead.
+The server runs until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from archiver.testing.standin import FILE_KINDS, AkoolStandIn, JobScenario, generated_job_id
+
+
+def _file_kinds(value: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in FILE_KINDS]
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(FILE_KINDS)}"
+        )
+    return kinds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (public so that docs and tests can reuse it)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m archiver.testing",
+        description="Serve a stand-in for Akool's result API and CDN with generated jobs.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
+    parser.add_argument("--api-key", default="test-key", help="accepted x-api-key")
+    parser.add_argument("--token", default="test-token", help="accepted Bearer token")
+    parser.add_argument("--client-id", default="test-client-id", help="getToken clientId")
+    parser.add_argument(
+        "--client-secret", default="test-client-secret", help="getToken clientSecret"
+    )
+    parser.add_argument("--jobs", type=int, default=10, help="number of generated jobs")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added to every API answer"
+    )
+    parser.add_argument(
+        "--video-size", type=int, default=64 * 1024, help="size in bytes of each video file"
+    )
+    parser.add_argument(
+        "--polls-until-done", type=int, default=1, help="polls until a job reaches its final status"
+    )
+    parser.add_argument("--outcome", choices=("success", "failed", "never"), default="success")
+    parser.add_argument(
+        "--files",
+        type=_file_kinds,
+        default=("video",),
+        help=f"comma-separated file kinds per job, from {','.join(FILE_KINDS)}",
+    )
+    parser.add_argument(
+        "--ids-file",
+        type=Path,
+        help="write the ids as a YAML manifest here instead of printing them",
+    )
+    parser.add_argument("--namespace", default="standin", help="seed of the deterministic job ids")
+    return parser
+
+
+def write_manifest(path: Path, ids: list[str]) -> None:
+    """Write ``ids`` as a YAML manifest ``videos: [...]``."""
+    # Quoted: an all-digit hex id (or one like "1e5...") would otherwise load
+    # as a YAML number.
+    lines = ["videos:"] + [f'  - "{job_id}"' for job_id in ids]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    standin = AkoolStandIn(
+        api_key=args.api_key,
+        token=args.token,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        latency=args.latency,
+    )
+    scenario = JobScenario(
+        polls_until_done=args.polls_until_done,
+        outcome=args.outcome,
+        files=args.files,
+        video_size=args.video_size,
+        no_caption_size=args.video_size,
+    )
+    ids = [generated_job_id(i, args.namespace) for i in range(args.jobs)]
+    for job_id in ids:
+        standin.add_job(job_id, scenario)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows
+            loop.add_signal_handler(sig, stop.set)
+
+    async with standin.serve(args.host, args.port) as base_url:
+        if args.ids_file is not None:
+            write_manifest(args.ids_file, ids)
+        # Flushed at once: a parent process reads the URL to know the port.
+        print(base_url, flush=True)
+        if args.ids_file is None:
+            print("\n".join(ids), flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m archiver.testing``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.jobs < 0 or args.polls_until_done < 1 or args.video_size < 0:
+        print("--jobs and --video-size must be >= 0, --polls-until-done >= 1", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
