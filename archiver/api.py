@@ -85,6 +85,9 @@ class AkoolClient:
             wait_jitter=retries.wait_initial,
         ):
             with attempt:
+                if attempt.num > 1:
+                    log.info("%s: retrying the API request (attempt %d)", video_model_id,
+                             attempt.num)
                 data = await self._get_info(video_model_id)
         return parse_job_info(video_model_id, data)
 

@@ -1,8 +1,8 @@
 """The ``archiver`` command: parse, load, run, map errors to messages and exit statuses.
 
 Exit statuses: 0 all archived (now or before), 3 some pending and none failed,
-1 some failed, 2 usage / configuration / manifest / credential / storage error,
-130 interrupted.
+1 some failed or expired, 2 usage / configuration / manifest / credential / storage
+error, 75 another run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,15 +10,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import stamina
+
 from . import __version__
-from .config import DEFAULT_CONFIG_PATH, Config, load_config
+from .config import DEFAULT_CONFIG_PATH, Config, load_config, os_reason
 from .errors import ArchiverError, FatalRunError, UsageError
-from .manifest import load_manifest
+from .lock import LockHeld
+from .manifest import Manifest, load_manifest
 from .models import Outcome, RunResult
+from .report import build_report, write_report
 from .run import archive
 
 EXIT_OK = 0
@@ -26,6 +32,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PENDING = 3
 EXIT_INTERNAL = 70
+EXIT_LOCKED = 75  # EX_TEMPFAIL: cron will simply try again next time
 EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("archiver")
@@ -43,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", type=Path, metavar="MANIFEST", help="YAML list of video_model_ids")
     run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH,
                      help=f"configuration file (default: ./{DEFAULT_CONFIG_PATH})")
+    run.add_argument("--report", type=Path, metavar="PATH",
+                     help="write a JSON report of the run (each id's outcome, files, errors)")
     _add_output_flags(run)
 
     demo = commands.add_parser(
@@ -74,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("archiver: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except LockHeld as exc:
+        print(f"archiver: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except (UsageError, FatalRunError) as exc:
         print(f"archiver: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -93,10 +105,51 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     install_secret_filter(config)
     manifest = load_manifest(args.manifest)
-    result = asyncio.run(archive(config, manifest))
+    return asyncio.run(_run_async(args, config, manifest))
+
+
+async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifest) -> int:
+    interrupt = asyncio.Event()
+    received: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if received:
+            # The user insists: go now. Partial files keep their temporary names.
+            os.write(2, b"archiver: second signal, exiting at once\n")
+            os._exit(128 + signum)
+        received.append(signum)
+        log.warning("received %s: finishing up (send it again to exit at once)",
+                    signal.Signals(signum).name)
+        interrupt.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        result = await archive(config, manifest, interrupt=interrupt)
+    except (UsageError, FatalRunError) as exc:
+        if args.report:
+            _write_failure_report(args.report, exc)
+        raise
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    status = 128 + received[0] if received else result.exit_status
+    if args.report:
+        signame = signal.Signals(received[0]).name if received else None
+        write_report(args.report, build_report(result, status, signame))
     if not args.quiet:
         print(format_summary(result))
-    return result.exit_status
+    return status
+
+
+def _write_failure_report(path: Path, exc: ArchiverError) -> None:
+    report = {"schema": 1, "archiver_version": __version__, "exit_status": EXIT_USAGE,
+              "fatal_error": str(exc), "items": [], "totals": None}
+    try:
+        write_report(path, report)
+    except OSError as err:
+        log.error("cannot write the report %s: %s", path, os_reason(err))
 
 
 def format_summary(result: RunResult) -> str:
@@ -106,13 +159,14 @@ def format_summary(result: RunResult) -> str:
         ("already archived", result.count(Outcome.ALREADY_ARCHIVED)),
         ("pending", result.count(Outcome.PENDING)),
         ("failed", result.count(Outcome.FAILED)),
+        ("expired", result.count(Outcome.EXPIRED)),
     ]
     lines = [f"  {name:<17} {count:>7}" for name, count in rows]
     lines.append(f"  {'bytes archived':<17} {_human_bytes(result.bytes_archived):>7}")
     lines.append(f"  {'time':<17} {result.duration:>6.1f}s")
-    failed = [i for i in result.items if i.outcome is Outcome.FAILED]
+    failed = [i for i in result.items if i.outcome in (Outcome.FAILED, Outcome.EXPIRED)]
     for item in failed[:20]:
-        lines.append(f"  failed: {item.id}: {item.error}")
+        lines.append(f"  {item.outcome.value}: {item.id}: {item.error}")
     if len(failed) > 20:
         lines.append(f"  ... and {len(failed) - 20} more failed")
     return f"archiver: {len(result.items)} id(s)\n" + "\n".join(lines)
@@ -154,6 +208,9 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False, debug: bool = F
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
                                            datefmt="%Y-%m-%dT%H:%M:%S"))
+    # stamina would log every retry as a warning; the archiver logs its own retries at
+    # INFO, so that a transient hiccup that was retried away does not wake up cron.
+    stamina.instrumentation.set_on_retry_hooks([])
     root = logging.getLogger("archiver")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -110,22 +110,115 @@ class DownloadConfig(_Model):
     connect_timeout: PositiveFloat = 10.0
     #: Abort a transfer that sends nothing for this long (it is then retried).
     read_timeout: PositiveFloat = 60.0
+    #: One item (all its files) may take at most this long, retries included.
+    item_timeout: PositiveFloat = 3600.0
     retries: RetryConfig = RetryConfig(attempts=4)
+    #: Redirects followed per request (only to http/https).
+    max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
+    #: If set, result files (and redirect targets) may only come from these hosts;
+    #: ``*.cloudfront.net`` matches any subdomain.
+    allowed_hosts: tuple[str, ...] | None = None
+    #: Times to ask the API for fresh URLs after a 403/404/410, per item.
+    url_refreshes: Annotated[int, Field(ge=0, le=10)] = 2
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            for host in value:
+                if not re.fullmatch(r"(\*\.)?[A-Za-z0-9.-]+(:\d+)?", host):
+                    raise ValueError(f"{host!r} is not a host name (e.g. cdn.example.com, "
+                                     "*.cloudfront.net)")
+            value = tuple(h.lower() for h in value)
+        return value
 
 
 class LocalStorageConfig(_Model):
     root: Path = Path("./archive")
 
 
+MiB = 1024 * 1024
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class S3StorageConfig(_Model):
+    """An S3 (or S3-compatible) bucket. Credentials come from boto3's standard chain."""
+
+    bucket: str
+    #: Keys are ``<prefix><video_model_id>/<file>``.
+    prefix: str = ""
+    #: For MinIO, Ceph, R2 and other S3-compatible stores.
+    endpoint_url: str | None = None
+    region: str | None = None
+    #: A profile of the shared AWS config/credentials files.
+    profile: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    #: Server-side encryption: AES256 (SSE-S3) or aws:kms (with kms_key_id, optional).
+    sse: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+    storage_class: str | None = None
+    #: Files up to this size go in one PutObject; larger ones as multipart uploads.
+    #: S3 requires parts of at least 5 MiB (except the last one).
+    part_size: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 8 * MiB
+    #: Parts of one file uploading at once. Memory: part_size x this x downloads.
+    parts_in_flight: Annotated[int, Field(ge=1, le=64)] = 2
+
+    @field_validator("bucket")
+    @classmethod
+    def _check_bucket(cls, value: str) -> str:
+        if not _BUCKET.fullmatch(value):
+            raise ValueError("not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("must not start with '/' or contain '..'")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _kms(self) -> S3StorageConfig:
+        if self.kms_key_id is not None and self.sse != "aws:kms":
+            raise ValueError("storage.s3.kms_key_id needs storage.s3.sse: aws:kms")
+        return self
+
+
 class StorageConfig(_Model):
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "s3"] = "local"
     local: LocalStorageConfig = LocalStorageConfig()
+    s3: S3StorageConfig | None = None
+
+    @model_validator(mode="after")
+    def _backend_configured(self) -> StorageConfig:
+        if self.backend == "s3" and self.s3 is None:
+            raise ValueError("storage.backend is s3 but there is no storage.s3 section")
+        return self
+
+
+class RunConfig(_Model):
+    """How a run behaves as a process."""
+
+    #: Lock file that keeps two runs apart. Default: ``<root>/.archiver.lock`` for local
+    #: storage; for S3, a file under ``$XDG_RUNTIME_DIR`` (or the temp dir) named after
+    #: the bucket and prefix.
+    lock_file: Path | None = None
+    #: After SIGINT/SIGTERM, in-flight transfers get this long to finish, then are cancelled.
+    shutdown_grace: NonNegativeFloat = 10.0
 
 
 class Config(_Model):
     """The whole configuration. ``Config(api={"api_key": "..."})`` works for libraries."""
 
     api: ApiConfig
+    run: RunConfig = RunConfig()
     polling: PollingConfig = PollingConfig()
     concurrency: ConcurrencyConfig = ConcurrencyConfig()
     downloads: DownloadConfig = DownloadConfig()

@@ -1,28 +1,39 @@
-"""Fetches result files: streamed in chunks, hashed while streaming, into a storage sink.
+"""Fetches result files: streamed in chunks, hashed and checked while streaming.
 
 Its HTTP session is separate from the API client's and carries no credentials: result
 files live on a CDN, which must never see the Akool key.
+
+A transfer cut short keeps its bytes (where the backend can) and the next attempt -
+in this run or the next - asks only for the rest with ``Range``, guarded by ``If-Range``
+so that a file changed in between is fetched again from zero.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import stamina
 
 from ._http import USER_AGENT, describe_transport_error, parse_retry_after
 from .config import DownloadConfig
-from .errors import DownloadError, TransientDownloadError
+from .errors import DownloadError, TransientDownloadError, UrlGone
 from .models import FileRecord, RemoteFile, redact_url
-from .storage.base import FileSink, ItemWriter
+from .storage.base import FileSink, ItemWriter, Partial
+from .validate import ContentCheck
 
 log = logging.getLogger(__name__)
 
 #: Called with the number of bytes just received (for progress and totals).
 ProgressCallback = Callable[[int], None]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_GONE = frozenset({403, 404, 410})
 
 
 class Downloader:
@@ -32,6 +43,8 @@ class Downloader:
         self._config = config
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        #: Requests sent (redirect hops included), for reports and tests.
+        self.requests = 0
 
     async def __aenter__(self) -> Downloader:
         timeout = aiohttp.ClientTimeout(
@@ -46,6 +59,7 @@ class Downloader:
             connector=connector,
             # Store the bytes exactly as served: Content-Length and checksums refer to them.
             auto_decompress=False,
+            read_bufsize=2**18,
         )
         return self
 
@@ -56,7 +70,12 @@ class Downloader:
 
     async def fetch(self, remote: RemoteFile, writer: ItemWriter,
                     progress: ProgressCallback | None = None) -> FileRecord:
-        """Download *remote* into *writer*, retrying transient failures from the start."""
+        """Download *remote* into *writer*, retrying transient failures (resuming if possible).
+
+        Raises :class:`UrlGone` for 403/404/410 (the caller may ask the API for a fresh
+        URL), :class:`~archiver.validate.ContentRejected` for a body that is not the
+        expected kind of file, :class:`DownloadError` otherwise.
+        """
         retries = self._config.retries
         async for attempt in stamina.retry_context(
             on=_retry_hook,
@@ -68,70 +87,175 @@ class Downloader:
         ):
             with attempt:
                 if attempt.num > 1:
-                    log.info("retrying %s (attempt %d)", redact_url(remote.url), attempt.num)
+                    log.info("%s: retrying %s (attempt %d)", remote.name,
+                             redact_url(remote.url), attempt.num)
                 return await self._fetch_once(remote, writer, progress)
         raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises
 
     async def _fetch_once(self, remote: RemoteFile, writer: ItemWriter,
                           progress: ProgressCallback | None) -> FileRecord:
+        shown = redact_url(remote.url)
+        partial = await writer.partial(remote.name)
+        if partial is not None and partial.source != shown:
+            partial = None  # bytes of some other file: start over
+        if partial is not None and partial.complete:
+            # Received and checked in full by an earlier run that stopped before commit.
+            log.info("%s: using the complete copy kept by an earlier attempt", remote.name)
+            sink = await writer.open_file(remote.name, resume=partial)
+            extra = await sink.commit(partial.size, partial.hasher.hexdigest())
+            return FileRecord(name=remote.name, size=partial.size,
+                              sha256=partial.hasher.hexdigest(), source_url=shown, extra=extra)
+        headers = {}
+        if partial is not None:
+            headers["Range"] = f"bytes={partial.size}-"
+            if partial.validator:
+                headers["If-Range"] = partial.validator
+        sink: FileSink | None = None
+        keep = committed = False
+        try:
+            async with await self._get(remote.url, headers) as resp:
+                resume = _resume_from(resp, partial, shown)
+                check = ContentCheck(remote.name, resp.headers.get("Content-Type"),
+                                     head=resume.head if resume else b"")
+                sink = await writer.open_file(remote.name, resume=resume,
+                                              validator=_validator(resp), source=shown)
+                hasher = resume.hasher.copy() if resume else hashlib.sha256()
+                offset = resume.size if resume else 0
+                if resume:
+                    log.info("%s: resuming at byte %d", remote.name, offset)
+                size = offset + await self._stream(resp, sink, hasher, check, progress)
+                expected = resp.content_length
+            if expected is not None and size != offset + expected:
+                raise TransientDownloadError(
+                    f"{shown}: got {size - offset} of {expected} bytes (Content-Length)")
+            check.finish(size)
+            extra = await sink.commit(size, hasher.hexdigest())
+            committed = True
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            keep = True
+            raise TransientDownloadError(f"{shown}: {describe_transport_error(exc)}") from None
+        except _StalePartial:
+            # What we hold does not match the file any more: drop it, retry from zero.
+            await (await writer.open_file(remote.name)).abort(keep=False)
+            raise
+        except TransientDownloadError:
+            keep = True
+            raise
+        except BaseException as exc:
+            # Cancellation (shutdown, item time limit) keeps the bytes for a later resume;
+            # a permanent error (bad content, 4xx) leaves nothing worth keeping.
+            keep = not isinstance(exc, Exception)
+            raise
+        finally:
+            if sink is not None and not committed:
+                await sink.abort(keep=keep)
+        log.debug("stored %s (%d bytes) from %s", remote.name, size, shown)
+        return FileRecord(name=remote.name, size=size, sha256=hasher.hexdigest(),
+                          source_url=shown, extra=extra)
+
+    async def _get(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET *url*, following a bounded number of redirects to allowed http(s) hosts."""
         if self._session is None:
             raise RuntimeError("Downloader used outside 'async with'")
-        shown = redact_url(remote.url)
-        sink: FileSink | None = None
-        try:
-            async with self._session.get(remote.url) as resp:
-                _check_status(resp.status, shown, resp.headers.get("Retry-After"))
-                expected = resp.content_length
-                sink = await writer.open_file(remote.name)
-                size, digest = await self._stream(resp, sink, progress)
-            if expected is not None and size != expected:
-                raise TransientDownloadError(
-                    f"{shown}: got {size} of {expected} bytes (Content-Length)")
-            extra = await sink.commit(size, digest)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            if sink is not None:
-                await sink.abort()
-            raise TransientDownloadError(f"{shown}: {describe_transport_error(exc)}") from None
-        except BaseException:
-            # Includes cancellation: never leave a temporary file behind.
-            if sink is not None:
-                await sink.abort()
-            raise
-        log.debug("stored %s (%d bytes) from %s", remote.name, size, shown)
-        return FileRecord(name=remote.name, size=size, sha256=digest, source_url=shown,
-                          extra=extra)
+        for _hop in range(self._config.max_redirects + 1):
+            self._check_url(url)
+            self.requests += 1
+            resp = await self._session.get(url, headers=headers, allow_redirects=False)
+            if resp.status not in _REDIRECTS:
+                return resp
+            location = resp.headers.get("Location")
+            resp.release()
+            if not location:
+                raise DownloadError(f"{redact_url(url)}: redirect without a Location")
+            url = urljoin(url, location)
+        raise DownloadError(f"{redact_url(url)}: more than {self._config.max_redirects} redirects")
 
-    async def _stream(self, resp: aiohttp.ClientResponse, sink: FileSink,
-                      progress: ProgressCallback | None) -> tuple[int, str]:
+    def _check_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise DownloadError(f"refusing to fetch a {parts.scheme or 'scheme-less'}: URL "
+                                "(only http and https)")
+        allowed = self._config.allowed_hosts
+        host = (parts.hostname or "").lower()
+        if allowed is not None and not any(_host_matches(host, parts.port, p) for p in allowed):
+            raise DownloadError(f"{redact_url(url)}: host {host!r} is not in "
+                                "downloads.allowed_hosts")
+
+    async def _stream(self, resp: aiohttp.ClientResponse, sink: FileSink, hasher: Any,
+                      check: ContentCheck, progress: ProgressCallback | None) -> int:
         chunk_size = self._config.chunk_size
-        hasher = hashlib.sha256()
         buffer = bytearray()
         size = 0
         # Coalesce the network's small reads into chunk_size writes: fewer thread hops
         # and syscalls; memory per transfer stays about one chunk whatever the file size.
-        async for data in resp.content.iter_any():
-            buffer += data
-            size += len(data)
-            if progress is not None:
-                progress(len(data))
-            if len(buffer) >= chunk_size:
-                chunk = bytes(buffer)
-                buffer.clear()
-                hasher.update(chunk)
-                await sink.write(chunk)
+        try:
+            async for data in resp.content.iter_any():
+                check.feed(data)
+                buffer += data
+                size += len(data)
+                if progress is not None:
+                    progress(len(data))
+                if len(buffer) >= chunk_size:
+                    await _flush(buffer, sink, hasher)
+        except (aiohttp.ClientError, TimeoutError):
+            # The connection broke, but what did arrive is a good prefix of the file:
+            # store it so the retry resumes exactly where the transfer stopped.
+            if buffer:
+                await _flush(buffer, sink, hasher)
+            raise
         if buffer:
-            chunk = bytes(buffer)
-            hasher.update(chunk)
-            await sink.write(chunk)
-        return size, hasher.hexdigest()
+            await _flush(buffer, sink, hasher)
+        return size
 
 
-def _check_status(status: int, shown: str, retry_after: str | None) -> None:
+async def _flush(buffer: bytearray, sink: FileSink, hasher: Any) -> None:
+    chunk = bytes(buffer)
+    buffer.clear()
+    hasher.update(chunk)
+    await sink.write(chunk)
+
+
+def _resume_from(resp: aiohttp.ClientResponse, partial: Partial | None,
+                 shown: str) -> Partial | None:
+    """Check the status; the partial to append to, or None to write from byte 0."""
+    status = resp.status
+    if status == 206 and partial is not None:
+        content_range = resp.headers.get("Content-Range", "")
+        if content_range.startswith(f"bytes {partial.size}-"):
+            return partial
+        raise _StalePartial(f"{shown}: unexpected Content-Range {content_range!r}")
     if status == 200:
-        return
+        return None  # a full answer: the file changed, or the server ignores Range
+    if status == 416 and partial is not None:
+        # We hold more than the file has: it changed. Start over on the next attempt.
+        raise _StalePartial(f"{shown}: stored partial no longer fits (HTTP 416)")
+    if status in _GONE:
+        raise UrlGone(f"{shown}: HTTP {status}", status)
     if status == 429 or status >= 500:
-        raise TransientDownloadError(f"{shown}: HTTP {status}", parse_retry_after(retry_after))
+        raise TransientDownloadError(f"{shown}: HTTP {status}",
+                                     parse_retry_after(resp.headers.get("Retry-After")))
     raise DownloadError(f"{shown}: HTTP {status}")
+
+
+class _StalePartial(TransientDownloadError):
+    """The partial bytes kept from an earlier attempt cannot be resumed."""
+
+
+def _validator(resp: aiohttp.ClientResponse) -> str | None:
+    # If-Range needs a strong validator: a weak ETag cannot be used, Last-Modified can.
+    etag = resp.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return resp.headers.get("Last-Modified")
+
+
+def _host_matches(host: str, port: int | None, pattern: str) -> bool:
+    name, _, want_port = pattern.partition(":")
+    if want_port and str(port) != want_port:
+        return False
+    if name.startswith("*."):
+        return host.endswith(name[1:]) or fnmatch.fnmatchcase(host, name)
+    return host == name
 
 
 def _retry_hook(exc: Exception) -> bool | float:
@@ -140,4 +264,3 @@ def _retry_hook(exc: Exception) -> bool | float:
     if exc.retry_after is not None:
         return min(exc.retry_after, 60.0)
     return True
-

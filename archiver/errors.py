@@ -14,8 +14,12 @@ they enter the archiver (``raise X(...) from exc``) so callers only ever see the
         ├── APIError              a business code for this id (``code``, ``msg``)
         │   └── TransientAPIError 429 / 5xx / non-JSON / 1005 / 2001 after retries ran out
         ├── JobFailed             Akool reports video_status 4 (``error_code``, ``error_reason``)
-        └── DownloadError         a result file could not be fetched or stored
-            └── TransientDownloadError   connection cut, timeout, 5xx: retried first
+        ├── DownloadError         a result file could not be fetched or stored
+        │   ├── TransientDownloadError   connection cut, stall, short body, 5xx: retried
+        │   ├── UrlGone                  403 / 404 / 410: ask the API for a fresh URL
+        │   ├── ContentRejected          an error page or wrong kind of file (validate.py)
+        │   └── ItemTimeout              the item took longer than downloads.item_timeout
+        └── Interrupted           the run was stopped (SIGINT / SIGTERM) before this id
 
 Messages never contain the API key, bearer token or credentials: the API client never
 puts request headers into an exception, and URLs are logged without their query string.
@@ -104,6 +108,28 @@ class DownloadError(ItemError):
     """A result file could not be downloaded or stored."""
 
     kind = "download"
+
+
+class UrlGone(DownloadError):
+    """The file host answered 403/404/410: the URL expired or was revoked."""
+
+    kind = "url_gone"
+
+    def __init__(self, msg: str, status: int) -> None:
+        super().__init__(msg)
+        self.code = status
+
+
+class ItemTimeout(DownloadError):
+    """One item took longer than its time limit."""
+
+    kind = "timeout"
+
+
+class Interrupted(ItemError):
+    """The run was asked to stop before this id was done."""
+
+    kind = "interrupted"
 
 
 class TransientDownloadError(DownloadError):

@@ -25,6 +25,8 @@ class Outcome(enum.StrEnum):
     ALREADY_ARCHIVED = "already_archived"
     PENDING = "pending"
     FAILED = "failed"
+    #: The results were past Akool's 7 days and their URLs no longer work.
+    EXPIRED = "expired"
 
 
 #: data field / audio_splits field -> archived file name, in archive order.
@@ -94,6 +96,8 @@ class ItemResult:
     error_code: int | None = None
     polls: int = 0
     duration: float = 0.0
+    #: Epoch seconds when Akool deletes the results (create_time + 7 days), if known.
+    expires_at: float | None = None
 
     @property
     def bytes(self) -> int:
@@ -106,6 +110,14 @@ class RunResult:
 
     items: list[ItemResult]
     duration: float
+    started_at: float = 0.0
+    storage: str = ""
+    manifest: str = ""
+    #: HTTP requests made (retries included) to the API and to file hosts.
+    api_requests: int = 0
+    file_requests: int = 0
+    #: The run was stopped early (SIGINT/SIGTERM); unfinished ids are pending.
+    interrupted: bool = False
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for i in self.items if i.outcome is outcome)
@@ -116,8 +128,8 @@ class RunResult:
 
     @property
     def exit_status(self) -> int:
-        """0 all archived, 3 some pending (none failed), 1 any failed."""
-        if any(i.outcome is Outcome.FAILED for i in self.items):
+        """0 all archived, 3 some pending (none failed), 1 any failed or expired."""
+        if any(i.outcome in (Outcome.FAILED, Outcome.EXPIRED) for i in self.items):
             return 1
         if any(i.outcome is Outcome.PENDING for i in self.items):
             return 3

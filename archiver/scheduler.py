@@ -4,11 +4,16 @@ However long the manifest, the run has ``concurrency.polls`` poll workers and
 ``concurrency.downloads`` download workers - a fixed number of tasks - fed from queues.
 A job that is not done yet waits for its next poll as a timer on the event loop, not as
 a sleeping task, so 10,000 pending jobs cost 10,000 small timer handles and nothing more.
+
+Stopping (SIGINT/SIGTERM, via the ``interrupt`` event): no new poll or download starts,
+polls in flight are dropped, transfers in flight get ``run.shutdown_grace`` seconds to
+finish and are then cancelled - keeping their bytes for the next run to resume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -22,12 +27,24 @@ from . import __version__
 from .api import AkoolClient
 from .config import Config
 from .download import Downloader
-from .errors import DownloadError, FatalRunError, ItemError, JobFailed
+from .errors import (
+    DownloadError,
+    FatalRunError,
+    Interrupted,
+    ItemError,
+    ItemTimeout,
+    JobFailed,
+    TransientDownloadError,
+    UrlGone,
+)
 from .manifest import ManifestItem
 from .models import FileRecord, ItemResult, JobInfo, JobStatus, Outcome, RemoteFile
 from .storage.base import INFO_NAME, SUMS_NAME, ItemWriter, Storage
 
 log = logging.getLogger(__name__)
+
+#: Warn about items this close to Akool deleting them.
+EXPIRY_WARNING_SECONDS = 24 * 3600
 
 
 class Observer:
@@ -49,7 +66,9 @@ class _State:
     started: float = 0.0
     polls: int = 0
     last_status: int | None = None
+    expires_at: float | None = None
     timer: asyncio.TimerHandle | None = None
+    done: bool = False
 
 
 @dataclass(order=True, slots=True)
@@ -82,11 +101,16 @@ class Scheduler:
         self._remaining = 0
         self._done = asyncio.Event()
         self._fatal: FatalRunError | None = None
+        self._stopping = False
         self._seq = itertools.count()
         self._deadline = 0.0
 
-    async def run(self, items: Sequence[ManifestItem]) -> list[ItemResult]:
-        """Archive *items*; returns one result per item, in order."""
+    async def run(self, items: Sequence[ManifestItem],
+                  interrupt: asyncio.Event | None = None) -> list[ItemResult]:
+        """Archive *items*; returns one result per item, in order.
+
+        Setting *interrupt* stops the run gracefully; unfinished ids come back pending.
+        """
         archived = await self._storage.archived(i.id for i in items)
         for item in items:
             if item.id in archived:
@@ -96,34 +120,65 @@ class Scheduler:
         if archived:
             log.info("%d of %d ids already archived, skipped", len(archived), len(items))
         if todo:
-            await self._process(todo)
+            await self._process(todo, interrupt or asyncio.Event())
         return [self._results[i.id] for i in items]
 
-    async def _process(self, todo: list[ManifestItem]) -> None:
+    async def _process(self, todo: list[ManifestItem], interrupt: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + self._config.polling.deadline
         self._remaining = len(todo)
         for item in todo:
             self._poll_queue.put_nowait(_State(item))
         concurrency = self._config.concurrency
-        workers = [
-            *(asyncio.create_task(self._poll_worker(), name=f"poll-{n}")
-              for n in range(min(concurrency.polls, len(todo)))),
-            *(asyncio.create_task(self._download_worker(), name=f"download-{n}")
-              for n in range(min(concurrency.downloads, len(todo)))),
-        ]
+        pollers = [asyncio.create_task(self._poll_worker(), name=f"poll-{n}")
+                   for n in range(min(concurrency.polls, len(todo)))]
+        downloaders = [asyncio.create_task(self._download_worker(), name=f"download-{n}")
+                       for n in range(min(concurrency.downloads, len(todo)))]
+        interrupted = asyncio.create_task(interrupt.wait())
+        done = asyncio.create_task(self._done.wait())
         try:
-            await self._done.wait()
+            await asyncio.wait({done, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            if not done.done() and self._fatal is None:
+                await self._stop_gracefully(pollers, downloaders, done)
         finally:
+            interrupted.cancel()
+            done.cancel()
             for state in self._waiting:
                 if state.timer is not None:
                     state.timer.cancel()
+            workers = pollers + downloaders
             for task in workers:
                 task.cancel()
-            # Let cancelled downloads remove their temporary files before returning.
+            # Let cancelled transfers tidy their temporary files before returning.
             await asyncio.gather(*workers, return_exceptions=True)
         if self._fatal is not None:
             raise self._fatal
+
+    async def _stop_gracefully(self, pollers: list[asyncio.Task[None]],
+                               downloaders: list[asyncio.Task[None]],
+                               done: asyncio.Task[bool]) -> None:
+        grace = self._config.run.shutdown_grace
+        log.warning("stopping: no new work; transfers in progress get %gs to finish", grace)
+        self._stopping = True
+        interrupted = Interrupted("the run was interrupted before this id was done")
+        for state in list(self._waiting):
+            if state.timer is not None:
+                state.timer.cancel()
+            self._finish(state, Outcome.PENDING, error=interrupted)
+        self._waiting.clear()
+        for queue in (self._poll_queue, self._download_queue):
+            while not queue.empty():
+                entry = queue.get_nowait()
+                self._finish(entry if isinstance(entry, _State) else entry.state,
+                             Outcome.PENDING, error=interrupted)
+        for task in pollers:
+            task.cancel()  # a poll in flight is cheap to repeat next run
+        await asyncio.gather(*pollers, return_exceptions=True)
+        if not done.done():
+            await asyncio.wait({done}, timeout=grace)
+        for task in downloaders:
+            task.cancel()
+        await asyncio.gather(*downloaders, return_exceptions=True)
 
     # ------------------------------------------------------------------ polling
 
@@ -142,7 +197,13 @@ class Scheduler:
             except ItemError as exc:
                 self._finish(state, Outcome.FAILED, error=exc)
                 continue
+            except asyncio.CancelledError:
+                if self._stopping:
+                    self._finish(state, Outcome.PENDING,
+                                 error=Interrupted("interrupted while polling"))
+                raise
             state.last_status = info.status
+            state.expires_at = info.expires_at
             self._route(loop, state, info)
 
     def _route(self, loop: asyncio.AbstractEventLoop, state: _State, info: JobInfo) -> None:
@@ -152,6 +213,7 @@ class Scheduler:
                 self._finish(state, Outcome.FAILED,
                              error=DownloadError("job succeeded but data.video is empty"))
                 return
+            self._warn_if_expiring(item_id, info)
             expires = info.expires_at if info.expires_at is not None else float("inf")
             self._download_queue.put_nowait(_Ready(expires, next(self._seq), state, info))
         elif info.status == JobStatus.FAILED:
@@ -182,37 +244,101 @@ class Scheduler:
         # +-10% jitter so thousands of jobs created together do not poll in lockstep.
         return min(polling.max_interval, base * random.uniform(0.9, 1.1))
 
+    def _warn_if_expiring(self, item_id: str, info: JobInfo) -> None:
+        if info.expires_at is None:
+            return
+        left = info.expires_at - time.time()
+        if left <= 0:
+            log.warning("%s: past Akool's 7-day retention (expired %s); trying anyway",
+                        item_id, _iso(info.expires_at))
+        elif left < EXPIRY_WARNING_SECONDS:
+            log.warning("%s: expires in %.1f hours (%s)", item_id, left / 3600,
+                        _iso(info.expires_at))
+
     # ---------------------------------------------------------------- archiving
 
     async def _download_worker(self) -> None:
+        item_timeout = self._config.downloads.item_timeout
         while True:
             ready = await self._download_queue.get()
             state, info = ready.state, ready.info
             try:
-                files = await self._archive(state.item, info)
+                async with asyncio.timeout(item_timeout):
+                    files = await self._archive(state.item, info)
+            except FatalRunError as exc:
+                self._stop(exc)
+                return
+            except TimeoutError:
+                self._finish(state, Outcome.FAILED, error=ItemTimeout(
+                    f"gave up after downloads.item_timeout ({item_timeout:g}s)"))
+            except UrlGone as exc:
+                expired = state.expires_at is not None and state.expires_at < time.time()
+                if expired:
+                    exc = UrlGone(f"results expired on {_iso(state.expires_at or 0)} "
+                                  f"(Akool keeps them 7 days): {exc}", exc.code)
+                self._finish(state, Outcome.EXPIRED if expired else Outcome.FAILED, error=exc)
             except ItemError as exc:
                 self._finish(state, Outcome.FAILED, error=exc)
+            except asyncio.CancelledError:
+                if self._stopping:
+                    self._finish(state, Outcome.PENDING, error=Interrupted(
+                        "interrupted during download; partial files kept for the next run"))
+                raise
             else:
                 self._finish(state, Outcome.ARCHIVED, files=files)
 
     async def _archive(self, item: ManifestItem, info: JobInfo) -> list[FileRecord]:
         writer = self._storage.item(item.id)
+        records: dict[str, FileRecord] = {}
+        refreshes = 0
+        try:
+            while True:
+                try:
+                    await self._fetch_all(info.files, records, writer)
+                    break
+                except UrlGone:
+                    if refreshes >= self._config.downloads.url_refreshes:
+                        raise
+                    refreshes += 1
+                    # The URL expired or was revoked: Akool may hand out a fresh one.
+                    log.info("%s: result URL refused, asking the API again", item.id)
+                    info = await self._fresh_info(item.id)
+            ordered = [records[f.name] for f in info.files]
+            await writer.put_small(INFO_NAME, _json_bytes(info.raw))
+            await writer.put_small(SUMS_NAME, _sha256sums(ordered))
+            await writer.commit(_json_bytes(_record(item, info, ordered)))
+        except BaseException as exc:
+            # Keep downloaded bytes when a later attempt can use them: interruption,
+            # time limit, network trouble, an URL that may be refreshed next run.
+            keep = not isinstance(exc, Exception) or isinstance(
+                exc, TransientDownloadError | UrlGone | FatalRunError)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(writer.abort(keep=keep))
+            raise
+        return ordered
+
+    async def _fetch_all(self, files: Sequence[RemoteFile], records: dict[str, FileRecord],
+                         writer: ItemWriter) -> None:
+        """Fetch the files not in *records* yet, all at once; the first error wins."""
+        todo = [f for f in files if f.name not in records]
+        tasks: dict[str, asyncio.Task[FileRecord]] = {}
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._fetch(remote, writer)) for remote in info.files]
-            records = [t.result() for t in tasks]
-            await writer.put_small(INFO_NAME, _json_bytes(info.raw))
-            await writer.put_small(SUMS_NAME, _sha256sums(records))
-            await writer.commit(_json_bytes(_record(item, info, records)))
-        except BaseException as exc:
-            await writer.abort()
-            if isinstance(exc, BaseExceptionGroup):
-                # One file failed and the TaskGroup cancelled the others: report the cause.
-                first = _first_item_error(exc)
-                if first is not None:
-                    raise first from None
+                for remote in todo:
+                    tasks[remote.name] = group.create_task(self._fetch(remote, writer))
+        except BaseExceptionGroup as group_error:
+            _collect(tasks, records)
+            first = _first_item_error(group_error)
+            if first is not None:
+                raise first from None
             raise
-        return records
+        _collect(tasks, records)
+
+    async def _fresh_info(self, item_id: str) -> JobInfo:
+        info = await self._client.video_info(item_id)
+        if info.status != JobStatus.SUCCESS or not info.files:
+            raise DownloadError(f"result URL refused and the job now has status {info.status}")
+        return info
 
     async def _fetch(self, remote: RemoteFile, writer: ItemWriter) -> FileRecord:
         async with self._file_slots:
@@ -222,17 +348,22 @@ class Scheduler:
 
     def _finish(self, state: _State, outcome: Outcome, *, error: ItemError | None = None,
                 files: list[FileRecord] | None = None) -> None:
+        if state.done:
+            return
+        state.done = True
         item = state.item
         result = ItemResult(
             id=item.id, label=item.label, outcome=outcome, status=state.last_status,
             files=files or [], polls=state.polls,
             duration=(self._clock() - state.started) if state.started else 0.0,
+            expires_at=state.expires_at,
         )
         if error is not None:
             result.error = str(error)
             result.error_kind = error.kind
             result.error_code = getattr(error, "code", None) or getattr(error, "error_code", None)
-            log.warning("%s: %s", item.id, error)
+            level = logging.INFO if outcome is Outcome.PENDING else logging.WARNING
+            log.log(level, "%s: %s: %s", item.id, outcome.value, error)
         elif outcome is Outcome.ARCHIVED:
             log.info("%s: archived %d file(s), %d bytes", item.id, len(result.files), result.bytes)
         self._results[item.id] = result
@@ -247,13 +378,33 @@ class Scheduler:
         self._done.set()
 
 
-def _first_item_error(group: BaseExceptionGroup) -> ItemError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, ItemError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup) and (found := _first_item_error(exc)):
-            return found
+def _collect(tasks: dict[str, asyncio.Task[FileRecord]], records: dict[str, FileRecord]) -> None:
+    for name, task in tasks.items():
+        if task.done() and not task.cancelled() and task.exception() is None:
+            records[name] = task.result()
+
+
+def _first_item_error(group: BaseExceptionGroup) -> BaseException | None:
+    # An error that stops the run outranks a per-item one.
+    flat = list(_flatten(group))
+    for kind in (FatalRunError, UrlGone, ItemError):
+        for exc in flat:
+            if isinstance(exc, kind):
+                return exc
     return None
+
+
+def _flatten(group: BaseExceptionGroup):  # type: ignore[no-untyped-def]
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _flatten(exc)
+        else:
+            yield exc
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
 
 
 def _json_bytes(value: object) -> bytes:
@@ -266,17 +417,14 @@ def _sha256sums(records: list[FileRecord]) -> bytes:
 
 
 def _record(item: ManifestItem, info: JobInfo, records: list[FileRecord]) -> dict[str, object]:
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    expires = info.expires_at
     return {
         "format": 1,
         "id": item.id,
         "label": item.label,
-        "archived_at": now.isoformat().replace("+00:00", "Z"),
+        "archived_at": _iso(time.time()),
         "archiver_version": __version__,
         "video_status": info.status,
         "create_time": info.create_time_ms,
-        "expires_at": (dt.datetime.fromtimestamp(expires, dt.UTC).isoformat()
-                       .replace("+00:00", "Z") if expires is not None else None),
+        "expires_at": _iso(info.expires_at) if info.expires_at is not None else None,
         "files": [r.to_json() for r in records],
     }

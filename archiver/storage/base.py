@@ -15,11 +15,31 @@ no temporary data behind.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 RECORD_NAME = "archive.json"
 INFO_NAME = "info.json"
 SUMS_NAME = "SHA256SUMS"
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """Bytes kept from an interrupted transfer, which a new attempt may resume."""
+
+    name: str
+    #: Bytes already stored.
+    size: int
+    #: The ETag or Last-Modified the bytes came with (sent as If-Range when resuming).
+    validator: str | None
+    #: The URL path they came from (query stripped): resume only the same file.
+    source: str
+    #: A ``hashlib.sha256()`` object already fed with the stored bytes.
+    hasher: Any = None
+    #: The first bytes stored (up to 4 KiB), for content checks.
+    head: bytes = b""
+    #: The whole file was received and checked; only the item's commit was missing.
+    complete: bool = False
 
 
 class FileSink(Protocol):
@@ -29,21 +49,35 @@ class FileSink(Protocol):
         """Append *chunk*. Called with chunks of about ``downloads.chunk_size`` bytes."""
 
     async def commit(self, size: int, sha256: str) -> dict[str, Any]:
-        """Check *size* bytes were written, make the file durable under its final name.
+        """Check *size* bytes were written and make the file durable.
+
+        The file is under its final name at the latest when the item commits.
 
         *sha256* is the whole-file digest computed while streaming. Returns extra facts
         for ``archive.json`` (e.g. an S3 checksum), possibly empty.
         """
 
-    async def abort(self) -> None:
-        """Discard everything written. Safe to call twice, and after a failed commit."""
+    async def abort(self, keep: bool = False) -> None:
+        """Discard what was written; safe to call twice, and after a failed commit.
+
+        With *keep*, a backend that can resume keeps the bytes under their temporary
+        name for a later :meth:`ItemWriter.partial` (others discard them all the same).
+        """
 
 
 class ItemWriter(Protocol):
     """Writes one item. Either :meth:`commit` or :meth:`abort` ends it."""
 
-    async def open_file(self, name: str) -> FileSink:
-        """Start writing the media file *name* (e.g. ``video.mp4``)."""
+    async def partial(self, name: str) -> Partial | None:
+        """What an earlier, interrupted attempt left of *name*, if resumable (else None)."""
+
+    async def open_file(self, name: str, *, resume: Partial | None = None,
+                        validator: str | None = None, source: str = "") -> FileSink:
+        """Start writing the media file *name* (e.g. ``video.mp4``).
+
+        With *resume*, the sink appends after ``resume.size`` bytes already stored.
+        *validator* and *source* describe the download, for a later resume.
+        """
 
     async def put_small(self, name: str, data: bytes) -> None:
         """Atomically write a small metadata file (``info.json``, ``SHA256SUMS``)."""
@@ -51,8 +85,12 @@ class ItemWriter(Protocol):
     async def commit(self, record: bytes) -> None:
         """Write ``archive.json`` - last - making the item count as archived."""
 
-    async def abort(self) -> None:
-        """Remove temporary files and any file this writer made final without committing."""
+    async def abort(self, keep: bool = False) -> None:
+        """Remove temporary files and any file this writer made final without committing.
+
+        With *keep*, a backend that can resume keeps downloaded bytes under temporary
+        names for the next run (interruption, transient failure).
+        """
 
 
 class Storage(Protocol):

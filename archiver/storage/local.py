@@ -1,12 +1,19 @@
-"""Local-disk storage: temp file, byte count check, fsync, rename, fsync the folder."""
+"""Local-disk storage: temp file, byte count check, fsync, rename, fsync the folder.
+
+Media files stay under their temporary names (``.video.mp4.part``) until the whole item
+commits; each has a small sidecar (``.video.mp4.part.json``) saying where its bytes came
+from, so a transfer cut short - by a network fault, Ctrl-C or a crash - is resumed by the
+next attempt or the next run instead of starting from zero.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import errno
+import hashlib
+import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,14 +23,21 @@ import aiofiles.os
 
 from ..config import os_reason
 from ..errors import DownloadError, StorageUnavailable
-from .base import RECORD_NAME
+from .base import RECORD_NAME, Partial
 
 TEMP_SUFFIX = ".part"
+SIDECAR_SUFFIX = ".part.json"
+LOCK_NAME = ".archiver.lock"
+_HASH_BLOCK = 1024 * 1024
 
 
 def temp_name(name: str) -> str:
-    """The temporary name a file has until it is complete: hidden, and marked partial."""
+    """The temporary name a file has until its item commits: hidden, marked partial."""
     return f".{name}{TEMP_SUFFIX}"
+
+
+def sidecar_name(name: str) -> str:
+    return f".{name}{SIDECAR_SUFFIX}"
 
 
 class LocalStorage:
@@ -33,19 +47,23 @@ class LocalStorage:
         self.root = Path(root)
         self.description = str(self.root)
 
+    @property
+    def default_lock_file(self) -> Path:
+        return self.root / LOCK_NAME
+
     async def open(self) -> None:
         await asyncio.to_thread(self._check_writable)
 
     def _check_writable(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            # A probe is the only way to know (access() lies for root and on read-only mounts).
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".archiver-probe-"):
-                pass
         except OSError as exc:
             raise StorageUnavailable(
-                f"archive root {self.root} is not writable: {os_reason(exc)}"
-            ) from None
+                f"cannot create archive root {self.root}: {os_reason(exc)}") from None
+        if not self.root.is_dir():
+            raise StorageUnavailable(f"archive root {self.root} is not a directory")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"archive root {self.root} is not writable")
 
     async def close(self) -> None:
         return None
@@ -65,60 +83,83 @@ class LocalItemWriter:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._made_final: list[Path] = []
         self._sinks: list[LocalFileSink] = []
+        self._small: list[Path] = []
 
     async def _ensure_folder(self) -> None:
         try:
             await aiofiles.os.makedirs(self.folder, exist_ok=True)
         except OSError as exc:
-            raise DownloadError(f"cannot create {self.folder}: {os_reason(exc)}") from None
+            raise _write_error(self.folder, exc) from None
 
-    async def open_file(self, name: str) -> LocalFileSink:
+    async def partial(self, name: str) -> Partial | None:
+        return await asyncio.to_thread(_read_partial, self.folder, name)
+
+    async def open_file(self, name: str, *, resume: Partial | None = None,
+                        validator: str | None = None, source: str = "") -> LocalFileSink:
         await self._ensure_folder()
-        sink = LocalFileSink(self.folder / temp_name(name), self.folder / name, self._made_final)
-        await sink.open()
+        sink = LocalFileSink(self.folder, name)
+        await sink.open(resume, validator if resume is None else resume.validator,
+                        source if resume is None else resume.source)
         self._sinks.append(sink)
         return sink
 
     async def put_small(self, name: str, data: bytes) -> None:
         await self._ensure_folder()
         await _write_atomic(self.folder / name, data)
-        self._made_final.append(self.folder / name)
+        self._small.append(self.folder / name)
 
     async def commit(self, record: bytes) -> None:
         await self._ensure_folder()
-        await _write_atomic(self.folder / RECORD_NAME, record)
-        self._made_final.clear()
-
-    async def abort(self) -> None:
         for sink in self._sinks:
-            await sink.abort()
-        # Files made final by this writer are not part of any committed item: remove them,
-        # so nothing uncommitted sits under a final name looking complete.
-        for path in self._made_final:
+            if sink.state == "complete":
+                await sink.make_final()
+        await asyncio.to_thread(_fsync_dir, self.folder)
+        # Last: from this moment the item counts as archived.
+        await _write_atomic(self.folder / RECORD_NAME, record)
+        self._small.clear()
+
+    async def abort(self, keep: bool = False) -> None:
+        for sink in self._sinks:
+            await sink.abort(keep=keep)
+        # Metadata files are not part of any committed item: remove them, so nothing
+        # uncommitted sits under a final name looking complete.
+        for path in self._small:
             with contextlib.suppress(FileNotFoundError):
                 await aiofiles.os.remove(path)
-        self._made_final.clear()
+        self._small.clear()
         with contextlib.suppress(OSError):
-            await aiofiles.os.rmdir(self.folder)  # only succeeds if we left it empty
+            await aiofiles.os.rmdir(self.folder)  # only succeeds if nothing was kept
 
 
 class LocalFileSink:
     """One media file being written under its temporary name."""
 
-    def __init__(self, temp: Path, final: Path, made_final: list[Path]) -> None:
-        self.temp = temp
-        self.final = final
-        self._made_final = made_final
+    def __init__(self, folder: Path, name: str) -> None:
+        self.final = folder / name
+        self.temp = folder / temp_name(name)
+        self.sidecar = folder / sidecar_name(name)
+        #: open -> complete -> final, or -> aborted
+        self.state = "new"
         self._file: Any = None
         self._written = 0
+        self._meta: dict[str, Any] = {}
 
-    async def open(self) -> None:
+    async def open(self, resume: Partial | None, validator: str | None, source: str) -> None:
+        self._meta = {"source": source, "validator": validator}
         try:
-            self._file = await aiofiles.open(self.temp, "wb")
+            if resume is not None:
+                self._file = await aiofiles.open(self.temp, "ab")
+                self._written = await self._file.tell()
+                if self._written != resume.size:
+                    raise DownloadError(f"{self.temp} changed while resuming")
+            else:
+                self._file = await aiofiles.open(self.temp, "wb")
+            await _write_json(self.sidecar, self._meta)
         except OSError as exc:
-            raise DownloadError(f"cannot create {self.temp}: {os_reason(exc)}") from None
+            await self.abort()
+            raise _write_error(self.temp, exc) from None
+        self.state = "open"
 
     async def write(self, chunk: bytes) -> None:
         try:
@@ -137,21 +178,70 @@ class LocalFileSink:
             await asyncio.to_thread(os.fsync, self._file.fileno())
             await self._file.close()
             self._file = None
-            await aiofiles.os.replace(self.temp, self.final)
-            await asyncio.to_thread(_fsync_dir, self.final.parent)
+            # Complete and checked: if the run stops before the item commits, the next
+            # run can use this file as it is.
+            await _write_json(self.sidecar, {**self._meta, "complete": True, "size": size,
+                                             "sha256": sha256})
         except OSError as exc:
             await self.abort()
             raise _write_error(self.final, exc) from None
-        self._made_final.append(self.final)
+        self.state = "complete"
         return {}
 
-    async def abort(self) -> None:
+    async def make_final(self) -> None:
+        try:
+            await aiofiles.os.replace(self.temp, self.final)
+        except OSError as exc:
+            raise _write_error(self.final, exc) from None
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(self.sidecar)
+        self.state = "final"
+
+    async def abort(self, keep: bool = False) -> None:
+        if self.state in ("aborted", "final"):
+            return
         if self._file is not None:
             with contextlib.suppress(OSError):
                 await self._file.close()
             self._file = None
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(self.temp)
+        self.state = "aborted"
+        if keep and self.temp.exists() and self.temp.stat().st_size > 0:
+            return  # kept, with its sidecar, for the next attempt to resume
+        for path in (self.temp, self.sidecar):
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(path)
+
+
+def _read_partial(folder: Path, name: str) -> Partial | None:
+    """The resumable state of *name* in *folder*, or None (and clean up what is useless)."""
+    temp, sidecar = folder / temp_name(name), folder / sidecar_name(name)
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        size = temp.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or size == 0:
+        return None
+    hasher = hashlib.sha256()
+    head = b""
+    try:
+        with temp.open("rb") as f:
+            while block := f.read(_HASH_BLOCK):
+                if not head:
+                    head = block[:4096]
+                hasher.update(block)
+    except OSError:
+        return None
+    complete = bool(meta.get("complete")) and meta.get("size") == size \
+        and meta.get("sha256") == hasher.hexdigest()
+    return Partial(name=name, size=size, validator=meta.get("validator"),
+                   source=str(meta.get("source", "")), hasher=hasher, head=head,
+                   complete=complete)
+
+
+async def _write_json(path: Path, value: object) -> None:
+    async with aiofiles.open(path, "w", encoding="utf-8") as f:
+        await f.write(json.dumps(value))
 
 
 async def _write_atomic(path: Path, data: bytes) -> None:
@@ -170,7 +260,7 @@ async def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable; not every platform allows opening a directory.
+    # Makes renames durable; not every platform allows opening a directory.
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -1,0 +1,87 @@
+"""The JSON run report (``--report PATH``): what happened to every id, and totals.
+
+The schema is documented in the README ("The run report"). It holds no secret:
+URLs are recorded without their query string and no header is ever included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .models import ItemResult, Outcome, RunResult
+
+SCHEMA_VERSION = 1
+
+
+def build_report(result: RunResult, exit_status: int, signal: str | None = None) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC).timestamp()
+    totals: dict[str, Any] = {"ids": len(result.items)}
+    for outcome in Outcome:
+        totals[outcome.value] = result.count(outcome)
+    totals["files_archived"] = sum(len(i.files) for i in result.items
+                                   if i.outcome is Outcome.ARCHIVED)
+    totals["bytes_archived"] = result.bytes_archived
+    totals["api_requests"] = result.api_requests
+    totals["file_requests"] = result.file_requests
+    return {
+        "schema": SCHEMA_VERSION,
+        "archiver_version": __version__,
+        "started_at": _iso(result.started_at) if result.started_at else None,
+        "finished_at": _iso(now),
+        "duration_s": round(result.duration, 3),
+        "exit_status": exit_status,
+        "interrupted_by": signal,
+        "storage": result.storage,
+        "manifest": result.manifest,
+        "totals": totals,
+        "items": [_item(i, now) for i in result.items],
+    }
+
+
+def _item(item: ItemResult, now: float) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "label": item.label,
+        "outcome": item.outcome.value,
+        "api_status": item.status,
+        "polls": item.polls,
+        "duration_s": round(item.duration, 3),
+        "expires_at": _iso(item.expires_at) if item.expires_at else None,
+        "past_expiry": bool(item.expires_at and item.expires_at < now),
+        "files": [f.to_json() for f in item.files],
+        "error": None if item.error is None else {
+            "kind": item.error_kind, "code": item.error_code, "message": item.error},
+    }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees half a report."""
+    write_atomic_text(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
