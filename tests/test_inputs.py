@@ -35,6 +35,27 @@ def test_example_config_is_valid(monkeypatch):
     assert config.api.api_key.get_secret_value() == "example-key"
 
 
+def test_example_config_documents_every_key():
+    """Every configuration key (and nested key) appears in config.example.yaml."""
+    from pydantic import BaseModel
+
+    from archiver.config import Config
+
+    text = (Path(__file__).parent.parent / "config.example.yaml").read_text()
+
+    def keys(model: type[BaseModel]) -> set[str]:
+        found = set()
+        for name, info in model.model_fields.items():
+            found.add(name)
+            for arg in (info.annotation, *getattr(info.annotation, "__args__", ())):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    found |= keys(arg)
+        return found
+
+    missing = sorted(k for k in keys(Config) if f"{k}:" not in text)
+    assert missing == []
+
+
 def test_env_references_are_expanded_and_secret(monkeypatch):
     """${VAR} is read from the environment and the key is masked in repr()."""
     monkeypatch.setenv("AKOOL_TEST_KEY", "sk-very-secret-value")
