@@ -16,6 +16,7 @@ import stamina
 from ._http import USER_AGENT, describe_transport_error, parse_retry_after
 from .config import ApiConfig
 from .errors import APIError, CredentialsError, TransientAPIError
+from .limits import TokenBucket
 from .models import RESULT_FILES, JobInfo, RemoteFile
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class AkoolClient:
         self._config = config
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        rate = config.requests_per_second
+        # One bucket for the whole run: the cap holds however many workers poll.
+        self._bucket = TokenBucket(rate, burst=max(1.0, rate)) if rate else None
         #: Requests sent, including retries (for reports and tests).
         self.requests = 0
 
@@ -95,6 +99,8 @@ class AkoolClient:
         if self._session is None:
             raise RuntimeError("AkoolClient used outside 'async with'")
         url = self._config.base_url + INFO_PATH
+        if self._bucket is not None:
+            await self._bucket.acquire()
         self.requests += 1
         try:
             async with self._session.get(url, params={"video_model_id": video_model_id}) as resp:

@@ -1,31 +1,38 @@
 """The ``archiver`` command: parse, load, run, map errors to messages and exit statuses.
 
 Exit statuses: 0 all archived (now or before), 3 some pending and none failed,
-1 some failed or expired, 2 usage / configuration / manifest / credential / storage
-error, 75 another run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM.
+1 some failed or expired (verify: a problem found), 2 usage / configuration / manifest /
+credential / storage error, 75 another run holds the lock, 130 / 143 stopped by
+SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import datetime as dt
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import stamina
 
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, Config, load_config, os_reason
-from .errors import ArchiverError, FatalRunError, UsageError
+from .errors import ArchiverError, FatalRunError, ItemError, UsageError
 from .lock import LockHeld
 from .manifest import Manifest, load_manifest
 from .models import Outcome, RunResult
 from .report import build_report, write_report
 from .run import archive
+from .scheduler import Observer
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -47,12 +54,34 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="archive the jobs of a manifest")
-    run.add_argument("manifest", type=Path, metavar="MANIFEST", help="YAML list of video_model_ids")
-    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH,
-                     help=f"configuration file (default: ./{DEFAULT_CONFIG_PATH})")
+    run.add_argument("manifest", type=Path, metavar="MANIFEST",
+                     help="YAML list of video_model_ids")
+    _add_config_flag(run)
     run.add_argument("--report", type=Path, metavar="PATH",
                      help="write a JSON report of the run (each id's outcome, files, errors)")
+    run.add_argument("--metrics-file", type=Path, metavar="PATH",
+                     help="write Prometheus metrics for node_exporter's textfile collector")
+    run.add_argument("--dry-run", action="store_true",
+                     help="poll and report what would be downloaded; write nothing")
     _add_output_flags(run)
+
+    verify = commands.add_parser(
+        "verify", help="check archived files against their records (size, SHA-256)")
+    verify.add_argument("manifest", type=Path, nargs="?", metavar="MANIFEST",
+                        help="only these ids (default: everything archived)")
+    _add_config_flag(verify)
+    verify.add_argument("--deep", action="store_true",
+                        help="S3: download and re-hash every object instead of comparing "
+                             "S3's own checksums")
+    _add_output_flags(verify)
+
+    status = commands.add_parser(
+        "status", help="which ids are archived, partially downloaded or absent")
+    status.add_argument("manifest", type=Path, metavar="MANIFEST")
+    _add_config_flag(status)
+    status.add_argument("--remote", action="store_true",
+                        help="also ask the API for each job's current status")
+    _add_output_flags(status)
 
     demo = commands.add_parser(
         "demo", help="archive sample jobs from a built-in Akool stand-in (no account needed)")
@@ -62,10 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH,
+                        help=f"configuration file (default: ./{DEFAULT_CONFIG_PATH})")
+
+
 def _add_output_flags(parser: argparse.ArgumentParser) -> None:
     level = parser.add_mutually_exclusive_group()
     level.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     level.add_argument("-v", "--verbose", action="store_true", help="print more detail")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="json: one JSON object per log line")
     parser.add_argument("--debug", action="store_true",
                         help="debug logging, and tracebacks for unexpected errors")
 
@@ -73,42 +109,64 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    setup_logging(quiet=args.quiet, verbose=args.verbose, debug=args.debug)
+    setup_logging(quiet=args.quiet, verbose=args.verbose, debug=args.debug,
+                  log_format=args.log_format)
+    status: int | None = None
     try:
         if args.command == "demo":
             from .demo import run_demo
 
-            return run_demo(args.dir, quiet=args.quiet)
-        return _run(args)
+            status = run_demo(args.dir, quiet=args.quiet)
+        elif args.command == "verify":
+            status = _verify(args)
+        elif args.command == "status":
+            status = _status(args)
+        else:
+            status = _run(args)
     except KeyboardInterrupt:
         print("archiver: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        status = EXIT_INTERRUPTED
     except LockHeld as exc:
         print(f"archiver: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
+        status = EXIT_LOCKED
     except (UsageError, FatalRunError) as exc:
         print(f"archiver: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        status = EXIT_USAGE
     except ArchiverError as exc:  # pragma: no cover - per-id errors never get here
         print(f"archiver: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        status = EXIT_FAILED
     except Exception as exc:
         if args.debug:
             raise
         print(f"archiver: internal error: {type(exc).__name__} (run with --debug for details)",
               file=sys.stderr)
-        return EXIT_INTERNAL
+        status = EXIT_INTERNAL
+    finally:
+        # Metrics say how the run ended, whatever ended it (even a config error).
+        if getattr(args, "metrics_file", None) is not None and status is not None:
+            _write_metrics(args.metrics_file, getattr(args, "_result", None), status)
+    return status
 
+
+# ----------------------------------------------------------------------- run
 
 def _run(args: argparse.Namespace) -> int:
     # Both inputs are checked before anything touches the network or the archive.
     config = load_config(args.config)
     install_secret_filter(config)
     manifest = load_manifest(args.manifest)
-    return asyncio.run(_run_async(args, config, manifest))
+    display = None
+    if sys.stderr.isatty() and not args.quiet and args.log_format == "text":
+        from .progress import ConsoleHandler, ProgressDisplay
+
+        display = ProgressDisplay()
+        _route_logs(ConsoleHandler(display.console))
+    with display if display is not None else contextlib.nullcontext():
+        return asyncio.run(_run_async(args, config, manifest, display))
 
 
-async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifest) -> int:
+async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifest,
+                     observer: Observer | None) -> int:
     interrupt = asyncio.Event()
     received: list[int] = []
     loop = asyncio.get_running_loop()
@@ -126,7 +184,8 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        result = await archive(config, manifest, interrupt=interrupt)
+        result = await archive(config, manifest, observer=observer, interrupt=interrupt,
+                               dry_run=args.dry_run)
     except (UsageError, FatalRunError) as exc:
         if args.report:
             _write_failure_report(args.report, exc)
@@ -135,11 +194,12 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     status = 128 + received[0] if received else result.exit_status
+    args._result = result
     if args.report:
         signame = signal.Signals(received[0]).name if received else None
         write_report(args.report, build_report(result, status, signame))
     if not args.quiet:
-        print(format_summary(result))
+        print(format_dry_run(result) if args.dry_run else format_summary(result))
     return status
 
 
@@ -152,33 +212,150 @@ def _write_failure_report(path: Path, exc: ArchiverError) -> None:
         log.error("cannot write the report %s: %s", path, os_reason(err))
 
 
+def _write_metrics(path: Path, result: RunResult | None, status: int) -> None:
+    from .metrics import write_metrics
+
+    try:
+        write_metrics(path, result, status)
+    except OSError as err:
+        log.error("cannot write the metrics file %s: %s", path, os_reason(err))
+
+
 def format_summary(result: RunResult) -> str:
     """The small table printed at the end of a run."""
     rows = [
-        ("archived", result.count(Outcome.ARCHIVED)),
-        ("already archived", result.count(Outcome.ALREADY_ARCHIVED)),
-        ("pending", result.count(Outcome.PENDING)),
-        ("failed", result.count(Outcome.FAILED)),
-        ("expired", result.count(Outcome.EXPIRED)),
+        ("archived", str(result.count(Outcome.ARCHIVED))),
+        ("already archived", str(result.count(Outcome.ALREADY_ARCHIVED))),
+        ("pending", str(result.count(Outcome.PENDING))),
+        ("failed", str(result.count(Outcome.FAILED))),
+        ("expired", str(result.count(Outcome.EXPIRED))),
+        ("bytes archived", human_bytes(result.bytes_archived)),
+        ("time", f"{result.duration:.1f}s"),
     ]
-    lines = [f"  {name:<17} {count:>7}" for name, count in rows]
-    lines.append(f"  {'bytes archived':<17} {_human_bytes(result.bytes_archived):>7}")
-    lines.append(f"  {'time':<17} {result.duration:>6.1f}s")
+    lines = [f"  {name:<17} {value:>9}" for name, value in rows]
     failed = [i for i in result.items if i.outcome in (Outcome.FAILED, Outcome.EXPIRED)]
     for item in failed[:20]:
         lines.append(f"  {item.outcome.value}: {item.id}: {item.error}")
     if len(failed) > 20:
-        lines.append(f"  ... and {len(failed) - 20} more failed")
+        lines.append(f"  ... and {len(failed) - 20} more (see --report)")
+    if result.interrupted:
+        lines.append("  interrupted: unfinished ids are pending; partial downloads are kept")
     return f"archiver: {len(result.items)} id(s)\n" + "\n".join(lines)
 
 
-def _human_bytes(count: int) -> str:
+def format_dry_run(result: RunResult) -> str:
+    """What a dry run found: per ready id its files and sizes."""
+    lines = ["archiver: dry run, nothing written"]
+    for item in result.items:
+        if item.outcome is Outcome.READY:
+            sizes = ", ".join(f"{f.name} {human_bytes(f.size) if f.size is not None else '?'}"
+                              for f in item.files)
+            lines.append(f"  would archive {item.id}: {sizes}")
+        elif item.outcome is not Outcome.ALREADY_ARCHIVED:
+            detail = f": {item.error}" if item.error else ""
+            lines.append(f"  {item.outcome.value} {item.id}{detail}")
+    ready = [i for i in result.items if i.outcome is Outcome.READY]
+    known = sum(f.size or 0 for i in ready for f in i.files)
+    lines.append(f"  {len(ready)} to archive ({human_bytes(known)} announced), "
+                 f"{result.count(Outcome.ALREADY_ARCHIVED)} already archived, "
+                 f"{result.count(Outcome.PENDING)} pending, {result.count(Outcome.FAILED)} failed")
+    return "\n".join(lines)
+
+
+def human_bytes(count: int) -> str:
     value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
-    return f"{value:.1f}TiB"  # pragma: no cover
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -------------------------------------------------------------- verify, status
+
+def _verify(args: argparse.Namespace) -> int:
+    from .storage import make_storage
+    from .verify import verify
+
+    config = load_config(args.config)
+    install_secret_filter(config)
+    ids = [i.id for i in load_manifest(args.manifest)] if args.manifest else None
+
+    async def go() -> Any:
+        storage = make_storage(config.storage)
+        await storage.open(readonly=True)
+        try:
+            return await verify(storage, ids, deep=args.deep)  # type: ignore[arg-type]
+        finally:
+            await storage.close()
+
+    result = asyncio.run(go())
+    for problem in result.problems:
+        print(f"archiver: {problem}", file=sys.stderr)
+    if not args.quiet:
+        verdict = "OK" if result.ok else f"{len(result.problems)} problem(s)"
+        print(f"archiver verify: {result.items} item(s), {result.files} file(s), "
+              f"{human_bytes(result.bytes)} checked: {verdict}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .api import AkoolClient
+    from .storage import make_storage
+
+    config = load_config(args.config)
+    install_secret_filter(config)
+    manifest = load_manifest(args.manifest)
+    ids = [i.id for i in manifest]
+
+    async def go() -> tuple[dict[str, str], dict[str, str]]:
+        storage = make_storage(config.storage)
+        await storage.open(readonly=True)
+        try:
+            states = await storage.item_states(ids)  # type: ignore[attr-defined]
+        finally:
+            await storage.close()
+        remote: dict[str, str] = {}
+        if args.remote:
+            async with AkoolClient(config.api, limit=config.concurrency.polls) as client:
+                slots = asyncio.Semaphore(config.concurrency.polls)
+
+                async def ask(item_id: str) -> None:
+                    async with slots:
+                        try:
+                            info = await client.video_info(item_id)
+                        except ItemError as exc:
+                            remote[item_id] = f"error: {exc}"
+                            return
+                        remote[item_id] = _describe_remote(info.status, info.expires_at)
+
+                await asyncio.gather(*(ask(i) for i in ids if states.get(i) != "archived"))
+        return states, remote
+
+    states, remote = asyncio.run(go())
+    width = max((len(i) for i in ids), default=10)
+    for item in manifest:
+        line = f"{item.id:<{width}}  {states.get(item.id, 'absent'):<8}"
+        if args.remote:
+            line += f"  {remote.get(item.id, '-')}"
+        if item.label:
+            line += f"  ({item.label})"
+        print(line)
+    counts = {s: sum(1 for v in states.values() if v == s) for s in ("archived", "partial",
+                                                                     "absent")}
+    if not args.quiet:
+        print(f"archiver status: {len(ids)} id(s): {counts['archived']} archived, "
+              f"{counts['partial']} partial, {counts['absent']} absent", file=sys.stderr)
+    return EXIT_OK
+
+
+def _describe_remote(status: int, expires_at: float | None) -> str:
+    name = {1: "queued", 2: "processing", 3: "done", 4: "failed"}.get(status, f"status {status}")
+    if expires_at is None:
+        return name
+    left = expires_at - time.time()
+    when = dt.datetime.fromtimestamp(expires_at, dt.UTC).strftime("%Y-%m-%d %H:%MZ")
+    return f"{name}, {'expired' if left < 0 else 'expires'} {when}"
 
 
 # ------------------------------------------------------------------- logging
@@ -200,14 +377,31 @@ class SecretFilter(logging.Filter):
         return True
 
 
-def setup_logging(*, quiet: bool = False, verbose: bool = False, debug: bool = False) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(*, quiet: bool = False, verbose: bool = False, debug: bool = False,
+                  log_format: str = "text") -> None:
     # A person at a terminal sees what happens; cron (no terminal) only hears of problems.
     chatty = verbose or sys.stderr.isatty()
     level = logging.ERROR if quiet else logging.DEBUG if debug else \
         logging.INFO if chatty else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
-                                           datefmt="%Y-%m-%dT%H:%M:%S"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)-7s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"))
     # stamina would log every retry as a warning; the archiver logs its own retries at
     # INFO, so that a transient hiccup that was retried away does not wake up cron.
     stamina.instrumentation.set_on_retry_hooks([])
@@ -215,6 +409,15 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False, debug: bool = F
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def _route_logs(handler: logging.Handler) -> None:
+    """Send log lines through *handler*, keeping the formatter and secret filter."""
+    root = logging.getLogger("archiver")
+    old = root.handlers[0]
+    handler.setFormatter(old.formatter)  # type: ignore[arg-type]
+    handler.filters[:] = old.filters
+    root.handlers[:] = [handler]
 
 
 def install_secret_filter(config: Config) -> None:

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .limits import parse_rate
 
 DEFAULT_CONFIG_PATH = Path("archiver.yaml")
 
@@ -35,6 +36,18 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 class _Model(BaseModel):
     # Unknown keys are errors: a typo'd key silently ignored is a setting silently lost.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # "limits:" with every key commented out is YAML null: take it as "all defaults".
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                kind = info.annotation
+                if data.get(name, 0) is None and isinstance(kind, type) \
+                        and issubclass(kind, BaseModel):
+                    data = {k: v for k, v in data.items() if k != name}
+        return data
 
 
 class RetryConfig(_Model):
@@ -56,6 +69,8 @@ class ApiConfig(_Model):
     connect_timeout: PositiveFloat = 10.0
     read_timeout: PositiveFloat = 30.0
     retries: RetryConfig = RetryConfig()
+    #: Cap on API requests per second across the whole run (None: no cap).
+    requests_per_second: PositiveFloat | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -203,6 +218,24 @@ class StorageConfig(_Model):
         return self
 
 
+class LimitsConfig(_Model):
+    """Throughput caps, e.g. for runs during office hours."""
+
+    #: Download throughput cap across all transfers, e.g. ``50MB/s`` or ``800KiB/s``.
+    bandwidth: str | None = None
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _rate(cls, value: str | int | None) -> str | None:
+        if value is not None:
+            parse_rate(str(value))
+        return None if value is None else str(value)
+
+    @property
+    def bandwidth_bytes(self) -> float | None:
+        return parse_rate(self.bandwidth) if self.bandwidth is not None else None
+
+
 class RunConfig(_Model):
     """How a run behaves as a process."""
 
@@ -222,6 +255,7 @@ class Config(_Model):
     polling: PollingConfig = PollingConfig()
     concurrency: ConcurrencyConfig = ConcurrencyConfig()
     downloads: DownloadConfig = DownloadConfig()
+    limits: LimitsConfig = LimitsConfig()
     storage: StorageConfig = StorageConfig()
 
 

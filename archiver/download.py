@@ -13,8 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -23,14 +22,25 @@ import stamina
 from ._http import USER_AGENT, describe_transport_error, parse_retry_after
 from .config import DownloadConfig
 from .errors import DownloadError, TransientDownloadError, UrlGone
+from .limits import TokenBucket
 from .models import FileRecord, RemoteFile, redact_url
 from .storage.base import FileSink, ItemWriter, Partial
 from .validate import ContentCheck
 
 log = logging.getLogger(__name__)
 
-#: Called with the number of bytes just received (for progress and totals).
-ProgressCallback = Callable[[int], None]
+
+class TransferListener(Protocol):
+    """Hears about the attempts of one file transfer (progress bars, totals)."""
+
+    def started(self, total: int | None, offset: int) -> None:
+        """Headers arrived: *total* bytes expected (if known), *offset* already stored."""
+
+    def advanced(self, count: int) -> None:
+        """*count* more bytes arrived."""
+
+    def ended(self) -> None:
+        """The attempt ended, whatever its outcome."""
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _GONE = frozenset({403, 404, 410})
@@ -39,10 +49,13 @@ _GONE = frozenset({403, 404, 410})
 class Downloader:
     """Streams result files into storage. Use as ``async with Downloader(cfg, limit=8)``."""
 
-    def __init__(self, config: DownloadConfig, *, limit: int = 8) -> None:
+    def __init__(self, config: DownloadConfig, *, limit: int = 8,
+                 bandwidth: float | None = None) -> None:
         self._config = config
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        # Shared by every transfer: limits.bandwidth caps the run, not each file.
+        self._bucket = TokenBucket(bandwidth) if bandwidth else None
         #: Requests sent (redirect hops included), for reports and tests.
         self.requests = 0
 
@@ -69,7 +82,7 @@ class Downloader:
             self._session = None
 
     async def fetch(self, remote: RemoteFile, writer: ItemWriter,
-                    progress: ProgressCallback | None = None) -> FileRecord:
+                    listener: TransferListener | None = None) -> FileRecord:
         """Download *remote* into *writer*, retrying transient failures (resuming if possible).
 
         Raises :class:`UrlGone` for 403/404/410 (the caller may ask the API for a fresh
@@ -89,11 +102,19 @@ class Downloader:
                 if attempt.num > 1:
                     log.info("%s: retrying %s (attempt %d)", remote.name,
                              redact_url(remote.url), attempt.num)
-                return await self._fetch_once(remote, writer, progress)
+                return await self._fetch_once(remote, writer, listener)
         raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises
 
     async def _fetch_once(self, remote: RemoteFile, writer: ItemWriter,
-                          progress: ProgressCallback | None) -> FileRecord:
+                          listener: TransferListener | None) -> FileRecord:
+        try:
+            return await self._attempt(remote, writer, listener)
+        finally:
+            if listener is not None:
+                listener.ended()
+
+    async def _attempt(self, remote: RemoteFile, writer: ItemWriter,
+                       listener: TransferListener | None) -> FileRecord:
         shown = redact_url(remote.url)
         partial = await writer.partial(remote.name)
         if partial is not None and partial.source != shown:
@@ -123,8 +144,10 @@ class Downloader:
                 offset = resume.size if resume else 0
                 if resume:
                     log.info("%s: resuming at byte %d", remote.name, offset)
-                size = offset + await self._stream(resp, sink, hasher, check, progress)
                 expected = resp.content_length
+                if listener is not None:
+                    listener.started(None if expected is None else offset + expected, offset)
+                size = offset + await self._stream(resp, sink, hasher, check, listener)
             if expected is not None and size != offset + expected:
                 raise TransientDownloadError(
                     f"{shown}: got {size - offset} of {expected} bytes (Content-Length)")
@@ -153,14 +176,26 @@ class Downloader:
         return FileRecord(name=remote.name, size=size, sha256=hasher.hexdigest(),
                           source_url=shown, extra=extra)
 
-    async def _get(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        """GET *url*, following a bounded number of redirects to allowed http(s) hosts."""
+    async def probe(self, remote: RemoteFile) -> int | None:
+        """The size the file host announces for *remote* (HEAD), or None if it does not say."""
+        try:
+            async with await self._get(remote.url, {}, method="HEAD") as resp:
+                if resp.status == 200:
+                    return resp.content_length
+        except (aiohttp.ClientError, TimeoutError, OSError, DownloadError) as exc:
+            log.info("%s: HEAD failed: %s", redact_url(remote.url), exc)
+        return None
+
+    async def _get(self, url: str, headers: dict[str, str],
+                   method: str = "GET") -> aiohttp.ClientResponse:
+        """Request *url*, following a bounded number of redirects to allowed http(s) hosts."""
         if self._session is None:
             raise RuntimeError("Downloader used outside 'async with'")
         for _hop in range(self._config.max_redirects + 1):
             self._check_url(url)
             self.requests += 1
-            resp = await self._session.get(url, headers=headers, allow_redirects=False)
+            resp = await self._session.request(method, url, headers=headers,
+                                               allow_redirects=False)
             if resp.status not in _REDIRECTS:
                 return resp
             location = resp.headers.get("Location")
@@ -182,7 +217,7 @@ class Downloader:
                                 "downloads.allowed_hosts")
 
     async def _stream(self, resp: aiohttp.ClientResponse, sink: FileSink, hasher: Any,
-                      check: ContentCheck, progress: ProgressCallback | None) -> int:
+                      check: ContentCheck, listener: TransferListener | None) -> int:
         chunk_size = self._config.chunk_size
         buffer = bytearray()
         size = 0
@@ -193,8 +228,10 @@ class Downloader:
                 check.feed(data)
                 buffer += data
                 size += len(data)
-                if progress is not None:
-                    progress(len(data))
+                if listener is not None:
+                    listener.advanced(len(data))
+                if self._bucket is not None:
+                    await self._bucket.acquire(len(data))
                 if len(buffer) >= chunk_size:
                     await _flush(buffer, sink, hasher)
         except (aiohttp.ClientError, TimeoutError):

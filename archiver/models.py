@@ -27,6 +27,8 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     #: The results were past Akool's 7 days and their URLs no longer work.
     EXPIRED = "expired"
+    #: Dry run only: done at Akool, would be downloaded.
+    READY = "ready"
 
 
 #: data field / audio_splits field -> archived file name, in archive order.
@@ -71,14 +73,15 @@ class FileRecord:
     """A file that was stored: what ``archive.json`` says about it."""
 
     name: str
-    size: int
+    size: int | None
     sha256: str
     source_url: str
     #: Backend facts, e.g. the checksum S3 reported; merged into the record.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size, "sha256": self.sha256,
+        # A dry run knows sizes (when the server says) but no checksum: null, not "".
+        return {"name": self.name, "size": self.size, "sha256": self.sha256 or None,
                 "source_url": self.source_url, **self.extra}
 
 
@@ -101,7 +104,7 @@ class ItemResult:
 
     @property
     def bytes(self) -> int:
-        return sum(f.size for f in self.files)
+        return sum(f.size or 0 for f in self.files)
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ the lock) are raised; per-id failures are in the result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -32,23 +33,27 @@ from .storage import Storage, make_storage
 
 async def archive(config: Config, manifest: Manifest, *, storage: Storage | None = None,
                   observer: Observer | None = None,
-                  interrupt: asyncio.Event | None = None) -> RunResult:
+                  interrupt: asyncio.Event | None = None, dry_run: bool = False) -> RunResult:
     """Archive every job of *manifest* that is not archived yet.
 
     Setting *interrupt* stops the run gracefully (see :mod:`archiver.scheduler`).
+    With *dry_run*, poll and report what would be downloaded; write nothing at all.
     """
     started = time.monotonic()
     started_at = time.time()
     storage = storage if storage is not None else make_storage(config.storage)
     # Fail before polling anything if the destination cannot take the results.
-    await storage.open()
+    await storage.open(readonly=dry_run)
     try:
-        with RunLock(lock_path(config, storage)):
+        lock = contextlib.nullcontext() if dry_run else RunLock(lock_path(config, storage))
+        with lock:
             async with (
                 AkoolClient(config.api, limit=config.concurrency.polls) as client,
-                Downloader(config.downloads, limit=config.concurrency.downloads) as downloader,
+                Downloader(config.downloads, limit=config.concurrency.downloads,
+                           bandwidth=config.limits.bandwidth_bytes) as downloader,
             ):
-                scheduler = Scheduler(config, client, downloader, storage, observer)
+                scheduler = Scheduler(config, client, downloader, storage, observer,
+                                      dry_run=dry_run)
                 items = await scheduler.run(manifest.items, interrupt)
                 api_requests, file_requests = client.requests, downloader.requests
     finally:

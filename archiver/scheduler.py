@@ -38,7 +38,15 @@ from .errors import (
     UrlGone,
 )
 from .manifest import ManifestItem
-from .models import FileRecord, ItemResult, JobInfo, JobStatus, Outcome, RemoteFile
+from .models import (
+    FileRecord,
+    ItemResult,
+    JobInfo,
+    JobStatus,
+    Outcome,
+    RemoteFile,
+    redact_url,
+)
 from .storage.base import INFO_NAME, SUMS_NAME, ItemWriter, Storage
 
 log = logging.getLogger(__name__)
@@ -53,8 +61,17 @@ class Observer:
     def run_started(self, total: int, already_archived: int) -> None:
         """The run knows how many ids it has and how many were archived before."""
 
-    def bytes_received(self, count: int) -> None:
-        """*count* more bytes of result files arrived."""
+    def item_started(self, item_id: str, files: int) -> None:
+        """Downloading of one finished job begins (*files* result files)."""
+
+    def file_started(self, item_id: str, name: str, total: int | None, offset: int) -> None:
+        """A transfer began: *total* bytes expected if known, *offset* already stored."""
+
+    def file_progress(self, item_id: str, name: str, count: int) -> None:
+        """*count* more bytes of a result file arrived."""
+
+    def file_ended(self, item_id: str, name: str) -> None:
+        """A transfer attempt ended (stored, failed or to be retried)."""
 
     def item_finished(self, result: ItemResult) -> None:
         """One id reached its outcome for this run."""
@@ -86,8 +103,9 @@ class Scheduler:
 
     def __init__(self, config: Config, client: AkoolClient, downloader: Downloader,
                  storage: Storage, observer: Observer | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, dry_run: bool = False) -> None:
         self._config = config
+        self._dry_run = dry_run
         self._client = client
         self._downloader = downloader
         self._storage = storage
@@ -262,6 +280,9 @@ class Scheduler:
         while True:
             ready = await self._download_queue.get()
             state, info = ready.state, ready.info
+            if self._dry_run:
+                await self._probe(state, info)
+                continue
             try:
                 async with asyncio.timeout(item_timeout):
                     files = await self._archive(state.item, info)
@@ -287,14 +308,22 @@ class Scheduler:
             else:
                 self._finish(state, Outcome.ARCHIVED, files=files)
 
+    async def _probe(self, state: _State, info: JobInfo) -> None:
+        """Dry run: what would be downloaded, with sizes where the file host says."""
+        sizes = await asyncio.gather(*(self._downloader.probe(f) for f in info.files))
+        files = [FileRecord(f.name, size, "", redact_url(f.url))
+                 for f, size in zip(info.files, sizes, strict=True)]
+        self._finish(state, Outcome.READY, files=files)
+
     async def _archive(self, item: ManifestItem, info: JobInfo) -> list[FileRecord]:
         writer = self._storage.item(item.id)
+        self._observer.item_started(item.id, len(info.files))
         records: dict[str, FileRecord] = {}
         refreshes = 0
         try:
             while True:
                 try:
-                    await self._fetch_all(info.files, records, writer)
+                    await self._fetch_all(item.id, info.files, records, writer)
                     break
                 except UrlGone:
                     if refreshes >= self._config.downloads.url_refreshes:
@@ -317,15 +346,16 @@ class Scheduler:
             raise
         return ordered
 
-    async def _fetch_all(self, files: Sequence[RemoteFile], records: dict[str, FileRecord],
-                         writer: ItemWriter) -> None:
+    async def _fetch_all(self, item_id: str, files: Sequence[RemoteFile],
+                         records: dict[str, FileRecord], writer: ItemWriter) -> None:
         """Fetch the files not in *records* yet, all at once; the first error wins."""
         todo = [f for f in files if f.name not in records]
         tasks: dict[str, asyncio.Task[FileRecord]] = {}
         try:
             async with asyncio.TaskGroup() as group:
                 for remote in todo:
-                    tasks[remote.name] = group.create_task(self._fetch(remote, writer))
+                    tasks[remote.name] = group.create_task(
+                        self._fetch(remote, writer, item_id))
         except BaseExceptionGroup as group_error:
             _collect(tasks, records)
             first = _first_item_error(group_error)
@@ -340,9 +370,10 @@ class Scheduler:
             raise DownloadError(f"result URL refused and the job now has status {info.status}")
         return info
 
-    async def _fetch(self, remote: RemoteFile, writer: ItemWriter) -> FileRecord:
+    async def _fetch(self, remote: RemoteFile, writer: ItemWriter, item_id: str) -> FileRecord:
         async with self._file_slots:
-            return await self._downloader.fetch(remote, writer, self._observer.bytes_received)
+            listener = _FileEvents(self._observer, item_id, remote.name)
+            return await self._downloader.fetch(remote, writer, listener)
 
     # ------------------------------------------------------------------ outcome
 
@@ -376,6 +407,24 @@ class Scheduler:
         if self._fatal is None:
             self._fatal = exc
         self._done.set()
+
+
+class _FileEvents:
+    """Turns one transfer's events into observer calls naming the item and file."""
+
+    __slots__ = ("_item_id", "_name", "_observer")
+
+    def __init__(self, observer: Observer, item_id: str, name: str) -> None:
+        self._observer, self._item_id, self._name = observer, item_id, name
+
+    def started(self, total: int | None, offset: int) -> None:
+        self._observer.file_started(self._item_id, self._name, total, offset)
+
+    def advanced(self, count: int) -> None:
+        self._observer.file_progress(self._item_id, self._name, count)
+
+    def ended(self) -> None:
+        self._observer.file_ended(self._item_id, self._name)
 
 
 def _collect(tasks: dict[str, asyncio.Task[FileRecord]], records: dict[str, FileRecord]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -79,3 +80,13 @@ def all_files(root: Path) -> list[Path]:
     if not root.exists():
         return []
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != ".archiver.lock")
+
+
+def summary(stdout: str) -> dict[str, str]:
+    """The end-of-run summary table as {row name: value}."""
+    rows = {}
+    for line in stdout.splitlines():
+        match = re.match(r"^  ([a-z][a-z ]+?)\s{2,}(\S+)$", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows

@@ -11,7 +11,7 @@ import yaml
 
 from archiver.testing.standin import AkoolStandIn
 
-from .conftest import API_KEY, ID1, ID2, all_files, config_dict, run_cli, write_yaml
+from .conftest import API_KEY, ID1, ID2, all_files, config_dict, run_cli, summary, write_yaml
 
 
 @pytest.fixture
@@ -43,14 +43,14 @@ def test_run_archives_and_rerun_is_free(setup):
 
     first = run_cli("run", "videos.yaml", cwd=cwd, env=ENV)
     assert first.returncode == 0, first.stderr
-    assert "archived                2" in first.stdout
+    assert summary(first.stdout)["archived"] == "2"
     record = json.loads((cwd / "archive" / ID2 / "archive.json").read_text())
     assert record["label"] == "onboarding-es"
     calls = standin.api_calls
 
     second = run_cli("run", "videos.yaml", "-c", "archiver.yaml", cwd=cwd, env=ENV)
     assert second.returncode == 0, second.stderr
-    assert "already archived        2" in second.stdout
+    assert summary(second.stdout)["already archived"] == "2"
     assert standin.api_calls == calls
 
 
@@ -68,7 +68,7 @@ def test_exit_statuses_failed_and_pending(setup):
     write_yaml(cwd / "pending.yaml", [ID1])
     result = run_cli("run", "pending.yaml", cwd=cwd, env=ENV)
     assert result.returncode == 3
-    assert "pending                 1" in result.stdout
+    assert summary(result.stdout)["pending"] == "1"
 
 
 def test_bad_credentials_exit_2_and_write_nothing(setup):
@@ -144,9 +144,9 @@ def test_demo_runs_twice(tmp_path):
     """`archiver demo DIR` archives the sample jobs; the second run skips them all."""
     first = run_cli("demo", "out", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "archived                5" in first.stdout
+    assert summary(first.stdout)["archived"] == "5"
     records = list((tmp_path / "out").glob("*/archive.json"))
     assert len(records) == 5
     second = run_cli("demo", "out", cwd=tmp_path)
     assert second.returncode == 0
-    assert "already archived        5" in second.stdout
+    assert summary(second.stdout)["already archived"] == "5"

@@ -99,8 +99,11 @@ class Storage(Protocol):
     #: Human-readable location, safe to log (no credentials).
     description: str
 
-    async def open(self) -> None:
-        """Check the destination exists and is writable; raise StorageUnavailable if not."""
+    async def open(self, readonly: bool = False) -> None:
+        """Check the destination exists and is writable; raise StorageUnavailable if not.
+
+        With *readonly* (dry runs, verify, status), only check it can be read: write nothing.
+        """
 
     async def close(self) -> None:
         """Release resources."""

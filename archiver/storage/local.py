@@ -51,8 +51,9 @@ class LocalStorage:
     def default_lock_file(self) -> Path:
         return self.root / LOCK_NAME
 
-    async def open(self) -> None:
-        await asyncio.to_thread(self._check_writable)
+    async def open(self, readonly: bool = False) -> None:
+        if not readonly:  # a dry run or verify must not even create the root
+            await asyncio.to_thread(self._check_writable)
 
     def _check_writable(self) -> None:
         try:
@@ -76,6 +77,60 @@ class LocalStorage:
 
     def item(self, video_model_id: str) -> LocalItemWriter:
         return LocalItemWriter(self.root / video_model_id)
+
+    # ------------------------------------------------------- reading (verify, status)
+
+    async def list_archived(self) -> list[str]:
+        def scan() -> list[str]:
+            if not self.root.is_dir():
+                return []
+            return sorted(p.parent.name for p in self.root.glob(f"*/{RECORD_NAME}"))
+
+        return await asyncio.to_thread(scan)
+
+    async def read_record(self, video_model_id: str) -> bytes | None:
+        try:
+            async with aiofiles.open(self.root / video_model_id / RECORD_NAME, "rb") as f:
+                return await f.read()
+        except OSError:
+            return None
+
+    async def list_files(self, video_model_id: str) -> dict[str, int]:
+        def scan() -> dict[str, int]:
+            folder = self.root / video_model_id
+            if not folder.is_dir():
+                return {}
+            return {p.name: p.stat().st_size for p in folder.iterdir()
+                    if p.is_file() and not p.name.startswith(".")}
+
+        return await asyncio.to_thread(scan)
+
+    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
+        def scan() -> dict[str, str]:
+            states = {}
+            for item_id in ids:
+                folder = self.root / item_id
+                if (folder / RECORD_NAME).is_file():
+                    states[item_id] = "archived"
+                elif folder.is_dir() and any(folder.iterdir()):
+                    states[item_id] = "partial"
+                else:
+                    states[item_id] = "absent"
+            return states
+
+        return await asyncio.to_thread(scan)
+
+    async def check_file(self, video_model_id: str, entry: dict[str, Any],
+                         deep: bool) -> str | None:
+        # Local files are always re-hashed: reading them back is the only check there is.
+        path = self.root / video_model_id / str(entry.get("name"))
+        try:
+            digest = await asyncio.to_thread(_sha256_file, path)
+        except OSError as exc:
+            return f"cannot read: {os_reason(exc)}"
+        if digest != entry.get("sha256"):
+            return f"sha256 {digest}, archive.json says {entry.get('sha256')}"
+        return None
 
 
 class LocalItemWriter:
@@ -237,6 +292,14 @@ def _read_partial(folder: Path, name: str) -> Partial | None:
     return Partial(name=name, size=size, validator=meta.get("validator"),
                    source=str(meta.get("source", "")), hasher=hasher, head=head,
                    complete=complete)
+
+
+def _sha256_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 async def _write_json(path: Path, value: object) -> None:

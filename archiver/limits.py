@@ -1,0 +1,55 @@
+"""Run-wide rate limits: one token bucket shared by every worker, not a sleep per task."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+          "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)\s*(?:/s)?\s*$", re.IGNORECASE)
+
+
+def parse_rate(text: str) -> float:
+    """``"50MB/s"`` -> 50e6 bytes per second (KB/MB/GB are decimal, KiB/MiB/GiB binary)."""
+    match = _RATE.match(text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"{text!r} is not a rate like 50MB/s, 800KiB/s or 1000000")
+    value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if value <= 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+class TokenBucket:
+    """Allows *rate* units per second on average, bursts of up to *burst* units.
+
+    ``acquire(n)`` takes *n* units, going into debt if needed and sleeping it off, so a
+    single request larger than the burst still passes - at the average rate. Callers
+    queue fairly: each sees the debt of those before it.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = rate
+        self.burst = burst if burst is not None else rate
+        self._clock = clock
+        self._tokens = self.burst
+        self._last = clock()
+
+    def reserve(self, amount: float = 1.0) -> float:
+        """Take *amount* now; return how many seconds the caller must wait for it."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        self._tokens -= amount
+        return max(0.0, -self._tokens / self.rate)
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        delay = self.reserve(amount)
+        if delay > 0:
+            await asyncio.sleep(delay)

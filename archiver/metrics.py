@@ -1,0 +1,65 @@
+"""Prometheus text-format metrics for node_exporter's textfile collector.
+
+Written atomically (temp file + rename in the same folder), as the collector requires:
+it must never read a half-written file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from .models import Outcome, RunResult
+from .report import write_atomic_text
+
+_LAST_SUCCESS = re.compile(r"^archiver_last_success_timestamp_seconds\s+([0-9.eE+]+)\s*$", re.M)
+
+
+def render_metrics(result: RunResult | None, exit_status: int, *, now: float,
+                   last_success: float | None) -> str:
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{labels} {_number(value)}")
+
+    if result is not None:
+        metric("archiver_items", "gauge", "Ids of the last run, by outcome.",
+               [(f'{{outcome="{o.value}"}}', result.count(o)) for o in Outcome])
+        metric("archiver_bytes_archived", "gauge", "Bytes archived by the last run.",
+               [("", result.bytes_archived)])
+        metric("archiver_run_duration_seconds", "gauge", "Duration of the last run.",
+               [("", round(result.duration, 3))])
+    metric("archiver_last_run_timestamp_seconds", "gauge", "When the last run ended.",
+           [("", round(now, 3))])
+    if last_success is not None:
+        metric("archiver_last_success_timestamp_seconds", "gauge",
+               "When a run last ended with every id archived (exit status 0).",
+               [("", round(last_success, 3))])
+    metric("archiver_exit_status", "gauge", "Exit status of the last run.",
+           [("", exit_status)])
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(path: Path, result: RunResult | None, exit_status: int,
+                  now: float | None = None) -> None:
+    """Write the metrics file; the last-success time carries over from the previous file."""
+    now = time.time() if now is None else now
+    last_success = now if exit_status == 0 else _previous_success(path)
+    write_atomic_text(path, render_metrics(result, exit_status, now=now,
+                                           last_success=last_success))
+
+
+def _previous_success(path: Path) -> float | None:
+    try:
+        match = _LAST_SUCCESS.search(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+    return float(match.group(1)) if match else None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

@@ -1,0 +1,115 @@
+"""``archiver verify`` and ``archiver status``: what the archive holds, checked against itself.
+
+Both only read. ``verify`` compares every file an ``archive.json`` lists with what the
+storage holds: present, same size, same SHA-256 (local: re-hashed; S3: S3's own checksum,
+or re-hashed with ``deep``), and reports files nobody recorded. ``status`` says, per
+id, whether it is archived, partially downloaded or absent, without calling the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .storage.base import INFO_NAME, RECORD_NAME, SUMS_NAME
+
+METADATA = frozenset({INFO_NAME, SUMS_NAME, RECORD_NAME})
+
+ARCHIVED, PARTIAL, ABSENT = "archived", "partial", "absent"
+
+
+class ArchiveReader(Protocol):
+    """Read access a backend offers for verify and status."""
+
+    async def list_archived(self) -> list[str]:
+        """Every id that has an ``archive.json``."""
+
+    async def read_record(self, video_model_id: str) -> bytes | None:
+        """The ``archive.json`` of an id, or None."""
+
+    async def list_files(self, video_model_id: str) -> dict[str, int]:
+        """Files of an item under final names (temporaries excluded): name -> size."""
+
+    async def item_states(self, ids: Sequence[str]) -> dict[str, str]:
+        """archived / partial (some bytes stored, no record) / absent, per id."""
+
+    async def check_file(self, video_model_id: str, entry: dict[str, Any],
+                         deep: bool) -> str | None:
+        """Compare one stored file with its record entry: None if intact, else why not."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    id: str
+    file: str
+    kind: str  # missing | corrupted | unexpected | record
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.id}/{self.file}: {self.kind}: {self.detail}"
+
+
+@dataclass(slots=True)
+class VerifyResult:
+    items: int = 0
+    files: int = 0
+    bytes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def verify(reader: ArchiveReader, ids: Sequence[str] | None, *, deep: bool = False,
+                 concurrency: int = 4) -> VerifyResult:
+    """Check *ids* (all archived ids when None). Ids of a manifest not archived are skipped."""
+    targets = list(ids) if ids is not None else await reader.list_archived()
+    result = VerifyResult()
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(item_id: str) -> None:
+        async with slots:
+            await _verify_item(reader, item_id, deep, result)
+
+    await asyncio.gather(*(one(i) for i in targets))
+    result.problems.sort(key=lambda p: (p.id, p.file))
+    return result
+
+
+async def _verify_item(reader: ArchiveReader, item_id: str, deep: bool,
+                       result: VerifyResult) -> None:
+    raw = await reader.read_record(item_id)
+    if raw is None:
+        return  # not archived: nothing to verify (status tells which ids are missing)
+    result.items += 1
+    try:
+        record = json.loads(raw)
+        entries = {e["name"]: e for e in record["files"]}
+    except (ValueError, KeyError, TypeError):
+        result.problems.append(Problem(item_id, RECORD_NAME, "record", "unreadable archive.json"))
+        return
+    present = await reader.list_files(item_id)
+    for name, entry in entries.items():
+        result.files += 1
+        if name not in present:
+            result.problems.append(Problem(item_id, name, "missing", "listed in archive.json"))
+            continue
+        if present[name] != entry.get("size"):
+            result.problems.append(Problem(
+                item_id, name, "corrupted",
+                f"size {present[name]}, archive.json says {entry.get('size')}"))
+            continue
+        problem = await reader.check_file(item_id, entry, deep)
+        if problem is not None:
+            result.problems.append(Problem(item_id, name, "corrupted", problem))
+        else:
+            result.bytes += present[name]
+    for meta in (INFO_NAME, SUMS_NAME):
+        if meta not in present:
+            result.problems.append(Problem(item_id, meta, "missing", "metadata file"))
+    for name in sorted(set(present) - set(entries) - METADATA):
+        result.problems.append(Problem(item_id, name, "unexpected", "not in archive.json"))
