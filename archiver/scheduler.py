@@ -145,8 +145,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + self._config.polling.deadline
         self._remaining = len(todo)
-        for item in todo:
-            self._poll_queue.put_nowait(_State(item))
+        states = [_State(item) for item in todo]
+        for state in states:
+            self._poll_queue.put_nowait(state)
         concurrency = self._config.concurrency
         pollers = [asyncio.create_task(self._poll_worker(), name=f"poll-{n}")
                    for n in range(min(concurrency.polls, len(todo)))]
@@ -171,6 +172,11 @@ class Scheduler:
             await asyncio.gather(*workers, return_exceptions=True)
         if self._fatal is not None:
             raise self._fatal
+        # Whatever was cut off mid-way (a dry-run probe at shutdown...) is pending, never lost.
+        for state in states:
+            if not state.done:
+                self._finish(state, Outcome.PENDING,
+                             error=Interrupted("the run ended before this id was done"))
 
     async def _stop_gracefully(self, pollers: list[asyncio.Task[None]],
                                downloaders: list[asyncio.Task[None]],
