@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,28 @@ def make_config(base_url: str, tmp_path: Path) -> Callable[..., Config]:
         return Config.model_validate(config_dict(base_url, tmp_path / "archive", **sections))
 
     return make
+
+
+#: The environment a CLI run gets: the key comes from it, as in production.
+CLI_ENV = {"TEST_AKOOL_KEY": API_KEY}
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[AkoolStandIn, str]]:
+    """A stand-in serving from its own thread, for runs of the real `archiver` process."""
+    standin = AkoolStandIn(api_key=API_KEY)
+    with standin.run_in_thread() as url:
+        yield standin, url
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, served: tuple[AkoolStandIn, str]) -> Path:
+    """A folder with ./archiver.yaml (key from $TEST_AKOOL_KEY) and ./archive as root."""
+    _, url = served
+    data = config_dict(url, tmp_path / "archive", run={"shutdown_grace": 0.5})
+    data["api"]["api_key"] = "${TEST_AKOOL_KEY}"
+    write_yaml(tmp_path / "archiver.yaml", data)
+    return tmp_path
 
 
 def write_yaml(path: Path, data: object) -> Path:

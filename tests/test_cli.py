@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
 
-from archiver.testing.standin import AkoolStandIn
-
-from .conftest import API_KEY, ID1, ID2, all_files, config_dict, run_cli, summary, write_yaml
+from .conftest import API_KEY, CLI_ENV, ID1, ID2, all_files, run_cli, summary, write_yaml
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[AkoolStandIn, str]]:
-    standin = AkoolStandIn(api_key=API_KEY)
-    with standin.run_in_thread() as url:
-        yield standin, url
+def setup(served, workdir):
+    """The stand-in and a working folder with archiver.yaml."""
+    return served[0], workdir
 
 
-@pytest.fixture
-def setup(tmp_path: Path, served: tuple[AkoolStandIn, str]):
-    """A config file (key from the environment) and an archive root in tmp_path."""
-    standin, url = served
-    data = config_dict(url, tmp_path / "archive")
-    data["api"]["api_key"] = "${TEST_AKOOL_KEY}"
-    write_yaml(tmp_path / "archiver.yaml", data)
-    return standin, tmp_path
-
-
-ENV = {"TEST_AKOOL_KEY": API_KEY}
+ENV = CLI_ENV
 
 
 def test_run_archives_and_rerun_is_free(setup):

@@ -7,38 +7,17 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from archiver.manifest import Manifest
 from archiver.models import Outcome
 from archiver.run import archive
 from archiver.scheduler import Observer
-from archiver.testing.standin import AkoolStandIn
 
-from .conftest import API_KEY, ID1, ID2, ID3, all_files, config_dict, run_cli, write_yaml
+from .conftest import CLI_ENV, ID1, ID2, ID3, all_files, run_cli, write_yaml
 
 ALL_FILES = ("video", "original_srt", "translated_srt", "no_caption")
-ENV = {"TEST_AKOOL_KEY": API_KEY}
+ENV = CLI_ENV
 DAY_MS = 24 * 3600 * 1000
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[AkoolStandIn, str]]:
-    standin = AkoolStandIn(api_key=API_KEY)
-    with standin.run_in_thread() as url:
-        yield standin, url
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, served: tuple[AkoolStandIn, str]) -> Path:
-    _, url = served
-    data = config_dict(url, tmp_path / "archive")
-    data["api"]["api_key"] = "${TEST_AKOOL_KEY}"
-    write_yaml(tmp_path / "archiver.yaml", data)
-    return tmp_path
 
 
 # ------------------------------------------------------------------------ verify

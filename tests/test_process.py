@@ -9,33 +9,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from archiver.testing.standin import AkoolStandIn
-
-from .conftest import API_KEY, ID1, ID2, ID3, all_files, config_dict, run_cli, write_yaml
+from .conftest import (
+    API_KEY,
+    CLI_ENV,
+    ID1,
+    ID2,
+    ID3,
+    all_files,
+    config_dict,
+    run_cli,
+    write_yaml,
+)
 
 MiB = 1024 * 1024
-ENV = {"TEST_AKOOL_KEY": API_KEY}
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[AkoolStandIn, str]]:
-    standin = AkoolStandIn(api_key=API_KEY)
-    with standin.run_in_thread() as url:
-        yield standin, url
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, served: tuple[AkoolStandIn, str]) -> Path:
-    _, url = served
-    data = config_dict(url, tmp_path / "archive", run={"shutdown_grace": 0.5})
-    data["api"]["api_key"] = "${TEST_AKOOL_KEY}"
-    write_yaml(tmp_path / "archiver.yaml", data)
-    return tmp_path
+ENV = CLI_ENV
 
 
 def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
