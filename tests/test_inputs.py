@@ -165,6 +165,13 @@ def test_bad_manifest_is_named(text, expected):
     assert len(message) < 300
 
 
-def test_missing_manifest(tmp_path):
+def test_missing_or_unreadable_manifest(tmp_path):
+    """A missing file, a directory and non-UTF-8 bytes each give a one-line error."""
     with pytest.raises(ManifestError, match="manifest not found"):
         load_manifest(tmp_path / "none.yaml")
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(ManifestError, match=r"dir.yaml: cannot read manifest: Is a directory"):
+        load_manifest(tmp_path / "dir.yaml")
+    (tmp_path / "latin1.yaml").write_bytes(b"- caf\xe9\n")
+    with pytest.raises(ManifestError, match="cannot read manifest: not UTF-8 text"):
+        load_manifest(tmp_path / "latin1.yaml")
