@@ -175,8 +175,10 @@ class S3StorageConfig(_Model):
     #: Files up to this size go in one PutObject; larger ones as multipart uploads.
     #: S3 requires parts of at least 5 MiB (except the last one).
     part_size: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 8 * MiB
-    #: Parts of one file uploading at once. Memory: part_size x this x downloads.
-    parts_in_flight: Annotated[int, Field(ge=1, le=64)] = 2
+    #: Parts of one file held in memory at once: the one being filled and those uploading.
+    #: Memory: part_size x this x concurrency.downloads (8 MiB x 1 x 8 = 64 MiB by default);
+    #: 2 lets a file's next part download while the previous one uploads.
+    parts_in_flight: Annotated[int, Field(ge=1, le=64)] = 1
 
     @field_validator("bucket")
     @classmethod

@@ -1,0 +1,380 @@
+"""The storage contract, run unchanged against every backend: local disk and S3 (moto).
+
+Faults and whole runs go through the archiver's own code path - the
+:class:`~archiver.download.Downloader` fetching from the Akool stand-in's file server into
+an item writer. The part-boundary sizes are written to sinks directly, the way the
+downloader does (chunks in order, then commit, abort on failure), because the downloader's
+content checks rightly refuse a 0-byte or 1-byte "video". Each backend has a small
+read-back helper (:class:`Backend`) so the assertions do not care where the bytes went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archiver.config import DownloadConfig
+from archiver.download import Downloader
+from archiver.errors import DownloadError
+from archiver.manifest import Manifest
+from archiver.models import Outcome, RemoteFile
+from archiver.run import archive
+from archiver.storage import LocalStorage, Storage
+from archiver.storage.s3 import S3Storage, composite_checksum
+from archiver.verify import verify
+
+from .conftest import ID1, ID2, ID3
+from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
+    TEST_PART_SIZE,
+    S3Fixture,
+    moto_endpoint_fixture,
+    s3_fixture,
+)
+
+P = TEST_PART_SIZE
+#: Downloader chunk size in these tests: deliberately not a divisor of P.
+CHUNK = 100_000
+
+
+@dataclass
+class Backend:
+    """A storage under test plus backend-neutral ways to look at what it stored."""
+
+    name: str
+    storage: Storage
+    root: Path | None = None
+    s3: S3Fixture | None = None
+    prefix: str = "archive/"
+    #: Whether a second archive.json for the same id leaves the first one in place.
+    #: Whether a transfer cut short keeps its bytes (under a temporary name) to resume.
+    keeps_partials: bool = False
+
+    def read(self, item: str, name: str) -> bytes | None:
+        """The bytes stored under the final name, or None."""
+        if self.s3 is not None:
+            key = f"{self.prefix}{item}/{name}"
+            return self.s3.read(key) if key in self.s3.list_keys(key) else None
+        assert self.root is not None
+        path = self.root / item / name
+        return path.read_bytes() if path.is_file() else None
+
+    def names(self, item: str) -> list[str]:
+        """Every name stored for *item*, temporary ones included."""
+        if self.s3 is not None:
+            folder = f"{self.prefix}{item}/"
+            return [k[len(folder):] for k in self.s3.list_keys(folder)]
+        assert self.root is not None
+        folder = self.root / item
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def corrupt(self, item: str, name: str) -> None:
+        """Replace a stored file with other bytes of the same size."""
+        size = len(self.read(item, name) or b"")
+        if self.s3 is not None:
+            # A replaced object: S3's checksum is now that of the new bytes, not the record's.
+            self.s3.client.put_object(Bucket=self.s3.bucket, Key=f"{self.prefix}{item}/{name}",
+                                      Body=os.urandom(size), ChecksumAlgorithm="SHA256")
+            return
+        assert self.root is not None
+        (self.root / item / name).write_bytes(os.urandom(size))
+
+    def leftovers(self) -> list[str]:
+        """Unfinished writes: open multipart uploads, or temporary files on disk."""
+        if self.s3 is not None:
+            return [u["Key"] for u in self.s3.open_uploads()]
+        assert self.root is not None
+        return sorted(str(p) for p in self.root.rglob("*")
+                      if p.is_file() and p.name.endswith((".part", ".tmp", ".part.json")))
+
+
+@pytest.fixture(params=["local", "s3"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """Each backend, opened: LocalStorage in tmp_path, S3Storage on moto with a small P."""
+    if request.param == "local":
+        root = tmp_path / "archive"
+        chosen = Backend("local", LocalStorage(root), root=root, keeps_partials=True)
+    else:
+        fixture: S3Fixture = request.getfixturevalue("s3")
+        storage = S3Storage(fixture.bucket, "archive/", endpoint_url=fixture.endpoint,
+                            region="us-east-1", addressing_style="path", part_size=P)
+        chosen = Backend("s3", storage, s3=fixture)
+    await chosen.storage.open()
+    try:
+        yield chosen
+    finally:
+        await chosen.storage.close()
+
+
+@pytest.fixture
+async def downloader() -> AsyncIterator[Downloader]:
+    config = DownloadConfig(chunk_size=CHUNK, read_timeout=2,
+                            retries={"attempts": 1, "wait_initial": 0.01, "wait_max": 0.01})
+    async with Downloader(config, limit=4) as d:
+        yield d
+
+
+def url(base_url: str, item: str, name: str = "video.mp4") -> str:
+    return f"{base_url}/files/{item}/{name}"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def store(writer: Any, name: str, data: bytes, chunk: int = CHUNK) -> dict[str, Any]:
+    """Write *data* into a sink as the downloader does; returns what commit() returned."""
+    sink = await writer.open_file(name)
+    try:
+        for start in range(0, len(data), chunk):
+            await sink.write(data[start:start + chunk])
+        return dict(await sink.commit(len(data), sha256(data)))
+    except BaseException:
+        await sink.abort()
+        raise
+
+
+SIZES = [0, 1, P - 1, P, P + 1, 2 * P + 1]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{s}B" for s in SIZES])
+async def test_sizes_round_trip(backend, size):
+    """Files of 0, 1, P-1, P, P+1, 2P+1 bytes come back byte-identical after commit."""
+    data = os.urandom(size)
+    writer = backend.storage.item(ID1)
+    extra = await store(writer, "video.mp4", data)
+    await writer.commit(b"{}\n")
+
+    assert backend.read(ID1, "video.mp4") == data
+    assert backend.names(ID1) == ["archive.json", "video.mp4"]
+    assert backend.leftovers() == []
+    if backend.s3 is not None:
+        check_s3_checksums(backend, extra["s3"], data)
+
+
+@pytest.mark.parametrize("size", [P - 1, P, 3 * P + 1])
+async def test_downloaded_sizes_record_sha256(backend, downloader, standin, base_url, size):
+    """Through the downloader: the recorded sha256 is the served file's, bytes identical."""
+    standin.add_job(ID1, video_size=size)
+    writer = backend.storage.item(ID1)
+    record = await downloader.fetch(RemoteFile("video.mp4", url(base_url, ID1)), writer)
+    await writer.commit(b"{}\n")
+    served = standin.file_bytes(ID1, "video.mp4")
+    assert record.size == size == len(served)
+    assert record.sha256 == sha256(served) == standin.file_sha256(ID1, "video.mp4")
+    assert backend.read(ID1, "video.mp4") == served
+    assert backend.leftovers() == []
+    if backend.s3 is not None:
+        check_s3_checksums(backend, record.extra["s3"], served)
+
+
+def check_s3_checksums(backend: Backend, facts: dict[str, Any], data: bytes) -> None:
+    """What commit() recorded matches what S3 reports, and what the bytes really are."""
+    assert backend.s3 is not None
+    key = f"{backend.prefix}{ID1}/video.mp4"
+    client = backend.s3.client
+    head = client.head_object(Bucket=backend.s3.bucket, Key=key, ChecksumMode="ENABLED")
+    attributes = client.get_object_attributes(Bucket=backend.s3.bucket, Key=key,
+                                              ObjectAttributes=["Checksum", "ObjectSize"])
+    assert facts["key"] == key
+    assert facts["checksum_verified"] is True
+    assert attributes["ObjectSize"] == len(data)
+    # HEAD and GetObjectAttributes may leave off the "-N" of a composite checksum.
+    reported = head["ChecksumSHA256"].split("-")[0]
+    assert attributes["Checksum"]["ChecksumSHA256"].split("-")[0] == reported
+    assert facts["checksum_sha256"].split("-")[0] == reported
+    if len(data) <= P:
+        whole = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        assert facts["checksum_sha256"] == whole
+        assert facts["checksum_type"] == "FULL_OBJECT"
+        assert head["Metadata"]["sha256"] == sha256(data)
+        assert "parts" not in facts
+    else:
+        parts = [hashlib.sha256(data[i:i + P]).digest() for i in range(0, len(data), P)]
+        assert facts["checksum_sha256"] == composite_checksum(parts)
+        assert facts["checksum_sha256"].endswith(f"-{len(parts)}")
+        assert facts["checksum_type"] == "COMPOSITE"
+        assert facts["parts"] == len(parts)
+        assert facts["part_size"] == P
+
+
+async def test_small_chunks_many_parts(backend):
+    """4 KiB chunks across several parts still assemble into the exact file."""
+    data = os.urandom(3 * P + 12345)
+    writer = backend.storage.item(ID1)
+    await store(writer, "video.mp4", data, chunk=4096)
+    await writer.commit(b"{}\n")
+    assert backend.read(ID1, "video.mp4") == data
+    assert backend.leftovers() == []
+
+
+async def test_source_dies_mid_stream(backend, downloader, standin, base_url):
+    """A download cut after 2P bytes: nothing under the final name, nothing left open."""
+    standin.add_job(ID1, video_size=4 * P, file_faults={"video": ["truncate"]})
+    writer = backend.storage.item(ID1)
+    with pytest.raises(DownloadError):
+        await downloader.fetch(RemoteFile("video.mp4", url(base_url, ID1)), writer)
+    assert backend.read(ID1, "video.mp4") is None
+    if not backend.keeps_partials:  # local keeps .video.mp4.part to resume; S3 keeps nothing
+        assert backend.leftovers() == []
+    await writer.abort()
+    assert backend.names(ID1) == []
+    assert backend.leftovers() == []
+
+
+async def test_retry_after_dying_source_restarts_cleanly(backend, standin, base_url):
+    """A retried download starts from zero; the stored file is whole, no upload left open."""
+    standin.add_job(ID1, video_size=4 * P, file_faults={"video": ["truncate"]})
+    config = DownloadConfig(chunk_size=CHUNK, retries={"attempts": 2, "wait_initial": 0.01})
+    writer = backend.storage.item(ID1)
+    async with Downloader(config) as retrying:
+        record = await retrying.fetch(RemoteFile("video.mp4", url(base_url, ID1)), writer)
+    await writer.commit(b"{}\n")
+    assert record.sha256 == standin.file_sha256(ID1, "video.mp4")
+    assert sha256(backend.read(ID1, "video.mp4") or b"") == record.sha256
+    assert backend.leftovers() == []
+
+
+async def test_abort_after_partial_writes(backend):
+    """Sinks aborted after partial writes, and a writer aborted after puts, leave nothing."""
+    writer = backend.storage.item(ID1)
+    done = await writer.open_file("video.mp4")
+    data = os.urandom(P + 10)
+    await done.write(data)
+    await done.commit(len(data), sha256(data))
+    await writer.put_small("info.json", b"{}")
+    open_sink = await writer.open_file("no_caption.mp4")
+    for _ in range(3):
+        await open_sink.write(os.urandom(P // 2 + 1))  # a part or more is in S3 by now
+    assert backend.leftovers()
+    await writer.abort()
+    await open_sink.abort()  # twice is fine
+    assert backend.names(ID1) == []
+    assert backend.leftovers() == []
+
+
+async def test_commit_with_wrong_size_fails_and_cleans_up(backend):
+    """commit() with a size other than what was written raises and keeps nothing."""
+    writer = backend.storage.item(ID1)
+    sink = await writer.open_file("video.mp4")
+    data = os.urandom(2 * P)
+    await sink.write(data)
+    with pytest.raises(DownloadError):
+        await sink.commit(len(data) + 1, sha256(data))
+    await sink.abort()  # after a failed commit: allowed, and a no-op
+    assert backend.read(ID1, "video.mp4") is None
+    assert backend.leftovers() == []
+
+
+async def test_cancelled_mid_stream_leaves_nothing(backend, downloader, standin, base_url):
+    """A download cancelled (twice) while the source stalls: no object, no open upload."""
+    standin.add_job(ID1, video_size=4 * P, file_faults={"video": ["stall"]})
+    writer = backend.storage.item(ID1)
+
+    async def archive_one() -> None:
+        try:
+            await downloader.fetch(RemoteFile("video.mp4", url(base_url, ID1)), writer)
+        finally:
+            await writer.abort()  # as the scheduler does, also when cancelled
+
+    task = asyncio.create_task(archive_one())
+    for _ in range(500):  # until half the file has arrived and some of it is stored
+        await asyncio.sleep(0.02)
+        if standin.file_bytes_sent[(ID1, "video.mp4")] >= 2 * P and backend.leftovers():
+            break
+    assert backend.leftovers(), "nothing in progress to cancel"  # S3: an open upload
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()  # a second Ctrl-C while the clean-up runs
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await backend.storage.close()  # waits for clean-up handed to threads
+    assert backend.read(ID1, "video.mp4") is None
+    assert backend.leftovers() == []
+    assert backend.names(ID1) == []
+    await backend.storage.open()
+
+
+async def test_archived_sees_committed_items_only(backend):
+    """An id counts as archived only once archive.json exists, not for its files alone."""
+    for item, commit in ((ID1, True), (ID2, False)):
+        writer = backend.storage.item(item)
+        sink = await writer.open_file("video.mp4")
+        await sink.write(b"....ftypvideo")
+        await sink.commit(13, sha256(b"....ftypvideo"))
+        await writer.put_small("SHA256SUMS", f"{sha256(b'....ftypvideo')}  video.mp4\n".encode())
+        if commit:
+            await writer.commit(b'{"id": 1}\n')
+    assert await backend.storage.archived([ID1, ID2, ID3]) == {ID1}
+    assert await backend.storage.archived([]) == set()
+
+
+async def test_second_commit_of_an_id(backend):
+    """A second archive.json for one id succeeds and keeps the first (write-once record)."""
+    for record in (b'{"run": 1}\n', b'{"run": 2}\n'):
+        writer = backend.storage.item(ID1)
+        sink = await writer.open_file("video.mp4")
+        await sink.write(b"same bytes")
+        await sink.commit(10, sha256(b"same bytes"))
+        await writer.commit(record)  # no exception: the id is archived either way
+        await writer.abort()  # after commit: must not remove the committed item
+    # Local: a hard link that fails if the record exists; S3: If-None-Match: *.
+    assert backend.read(ID1, "archive.json") == b'{"run": 1}\n'
+    assert backend.read(ID1, "video.mp4") == b"same bytes"
+    assert await backend.storage.archived([ID1]) == {ID1}
+
+
+async def test_rerun_skips_without_api_calls(backend, standin, base_url, make_config):
+    """The whole run twice: the second finds everything archived and asks Akool nothing."""
+    standin.add_job(ID1, video_size=2 * P + 7, files=("video", "original_srt"))
+    standin.add_job(ID2, video_size=P)
+    config = make_config()
+    manifest = Manifest.from_ids([ID1, ID2])
+    first = await archive(config, manifest, storage=backend.storage)
+    assert [i.outcome for i in first.items] == [Outcome.ARCHIVED] * 2
+    calls = standin.api_calls
+    second = await archive(config, manifest, storage=backend.storage)
+    assert [i.outcome for i in second.items] == [Outcome.ALREADY_ARCHIVED] * 2
+    assert standin.api_calls == calls
+    assert backend.names(ID1) == sorted(
+        ["SHA256SUMS", "archive.json", "info.json", "original.srt", "video.mp4"])
+    sums = (backend.read(ID1, "SHA256SUMS") or b"").decode()
+    assert f"{standin.file_sha256(ID1, 'video.mp4')}  video.mp4\n" in sums
+    record = json.loads(backend.read(ID1, "archive.json") or b"")
+    video = next(f for f in record["files"] if f["name"] == "video.mp4")
+    assert video["sha256"] == standin.file_sha256(ID1, "video.mp4")
+    if backend.s3 is not None:
+        assert video["s3"]["checksum_type"] == "COMPOSITE" and video["s3"]["parts"] == 3
+    # Reopen after close works (a long-lived library user may run several passes).
+    await backend.storage.open()
+
+
+async def test_verify_and_status_read_back(backend, standin, make_config):
+    """verify finds every file intact, then the corrupted one; status tells the states."""
+    standin.add_job(ID1, video_size=2 * P + 7, files=("video", "original_srt"))
+    standin.add_job(ID2, video_size=P // 2)
+    result = await archive(make_config(), Manifest.from_ids([ID1, ID2]), storage=backend.storage)
+    assert result.exit_status == 0
+    await backend.storage.open()
+    writer = backend.storage.item(ID3)  # some bytes, never committed
+    await store(writer, "video.mp4", b"....ftyp" + os.urandom(100))
+
+    reader: Any = backend.storage
+    assert await reader.list_archived() == sorted([ID1, ID2])
+    assert await reader.item_states([ID1, ID2, ID3, "nothing-here"]) == {
+        ID1: "archived", ID2: "archived", ID3: "partial", "nothing-here": "absent"}
+    assert (await verify(reader, None)).ok
+    backend.corrupt(ID1, "video.mp4")
+    for deep in (False, True):
+        found = await verify(reader, [ID1, ID2], deep=deep)
+        assert [(p.id, p.file, p.kind) for p in found.problems] == [
+            (ID1, "video.mp4", "corrupted")]
+    await writer.abort()
