@@ -170,8 +170,9 @@ class LocalItemWriter:
             if sink.state == "complete":
                 await sink.make_final()
         await asyncio.to_thread(_fsync_dir, self.folder)
-        # Last: from this moment the item counts as archived.
-        await _write_atomic(self.folder / RECORD_NAME, record)
+        # Last: from this moment the item counts as archived. Write-once, like S3's
+        # If-None-Match: if another run committed this id first, its record stands.
+        await _write_atomic(self.folder / RECORD_NAME, record, replace=False)
         self._small.clear()
 
     async def abort(self, keep: bool = False) -> None:
@@ -307,14 +308,21 @@ async def _write_json(path: Path, value: object) -> None:
         await f.write(json.dumps(value))
 
 
-async def _write_atomic(path: Path, data: bytes) -> None:
+async def _write_atomic(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Write *data* to a temp file, fsync, then rename it to *path* (or, without
+    *replace*, hard-link it there: an existing *path* is kept, which is not an error)."""
     temp = path.with_name(f".{path.name}.tmp")
     try:
         async with aiofiles.open(temp, "wb") as f:
             await f.write(data)
             await f.flush()
             await asyncio.to_thread(os.fsync, f.fileno())
-        await aiofiles.os.replace(temp, path)
+        if replace:
+            await aiofiles.os.replace(temp, path)
+        else:
+            with contextlib.suppress(FileExistsError):
+                await aiofiles.os.link(temp, path)
+            await aiofiles.os.remove(temp)
         await asyncio.to_thread(_fsync_dir, path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
