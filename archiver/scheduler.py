@@ -226,6 +226,9 @@ class Scheduler:
                     self._finish(state, Outcome.PENDING,
                                  error=Interrupted("interrupted while polling"))
                 raise
+            except Exception as exc:
+                self._finish(state, Outcome.FAILED, error=_internal(state, exc))
+                continue
             state.last_status = info.status
             state.expires_at = info.expires_at
             self._route(loop, state, info)
@@ -311,6 +314,9 @@ class Scheduler:
                     self._finish(state, Outcome.PENDING, error=Interrupted(
                         "interrupted during download; partial files kept for the next run"))
                 raise
+            except Exception as exc:
+                # A bug must fail one id, not hang the run with a worker gone.
+                self._finish(state, Outcome.FAILED, error=_internal(state, exc))
             else:
                 self._finish(state, Outcome.ARCHIVED, files=files)
 
@@ -413,6 +419,12 @@ class Scheduler:
         if self._fatal is None:
             self._fatal = exc
         self._done.set()
+
+
+def _internal(state: _State, exc: Exception) -> ItemError:
+    log.error("%s: internal error: %s", state.item.id, type(exc).__name__)
+    log.debug("%s: internal error", state.item.id, exc_info=exc)  # traceback with --debug
+    return ItemError(f"internal error: {type(exc).__name__} (run with --debug for details)")
 
 
 class _FileEvents:
