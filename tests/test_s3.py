@@ -229,13 +229,6 @@ async def test_store_ignoring_if_none_match_still_works(s3):
 # ----------------------------------------------------------- the CLI, end to end
 
 @pytest.fixture
-def served() -> Iterator[tuple[AkoolStandIn, str]]:
-    standin = AkoolStandIn(api_key=API_KEY)
-    with standin.run_in_thread() as url:
-        yield standin, url
-
-
-@pytest.fixture
 def cli(tmp_path: Path, served: tuple[AkoolStandIn, str], s3: S3Fixture) -> Callable[..., Any]:
     """``cli(*args, manifest=[...], command="run", **storage_s3_options)``: a real process.
 
@@ -313,6 +306,21 @@ def test_cli_end_to_end(cli, served, s3):
     assert len(requests) == 4, kinds
     assert s3.list_keys() == keys and s3.open_uploads() == []
     assert_no_secrets(first, second, s3=s3)
+
+
+def test_cli_dry_run_and_report_on_s3(cli, served, s3, tmp_path):
+    """--dry-run against S3 lists what it would upload and writes no object at all."""
+    standin, _ = served
+    standin.add_job(ID1, video_size=300_000)
+    with recording(s3.endpoint) as requests:
+        result = cli("--dry-run", "--report", "report.json", manifest=[ID1])
+    assert result.returncode == 0, result.stderr
+    assert f"would archive {ID1}: video.mp4" in result.stdout
+    assert s3.list_keys() == [] and s3.open_uploads() == []
+    assert not [r for r in requests if r["method"] in ("PUT", "POST", "DELETE")]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["storage"] == f"s3://{s3.bucket}/akool/"
+    assert report["items"][0]["outcome"] == "ready"
 
 
 def test_cli_verify_and_status(cli, served, s3):

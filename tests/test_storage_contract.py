@@ -54,7 +54,6 @@ class Backend:
     root: Path | None = None
     s3: S3Fixture | None = None
     prefix: str = "archive/"
-    #: Whether a second archive.json for the same id leaves the first one in place.
     #: Whether a transfer cut short keeps its bytes (under a temporary name) to resume.
     keeps_partials: bool = False
 
@@ -86,6 +85,14 @@ class Backend:
             return
         assert self.root is not None
         (self.root / item / name).write_bytes(os.urandom(size))
+
+    def delete(self, item: str, name: str) -> None:
+        """Remove a stored file, as an operator's mistake would."""
+        if self.s3 is not None:
+            self.s3.client.delete_object(Bucket=self.s3.bucket, Key=f"{self.prefix}{item}/{name}")
+            return
+        assert self.root is not None
+        (self.root / item / name).unlink()
 
     def leftovers(self) -> list[str]:
         """Unfinished writes: open multipart uploads, or temporary files on disk."""
@@ -373,8 +380,9 @@ async def test_verify_and_status_read_back(backend, standin, make_config):
         ID1: "archived", ID2: "archived", ID3: "partial", "nothing-here": "absent"}
     assert (await verify(reader, None)).ok
     backend.corrupt(ID1, "video.mp4")
+    backend.delete(ID1, "original.srt")
     for deep in (False, True):
         found = await verify(reader, [ID1, ID2], deep=deep)
         assert [(p.id, p.file, p.kind) for p in found.problems] == [
-            (ID1, "video.mp4", "corrupted")]
+            (ID1, "original.srt", "missing"), (ID1, "video.mp4", "corrupted")]
     await writer.abort()
