@@ -116,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            status = run_demo(args.dir, quiet=args.quiet)
+            display = _progress_display(args)
+            with display if display is not None else contextlib.nullcontext():
+                status = run_demo(args.dir, quiet=args.quiet, observer=display)
         elif args.command == "verify":
             status = _verify(args)
         elif args.command == "status":
@@ -155,14 +157,20 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     install_secret_filter(config)
     manifest = load_manifest(args.manifest)
-    display = None
-    if sys.stderr.isatty() and not args.quiet and args.log_format == "text":
-        from .progress import ConsoleHandler, ProgressDisplay
-
-        display = ProgressDisplay()
-        _route_logs(ConsoleHandler(display.console))
+    display = _progress_display(args)
     with display if display is not None else contextlib.nullcontext():
         return asyncio.run(_run_async(args, config, manifest, display))
+
+
+def _progress_display(args: argparse.Namespace) -> Observer | None:
+    """Live progress for a person at a terminal; None under cron and in pipelines."""
+    if not sys.stderr.isatty() or args.quiet or args.log_format != "text":
+        return None
+    from .progress import ConsoleHandler, ProgressDisplay
+
+    display = ProgressDisplay()
+    _route_logs(ConsoleHandler(display.console))
+    return display
 
 
 async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifest,

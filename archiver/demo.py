@@ -16,14 +16,15 @@ from .config import Config
 from .manifest import Manifest, ManifestItem
 from .models import Outcome, RunResult
 from .run import archive
+from .scheduler import Observer
 
 
-def run_demo(directory: Path, *, quiet: bool = False) -> int:
+def run_demo(directory: Path, *, quiet: bool = False, observer: Observer | None = None) -> int:
     """Run the demo into *directory*; 0 when every job ended as its scenario says."""
-    return asyncio.run(_demo(directory, quiet))
+    return asyncio.run(_demo(directory, quiet, observer))
 
 
-async def _demo(directory: Path, quiet: bool) -> int:
+async def _demo(directory: Path, quiet: bool, observer: Observer | None) -> int:
     from .cli import format_summary, install_secret_filter
     from .testing.standin import AkoolStandIn, sample_jobs
 
@@ -51,7 +52,7 @@ async def _demo(directory: Path, quiet: bool) -> int:
         if not quiet:
             print(f"archiver demo: Akool stand-in at {base_url}, {len(items)} sample jobs "
                   f"-> {directory}/", file=sys.stderr)
-        result = await archive(config, Manifest(tuple(items), source="demo"))
+        result = await archive(config, Manifest(tuple(items), source="demo"), observer=observer)
 
     expected_failures = {i.id for i in items if i.label == "fails-on-purpose"}
     if not quiet:

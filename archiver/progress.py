@@ -19,7 +19,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .models import ItemResult, Outcome
+from .models import ItemResult, Outcome, RunResult
 from .scheduler import Observer
 
 
@@ -69,6 +69,10 @@ class ProgressDisplay(Observer):
         self._items = self._progress.add_task("items", total=total, completed=already_archived,
                                               extra="")
         self._total_bytes = self._bytes.add_task("received", total=None)
+
+    def run_finished(self, result: RunResult) -> None:
+        # Take the bars down before the summary is printed below them.
+        self.__exit__(None, None, None)
 
     def item_finished(self, result: ItemResult) -> None:
         if result.outcome in (Outcome.FAILED, Outcome.EXPIRED):

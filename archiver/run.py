@@ -58,10 +58,13 @@ async def archive(config: Config, manifest: Manifest, *, storage: Storage | None
                 api_requests, file_requests = client.requests, downloader.requests
     finally:
         await storage.close()
-    return RunResult(items=items, duration=time.monotonic() - started, started_at=started_at,
-                     storage=storage.description, manifest=manifest.source,
-                     api_requests=api_requests, file_requests=file_requests,
-                     interrupted=interrupt is not None and interrupt.is_set())
+    result = RunResult(items=items, duration=time.monotonic() - started, started_at=started_at,
+                       storage=storage.description, manifest=manifest.source,
+                       api_requests=api_requests, file_requests=file_requests,
+                       interrupted=interrupt is not None and interrupt.is_set())
+    if observer is not None:
+        observer.run_finished(result)
+    return result
 
 
 def archive_sync(config: Config, manifest: Manifest, **kwargs: object) -> RunResult:

@@ -45,6 +45,7 @@ from .models import (
     JobStatus,
     Outcome,
     RemoteFile,
+    RunResult,
     redact_url,
 )
 from .storage.base import INFO_NAME, SUMS_NAME, ItemWriter, Storage
@@ -75,6 +76,9 @@ class Observer:
 
     def item_finished(self, result: ItemResult) -> None:
         """One id reached its outcome for this run."""
+
+    def run_finished(self, result: RunResult) -> None:
+        """The run is over (called by :func:`archiver.run.archive`)."""
 
 
 @dataclass(slots=True, eq=False)
