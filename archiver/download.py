@@ -10,6 +10,8 @@ so that a file changed in between is fetched again from zero.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fnmatch
 import hashlib
 import logging
@@ -219,37 +221,75 @@ class Downloader:
     async def _stream(self, resp: aiohttp.ClientResponse, sink: FileSink, hasher: Any,
                       check: ContentCheck, listener: TransferListener | None) -> int:
         chunk_size = self._config.chunk_size
-        buffer = bytearray()
-        size = 0
-        # Coalesce the network's small reads into chunk_size writes: fewer thread hops
-        # and syscalls; memory per transfer stays about one chunk whatever the file size.
+        pieces: list[bytes] = []
+        buffered = size = 0
+        store = _ChunkStore(sink, hasher)
+        # Coalesce the network's small reads into chunk_size writes (fewer thread hops and
+        # syscalls); memory per transfer is about two chunks whatever the file size.
         try:
             async for data in resp.content.iter_any():
                 check.feed(data)
-                buffer += data
+                pieces.append(data)
+                buffered += len(data)
                 size += len(data)
                 if listener is not None:
                     listener.advanced(len(data))
                 if self._bucket is not None:
                     await self._bucket.acquire(len(data))
-                if len(buffer) >= chunk_size:
-                    await _flush(buffer, sink, hasher)
+                if buffered >= chunk_size:
+                    await store.put(b"".join(pieces))
+                    pieces.clear()
+                    buffered = 0
         except (aiohttp.ClientError, TimeoutError):
             # The connection broke, but what did arrive is a good prefix of the file:
             # store it so the retry resumes exactly where the transfer stopped.
-            if buffer:
-                await _flush(buffer, sink, hasher)
+            if pieces:
+                await store.put(b"".join(pieces))
+            await store.drain()
             raise
-        if buffer:
-            await _flush(buffer, sink, hasher)
+        except BaseException:
+            await store.settle()
+            raise
+        if pieces:
+            await store.put(b"".join(pieces))
+        await store.drain()
         return size
 
 
-async def _flush(buffer: bytearray, sink: FileSink, hasher: Any) -> None:
-    chunk = bytes(buffer)
-    buffer.clear()
-    hasher.update(chunk)
-    await sink.write(chunk)
+class _ChunkStore:
+    """Hashes and stores chunks one step behind the network.
+
+    Chunk N is hashed (in a thread: ``sha256.update`` releases the GIL on large buffers)
+    and written while chunk N+1 arrives, so neither the hash nor the disk holds up the
+    socket. Order is kept: a chunk starts only once the one before it is stored.
+    """
+
+    def __init__(self, sink: FileSink, hasher: Any) -> None:
+        self._sink = sink
+        self._hasher = hasher
+        self._pending: asyncio.Future[Any] | None = None
+
+    async def put(self, chunk: bytes) -> None:
+        await self.drain()
+        self._pending = asyncio.ensure_future(self._store(chunk))
+
+    async def _store(self, chunk: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(loop.run_in_executor(None, self._hasher.update, chunk),
+                             self._sink.write(chunk))
+
+    async def drain(self) -> None:
+        """Wait until every chunk handed over is hashed and stored (errors surface here)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    async def settle(self) -> None:
+        """On cancellation or error: let a write in flight finish before the sink is aborted."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(pending)
 
 
 def _resume_from(resp: aiohttp.ClientResponse, partial: Partial | None,
