@@ -79,7 +79,17 @@ class AkoolClient:
         Raises :class:`CredentialsError` (fatal), :class:`APIError` (this id) or
         :class:`TransientAPIError` (retries exhausted).
         """
+        try:
+            # Fast path: one request and no retry machinery - nearly every poll succeeds.
+            data = await self._get_info(video_model_id)
+        except TransientAPIError as first:
+            data = await self._get_info_retrying(video_model_id, first)
+        return parse_job_info(video_model_id, data)
+
+    async def _get_info_retrying(self, video_model_id: str,
+                                 first: TransientAPIError) -> dict[str, Any]:
         retries = self._config.retries
+        replay: TransientAPIError | None = first
         async for attempt in stamina.retry_context(
             on=_retry_hook(retries.wait_max),
             attempts=retries.attempts,
@@ -89,11 +99,14 @@ class AkoolClient:
             wait_jitter=retries.wait_initial,
         ):
             with attempt:
-                if attempt.num > 1:
-                    log.info("%s: retrying the API request (attempt %d)", video_model_id,
-                             attempt.num)
+                if replay is not None:
+                    # The fast path's failure is attempt 1: stamina waits and counts it.
+                    exc, replay = replay, None
+                    raise exc
+                log.info("%s: retrying the API request (attempt %d)", video_model_id,
+                         attempt.num)
                 data = await self._get_info(video_model_id)
-        return parse_job_info(video_model_id, data)
+        return data
 
     async def _get_info(self, video_model_id: str) -> dict[str, Any]:
         if self._session is None:

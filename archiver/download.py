@@ -91,6 +91,11 @@ class Downloader:
         URL), :class:`~archiver.validate.ContentRejected` for a body that is not the
         expected kind of file, :class:`DownloadError` otherwise.
         """
+        try:
+            # Fast path: one attempt and no retry machinery - nearly every file succeeds.
+            return await self._fetch_once(remote, writer, listener)
+        except TransientDownloadError as first:
+            replay: TransientDownloadError | None = first
         retries = self._config.retries
         async for attempt in stamina.retry_context(
             on=_retry_hook,
@@ -101,9 +106,12 @@ class Downloader:
             wait_jitter=retries.wait_initial,
         ):
             with attempt:
-                if attempt.num > 1:
-                    log.info("%s: retrying %s (attempt %d)", remote.name,
-                             redact_url(remote.url), attempt.num)
+                if replay is not None:
+                    # The fast path's failure is attempt 1: stamina waits and counts it.
+                    exc, replay = replay, None
+                    raise exc
+                log.info("%s: retrying %s (attempt %d)", remote.name,
+                         redact_url(remote.url), attempt.num)
                 return await self._fetch_once(remote, writer, listener)
         raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises
 

@@ -25,6 +25,9 @@ import yaml
 from .config import describe_yaml_error, os_reason
 from .errors import ManifestError
 
+# libyaml's loader when PyYAML has it: a 10,000-id manifest parses several times faster.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _LABEL_MAX = 256
 
@@ -74,8 +77,8 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
 def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
     """Validate manifest YAML *text*; *source* names it in errors."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_LOADER)
+        data = yaml.load(text, Loader=_LOADER)  # a safe loader, C or Python
     except yaml.YAMLError as exc:
         raise ManifestError(describe_yaml_error(source, exc)) from None
 
