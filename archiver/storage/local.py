@@ -201,6 +201,8 @@ class LocalFileSink:
         self._file: Any = None
         self._written = 0
         self._written_back = 0
+        self._writes = 0
+        self._has_sidecar = False
         self._meta: dict[str, Any] = {}
 
     async def open(self, resume: Partial | None, validator: str | None, source: str) -> None:
@@ -221,7 +223,14 @@ class LocalFileSink:
                 raise DownloadError(f"{self.temp} changed while resuming")
         else:
             self._file = open(self.temp, "wb")  # noqa: SIM115
-        self.sidecar.write_text(json.dumps(self._meta), encoding="utf-8")
+        if resume is not None:
+            self._write_sidecar(self._meta)
+        # Otherwise the sidecar comes with the second chunk (see _write_sync), or when
+        # abort(keep=True) keeps the bytes: a file that arrives in one chunk never needs it.
+
+    def _write_sidecar(self, meta: dict[str, Any]) -> None:
+        self.sidecar.write_text(json.dumps(meta), encoding="utf-8")
+        self._has_sidecar = True
 
     async def write(self, chunk: bytes) -> None:
         try:
@@ -233,6 +242,10 @@ class LocalFileSink:
     def _write_sync(self, chunk: bytes) -> None:
         self._file.write(chunk)
         self._written += len(chunk)
+        self._writes += 1
+        if self._writes == 2 and not self._has_sidecar:
+            # More than one chunk: worth resuming after a crash, so say where it is from.
+            self._write_sidecar(self._meta)
         if _FADVISE and self._written - self._written_back >= WRITEBACK_STEP:
             # Start writing back what we have so far: the final fsync then has little
             # left to wait for, and the archive does not crowd the page cache.
@@ -258,10 +271,11 @@ class LocalFileSink:
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
+        if self._writes <= 1 and not self._has_sidecar:
+            return  # one chunk: cheaper to fetch again than to record
         # Complete and checked: if the run stops before the item commits, the next
         # run can use this file as it is.
-        self.sidecar.write_text(json.dumps({**self._meta, "complete": True, "size": size,
-                                            "sha256": sha256}), encoding="utf-8")
+        self._write_sidecar({**self._meta, "complete": True, "size": size, "sha256": sha256})
 
     def make_final_sync(self) -> None:
         os.replace(self.temp, self.final)
@@ -278,6 +292,9 @@ class LocalFileSink:
             self._file = None
         self.state = "aborted"
         if keep and self.temp.exists() and self.temp.stat().st_size > 0:
+            if not self._has_sidecar:
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(self._write_sidecar, self._meta)
             return  # kept, with its sidecar, for the next attempt to resume
         for path in (self.temp, self.sidecar):
             with contextlib.suppress(FileNotFoundError):
