@@ -1,67 +1,130 @@
-"""One large file: archiver's peak RSS and throughput against `curl -o`, same URL, same run.
+"""Workload 2, one large file: archiver's throughput and peak RSS against `curl -o`, same URL.
 
-    python bench/bench_large_file.py [--size-mib 1024] [--rounds 5]
+    python bench/bench_large_file.py [--size-mib 2048] [--rounds 5]
+                                     [--file-server nginx|standin] [--quick]
 
-Starts the Akool stand-in in its own process serving one job with a SIZE video, then
-alternates `archiver run` (fresh archive each round) and `curl -o FILE` on the same URL.
-Prints medians, the ratio and the archiver's peak RSS.
+The Akool stand-in (its own process) answers the API for one job whose video is SIZE;
+the video itself is served by nginx from a folder (default) or by the stand-in
+(``--file-server standin``: Python, sharing the 2 cores with both clients). Per round,
+alternating which goes first: ``archiver run`` into a fresh archive, then
+``curl -s -o FILE URL`` on the same URL (``sync`` before each, so neither pays for the
+other's dirty pages). Prints medians, the throughput ratio and each process's peak RSS
+(from wait4).
+
+Targets: archiver throughput >= 0.90 x curl's; archiver peak RSS <= 100 MiB.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import StandIn, machine, measure, median, write_config
+from _common import (
+    BenchServer,
+    Measure,
+    MiB,
+    Nginx,
+    archiver_cmd,
+    machine,
+    measure,
+    median,
+    rows_table,
+    settle,
+    verdict,
+    write_config,
+)
 
 KEY = "bench-key-not-secret"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--size-mib", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--file-server", choices=("nginx", "standin"), default="nginx")
+    parser.add_argument("--quick", action="store_true", help="256 MiB, 3 rounds: a smoke run")
     args = parser.parse_args()
-    size = args.size_mib * 1024 * 1024
+    if args.quick:
+        args.size_mib, args.rounds = 256, 3
+    size = args.size_mib * MiB
 
     with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
         work = Path(tmp)
-        server = StandIn(work, jobs=1, video_size=size, api_key=KEY)
+        nginx = Nginx(work, work / "www") if args.file_server == "nginx" else None
+        server = BenchServer(work, jobs=1, api_key=KEY, video_size=size,
+                             export_dir=work / "www" if nginx else None,
+                             public_base_url=nginx.base_url if nginx else None)
         try:
-            [job] = server.ids()
-            url = f"{server.base_url}/files/{job}/video.mp4"
-            config = write_config(work / "cfg.yaml", server.base_url, KEY, work / "archive")
-            ours, curls = [], []
-            for _ in range(args.rounds):
-                shutil.rmtree(work / "archive", ignore_errors=True)
-                m = measure([sys.executable, "-m", "archiver", "run", str(server.manifest),
-                             "-c", str(config), "-q"])
-                assert m.returncode == 0, m
-                assert (work / "archive" / job / "video.mp4").stat().st_size == size
-                ours.append(m)
-                out = work / "curl.out"
-                c = measure(["curl", "-s", "-o", str(out), url])
-                assert c.returncode == 0 and out.stat().st_size == size
-                out.unlink()
-                curls.append(c)
+            results = run_rounds(args, work, server, nginx, size)
         finally:
             server.close()
+            if nginx:
+                nginx.close()
+    report(args, results)
 
-    a_wall = median([m.wall for m in ours])
-    c_wall = median([m.wall for m in curls])
-    mib = size / 2**20
+
+def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer, nginx: Nginx | None,
+               size: int) -> dict[str, list[Measure]]:
+    [job] = server.ids()
+    url = f"{nginx.base_url if nginx else server.base_url}/files/{job}/video.mp4"
+    config = write_config(work / "cfg.yaml", server.base_url, KEY, work / "archive")
+    report_path = work / "report.json"
+    stored = work / "archive" / job / "video.mp4"
+    out = work / "curl.out"
+
+    def archiver() -> Measure:
+        stored.unlink(missing_ok=True)
+        (work / "archive" / job / "archive.json").unlink(missing_ok=True)
+        server.reset()
+        settle()
+        m = measure(archiver_cmd(server.manifest, config, report_path))
+        assert m.returncode == 0, m
+        assert json.loads(report_path.read_text())["totals"]["archived"] == 1
+        assert stored.stat().st_size == size
+        stored.unlink()  # free the disk before the other side runs
+        return m
+
+    def curl() -> Measure:
+        out.unlink(missing_ok=True)
+        settle()
+        m = measure(["curl", "-s", "-o", str(out), url])
+        assert m.returncode == 0 and out.stat().st_size == size, m
+        out.unlink()
+        return m
+
+    results: dict[str, list[Measure]] = {"archiver": [], "curl -o": []}
+    for n in range(args.rounds):
+        order = (("archiver", archiver), ("curl -o", curl))
+        for name, run in order if n % 2 == 0 else reversed(order):
+            results[name].append(run())
+        print(f"round {n + 1}: archiver {results['archiver'][-1].wall:.2f}s, "
+              f"curl {results['curl -o'][-1].wall:.2f}s", file=sys.stderr, flush=True)
+    return results
+
+
+def report(args: argparse.Namespace, results: dict[str, list[Measure]]) -> None:
+    mib = args.size_mib
+    rows = []
+    for name, runs in results.items():
+        wall = median([m.wall for m in runs])
+        rows.append([name, f"{wall:.2f}", f"{mib / wall:.0f}",
+                     f"{median([m.cpu for m in runs]):.2f}",
+                     f"{max(m.max_rss_mib for m in runs):.0f}"])
+    a = median([m.wall for m in results["archiver"]])
+    c = median([m.wall for m in results["curl -o"]])
+    rss = max(m.max_rss_mib for m in results["archiver"])
     print(f"machine: {machine()}")
-    print(f"one {args.size_mib} MiB file, {args.rounds} rounds alternating, medians")
-    print(f"{'':<10} {'wall s':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
-    print(f"{'archiver':<10} {a_wall:>8.2f} {mib / a_wall:>8.0f} "
-          f"{max(m.max_rss_mib for m in ours):>13.1f}")
-    print(f"{'curl -o':<10} {c_wall:>8.2f} {mib / c_wall:>8.0f} "
-          f"{max(m.max_rss_mib for m in curls):>13.1f}")
-    print(f"archiver throughput = {c_wall / a_wall:.2f} x curl's")
+    print(f"workload 2: one {mib} MiB file from {args.file_server}; {args.rounds} rounds "
+          "alternating, medians (peak RSS: the largest)")
+    print(rows_table(["", "wall s", "MiB/s", "CPU s", "peak RSS MiB"], rows))
+    print(f"archiver throughput = {c / a:.2f} x curl's (target >= 0.90: {verdict(c / a >= 0.9)});"
+          f" archiver peak RSS {rss:.0f} MiB (target <= 100: {verdict(rss <= 100)})")
+    pairs = zip(results["archiver"], results["curl -o"], strict=True)
+    print("per-round throughput ratios: " + ", ".join(f"{y.wall / x.wall:.2f}" for x, y in pairs))
 
 
 if __name__ == "__main__":
