@@ -11,13 +11,13 @@ import logging
 from typing import Any
 
 import aiohttp
-import stamina
 
 from ._http import USER_AGENT, describe_transport_error, parse_retry_after
 from .config import ApiConfig
 from .errors import APIError, CredentialsError, TransientAPIError
 from .limits import TokenBucket
 from .models import RESULT_FILES, JobInfo, RemoteFile
+from .retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -79,34 +79,12 @@ class AkoolClient:
         Raises :class:`CredentialsError` (fatal), :class:`APIError` (this id) or
         :class:`TransientAPIError` (retries exhausted).
         """
-        try:
-            # Fast path: one request and no retry machinery - nearly every poll succeeds.
-            data = await self._get_info(video_model_id)
-        except TransientAPIError as first:
-            data = await self._get_info_retrying(video_model_id, first)
+        data = await with_retries(
+            lambda: self._get_info(video_model_id), retryable=TransientAPIError,
+            config=self._config.retries,
+            on_retry=lambda n: log.info("%s: retrying the API request (attempt %d)",
+                                        video_model_id, n))
         return parse_job_info(video_model_id, data)
-
-    async def _get_info_retrying(self, video_model_id: str,
-                                 first: TransientAPIError) -> dict[str, Any]:
-        retries = self._config.retries
-        replay: TransientAPIError | None = first
-        async for attempt in stamina.retry_context(
-            on=_retry_hook(retries.wait_max),
-            attempts=retries.attempts,
-            timeout=retries.timeout,
-            wait_initial=retries.wait_initial,
-            wait_max=retries.wait_max,
-            wait_jitter=retries.wait_initial,
-        ):
-            with attempt:
-                if replay is not None:
-                    # The fast path's failure is attempt 1: stamina waits and counts it.
-                    exc, replay = replay, None
-                    raise exc
-                log.info("%s: retrying the API request (attempt %d)", video_model_id,
-                         attempt.num)
-                data = await self._get_info(video_model_id)
-        return data
 
     async def _get_info(self, video_model_id: str) -> dict[str, Any]:
         if self._session is None:
@@ -185,15 +163,3 @@ def parse_job_info(video_model_id: str, data: dict[str, Any]) -> JobInfo:
         error_reason=str(error_reason) if error_reason not in (None, "") else None,
         raw=data,
     )
-
-
-def _retry_hook(wait_max: float) -> Any:
-    def hook(exc: Exception) -> bool | float:
-        if not isinstance(exc, TransientAPIError):
-            return False
-        if exc.retry_after is not None:
-            # Honour Retry-After, but never sleep longer than the configured ceiling.
-            return min(exc.retry_after, max(wait_max, 1.0))
-        return True
-
-    return hook

@@ -19,13 +19,13 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-import stamina
 
 from ._http import USER_AGENT, describe_transport_error, parse_retry_after
 from .config import DownloadConfig
 from .errors import DownloadError, TransientDownloadError, UrlGone
 from .limits import TokenBucket
 from .models import FileRecord, RemoteFile, redact_url
+from .retry import with_retries
 from .storage.base import FileSink, ItemWriter, Partial
 from .validate import ContentCheck
 
@@ -91,29 +91,11 @@ class Downloader:
         URL), :class:`~archiver.validate.ContentRejected` for a body that is not the
         expected kind of file, :class:`DownloadError` otherwise.
         """
-        try:
-            # Fast path: one attempt and no retry machinery - nearly every file succeeds.
-            return await self._fetch_once(remote, writer, listener)
-        except TransientDownloadError as first:
-            replay: TransientDownloadError | None = first
-        retries = self._config.retries
-        async for attempt in stamina.retry_context(
-            on=_retry_hook,
-            attempts=retries.attempts,
-            timeout=retries.timeout,
-            wait_initial=retries.wait_initial,
-            wait_max=retries.wait_max,
-            wait_jitter=retries.wait_initial,
-        ):
-            with attempt:
-                if replay is not None:
-                    # The fast path's failure is attempt 1: stamina waits and counts it.
-                    exc, replay = replay, None
-                    raise exc
-                log.info("%s: retrying %s (attempt %d)", remote.name,
-                         redact_url(remote.url), attempt.num)
-                return await self._fetch_once(remote, writer, listener)
-        raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises
+        return await with_retries(
+            lambda: self._fetch_once(remote, writer, listener),
+            retryable=TransientDownloadError, config=self._config.retries,
+            on_retry=lambda n: log.info("%s: retrying %s (attempt %d)", remote.name,
+                                        redact_url(remote.url), n))
 
     async def _fetch_once(self, remote: RemoteFile, writer: ItemWriter,
                           listener: TransferListener | None) -> FileRecord:
@@ -341,11 +323,3 @@ def _host_matches(host: str, port: int | None, pattern: str) -> bool:
     if name.startswith("*."):
         return host.endswith(name[1:]) or fnmatch.fnmatchcase(host, name)
     return host == name
-
-
-def _retry_hook(exc: Exception) -> bool | float:
-    if not isinstance(exc, TransientDownloadError):
-        return False
-    if exc.retry_after is not None:
-        return min(exc.retry_after, 60.0)
-    return True
