@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(quiet=args.quiet, verbose=args.verbose, debug=args.debug,
                   log_format=args.log_format)
     status: int | None = None
+    result: RunResult | None = None
     try:
         if args.command == "demo":
             from .demo import run_demo
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "status":
             status = _status(args)
         else:
-            status = _run(args)
+            status, result = _run(args)
     except KeyboardInterrupt:
         print("archiver: interrupted", file=sys.stderr)
         status = EXIT_INTERRUPTED
@@ -146,13 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         # Metrics say how the run ended, whatever ended it (even a config error).
         if getattr(args, "metrics_file", None) is not None and status is not None:
-            _write_metrics(args.metrics_file, getattr(args, "_result", None), status)
+            _write_metrics(args.metrics_file, result, status)
     return status
 
 
 # ----------------------------------------------------------------------- run
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> tuple[int, RunResult]:
     # Both inputs are checked before anything touches the network or the archive.
     config = load_config(args.config)
     install_secret_filter(config)
@@ -174,7 +175,7 @@ def _progress_display(args: argparse.Namespace) -> Observer | None:
 
 
 async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifest,
-                     observer: Observer | None) -> int:
+                     observer: Observer | None) -> tuple[int, RunResult]:
     interrupt = asyncio.Event()
     received: list[int] = []
     loop = asyncio.get_running_loop()
@@ -202,13 +203,12 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     status = 128 + received[0] if received else result.exit_status
-    args._result = result
     if args.report:
         signame = signal.Signals(received[0]).name if received else None
         write_report(args.report, build_report(result, status, signame))
     if not args.quiet:
         print(format_dry_run(result) if args.dry_run else format_summary(result))
-    return status
+    return status, result
 
 
 def _write_failure_report(path: Path, exc: ArchiverError) -> None:
