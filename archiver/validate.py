@@ -43,10 +43,6 @@ class ContentCheck:
             raise ContentRejected(f"{name}: the server sent {media_type}, not a "
                                   f"{'subtitle' if self._kind == 'srt' else 'media'} file")
 
-    @property
-    def head(self) -> bytes:
-        return bytes(self._head)
-
     def feed(self, data: bytes) -> None:
         if self._kind != "srt" and self._head_checked:
             return
