@@ -29,7 +29,7 @@ from .config import DEFAULT_CONFIG_PATH, Config, load_config, os_reason
 from .errors import ArchiverError, FatalRunError, ItemError, UsageError
 from .lock import LockHeld
 from .manifest import Manifest, load_manifest
-from .models import Outcome, RunResult
+from .models import Outcome, RunResult, iso_utc
 from .report import build_report, write_report
 from .run import archive
 from .scheduler import Observer
@@ -359,11 +359,11 @@ def _status(args: argparse.Namespace) -> int:
 
 def _describe_remote(status: int, expires_at: float | None) -> str:
     name = {1: "queued", 2: "processing", 3: "done", 4: "failed"}.get(status, f"status {status}")
-    if expires_at is None:
+    when = iso_utc(expires_at)
+    if expires_at is None or when is None:
         return name
     left = expires_at - time.time()
-    when = dt.datetime.fromtimestamp(expires_at, dt.UTC).strftime("%Y-%m-%d %H:%MZ")
-    return f"{name}, {'expired' if left < 0 else 'expires'} {when}"
+    return f"{name}, {'expired' if left < 0 else 'expires'} {when[:10]} {when[11:16]}Z"
 
 
 # ------------------------------------------------------------------- logging

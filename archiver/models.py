@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 #: Akool keeps generated results this long after ``create_time``.
 RETENTION_SECONDS = 7 * 24 * 3600
+
+#: The ``create_time`` values (ms since the epoch) taken to mean a moment: 2000-01-01 up to
+#: 3000-01-01. Anything else (negative, seconds instead of ms, 1e17, 10**400) is garbage
+#: that would send a wrong expiry into priorities and warnings, or overflow ``datetime``.
+PLAUSIBLE_CREATE_TIME_MS = (946_684_800_000, 32_503_680_000_000)
 
 
 class JobStatus(enum.IntEnum):
@@ -62,10 +68,17 @@ class JobInfo:
 
     @property
     def expires_at(self) -> float | None:
-        """Epoch seconds after which Akool deletes the results (create_time + 7 days)."""
-        if self.create_time_ms is None:
+        """Epoch seconds after which Akool deletes the results (create_time + 7 days).
+
+        None (unknown) when ``create_time`` is missing or not a plausible time.
+        """
+        created = self.create_time_ms
+        if type(created) is not int:  # bool is an int; floats and strings are not sent
             return None
-        return self.create_time_ms / 1000 + RETENTION_SECONDS
+        low, high = PLAUSIBLE_CREATE_TIME_MS
+        if not low <= created < high:
+            return None
+        return created / 1000 + RETENTION_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +150,17 @@ class RunResult:
         if any(i.outcome is Outcome.PENDING for i in self.items):
             return 3
         return 0
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """``2026-11-26T17:50:59Z``, or None when *epoch* is unknown or beyond ``datetime``."""
+    if epoch is None:
+        return None
+    try:
+        moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def redact_url(url: str) -> str:

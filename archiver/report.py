@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .models import ItemResult, Outcome, RunResult
+from .models import ItemResult, Outcome, RunResult, iso_utc
 
 SCHEMA_VERSION = 1
 
@@ -33,8 +33,8 @@ def build_report(result: RunResult, exit_status: int, signal: str | None = None)
     return {
         "schema": SCHEMA_VERSION,
         "archiver_version": __version__,
-        "started_at": _iso(result.started_at) if result.started_at else None,
-        "finished_at": _iso(now),
+        "started_at": iso_utc(result.started_at) if result.started_at else None,
+        "finished_at": iso_utc(now),
         "duration_s": round(result.duration, 3),
         "exit_status": exit_status,
         "interrupted_by": signal,
@@ -46,6 +46,8 @@ def build_report(result: RunResult, exit_status: int, signal: str | None = None)
 
 
 def _item(item: ItemResult, now: float) -> dict[str, Any]:
+    # An expiry no calendar can show is unknown (null), not a reason to lose the report.
+    expires = iso_utc(item.expires_at)
     return {
         "id": item.id,
         "label": item.label,
@@ -53,8 +55,9 @@ def _item(item: ItemResult, now: float) -> dict[str, Any]:
         "api_status": item.status,
         "polls": item.polls,
         "duration_s": round(item.duration, 3),
-        "expires_at": _iso(item.expires_at) if item.expires_at else None,
-        "past_expiry": bool(item.expires_at and item.expires_at < now),
+        "expires_at": expires,
+        "past_expiry": expires is not None and item.expires_at is not None
+        and item.expires_at < now,
         "files": [f.to_json() for f in item.files],
         "error": None if item.error is None else {
             "kind": item.error_kind, "code": item.error_code, "message": item.error},
@@ -80,8 +83,3 @@ def write_atomic_text(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import itertools
 import json
 import logging
@@ -46,6 +45,7 @@ from .models import (
     Outcome,
     RemoteFile,
     RunResult,
+    iso_utc,
     redact_url,
 )
 from .storage.base import INFO_NAME, SUMS_NAME, ItemWriter, Storage
@@ -474,8 +474,8 @@ def _flatten(group: BaseExceptionGroup):  # type: ignore[no-untyped-def]
 
 
 def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
+    # Never raises: a log line about an absurd time must not cost the item.
+    return iso_utc(epoch) or "an unknown time"
 
 
 def _json_bytes(value: object) -> bytes:
