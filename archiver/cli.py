@@ -2,8 +2,8 @@
 
 Exit statuses: 0 all archived (now or before), 3 some pending and none failed,
 1 some failed or expired (verify: a problem found), 2 usage / configuration / manifest /
-credential / storage error, 75 another run holds the lock, 130 / 143 stopped by
-SIGINT / SIGTERM.
+credential / storage error, 74 the run is done but its report or metrics file could not
+be written, 75 another run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from .errors import ArchiverError, FatalRunError, ItemError, UsageError
 from .lock import LockHeld
 from .manifest import Manifest, load_manifest
 from .models import Outcome, RunResult, iso_utc
-from .report import build_report, write_report
+from .report import build_report, check_writable, write_report
 from .run import archive
 from .scheduler import Observer
 
@@ -39,6 +39,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PENDING = 3
 EXIT_INTERNAL = 70
+#: EX_IOERR: the run is over and the archive consistent, but --report / --metrics-file
+#: could not be written; a pipeline reading them must not take a stale file for this run.
+EXIT_IOERR = 74
 EXIT_LOCKED = 75  # EX_TEMPFAIL: cron will simply try again next time
 EXIT_INTERRUPTED = 130
 
@@ -113,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   log_format=args.log_format)
     status: int | None = None
     result: RunResult | None = None
+    metrics_ok = True  # False once the metrics path is known to be unwritable
     try:
         if args.command == "demo":
             from .demo import run_demo
@@ -132,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LockHeld as exc:
         print(f"archiver: {exc}", file=sys.stderr)
         status = EXIT_LOCKED
+    except _OutputPathError as exc:
+        print(f"archiver: error: {exc}", file=sys.stderr)
+        status = EXIT_USAGE
+        metrics_ok = exc.path != getattr(args, "metrics_file", None)
     except (UsageError, FatalRunError) as exc:
         print(f"archiver: error: {exc}", file=sys.stderr)
         status = EXIT_USAGE
@@ -146,8 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = EXIT_INTERNAL
     finally:
         # Metrics say how the run ended, whatever ended it (even a config error).
-        if getattr(args, "metrics_file", None) is not None and status is not None:
-            _write_metrics(args.metrics_file, result, status)
+        metrics_file = getattr(args, "metrics_file", None)
+        if metrics_file is not None and status is not None and metrics_ok:
+            written = _write_metrics(metrics_file, result, status)
+            if not written and status in (EXIT_OK, EXIT_FAILED, EXIT_PENDING):
+                status = EXIT_IOERR
     return status
 
 
@@ -158,6 +169,9 @@ def _run(args: argparse.Namespace) -> tuple[int, RunResult]:
     config = load_config(args.config)
     install_secret_filter(config)
     manifest = load_manifest(args.manifest)
+    # Found now, not after an hour of downloads: outputs that cannot be written.
+    _check_output(args.report, "report")
+    _check_output(args.metrics_file, "metrics file")
     display = _progress_display(args)
     with display if display is not None else contextlib.nullcontext():
         return asyncio.run(_run_async(args, config, manifest, display))
@@ -205,28 +219,54 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
     status = 128 + received[0] if received else result.exit_status
     if args.report:
         signame = signal.Signals(received[0]).name if received else None
-        write_report(args.report, build_report(result, status, signame))
+        if not _save(args.report, "report", lambda: write_report(
+                args.report, build_report(result, status, signame))) and not received:
+            status = EXIT_IOERR
     if not args.quiet:
         print(format_dry_run(result) if args.dry_run else format_summary(result))
     return status, result
 
 
+class _OutputPathError(UsageError):
+    """--report / --metrics-file names a path that cannot be written."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _check_output(path: Path | None, what: str) -> None:
+    if path is None:
+        return
+    try:
+        check_writable(path)
+    except OSError as err:
+        raise _OutputPathError(f"cannot write the {what} {path}: {os_reason(err)}",
+                               path) from None
+
+
+def _save(path: Path, what: str, write: Callable[[], None]) -> bool:
+    """Run *write*; on an OS error print one line naming *path* and return False."""
+    try:
+        write()
+    except OSError as err:
+        print(f"archiver: error: cannot write the {what} {path}: {os_reason(err)} "
+              "(the archive is not affected; only this file is missing)",
+              file=sys.stderr)
+        return False
+    return True
+
+
 def _write_failure_report(path: Path, exc: ArchiverError) -> None:
     report = {"schema": 1, "archiver_version": __version__, "exit_status": EXIT_USAGE,
               "fatal_error": str(exc), "items": [], "totals": None}
-    try:
-        write_report(path, report)
-    except OSError as err:
-        log.error("cannot write the report %s: %s", path, os_reason(err))
+    _save(path, "report", lambda: write_report(path, report))
 
 
-def _write_metrics(path: Path, result: RunResult | None, status: int) -> None:
+def _write_metrics(path: Path, result: RunResult | None, status: int) -> bool:
     from .metrics import write_metrics
 
-    try:
-        write_metrics(path, result, status)
-    except OSError as err:
-        log.error("cannot write the metrics file %s: %s", path, os_reason(err))
+    return _save(path, "metrics file", lambda: write_metrics(path, result, status))
 
 
 def format_summary(result: RunResult) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import tempfile
@@ -69,8 +70,31 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
     write_atomic_text(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
+def check_writable(path: Path) -> None:
+    """Raise OSError unless :func:`write_atomic_text` can write *path* now.
+
+    Probes by doing what the write will do (create the folder, create a temporary file
+    in it) instead of reading permission bits, which root ignores and which say nothing
+    of read-only mounts or a parent that is a regular file.
+    """
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    _make_folder(path.parent)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    os.unlink(temp)
+
+
+def _make_folder(folder: Path) -> None:
+    # mkdir alone would say "File exists" when an ancestor is a regular file.
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def write_atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path.parent)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -7,11 +7,13 @@ escapes in Akool's text, a config file that shows its key to everyone, unknown s
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .conftest import CLI_ENV, ID1, run_cli, write_yaml
@@ -74,3 +76,60 @@ def test_absurd_create_time_is_unknown_expiry_everywhere(served, workdir):
         record = json.loads((cwd / "archive" / job_id / "archive.json").read_text())
         assert record["expires_at"] is None
     assert "archiver_exit_status 0" in (cwd / "out/archiver.prom").read_text()
+
+
+# ----------------------------------------- point 9: report / metrics not writable
+
+def _unwritable(cwd: Path, how: str) -> str:
+    """A path nobody can write, root included (permission bits do not stop root)."""
+    if how == "parent-is-a-file":
+        (cwd / "blocker").write_text("a file, not a folder\n")
+        return "blocker/out/report.json"
+    if how == "is-a-directory":
+        (cwd / "adir").mkdir()
+        return "adir"
+    return "/proc/archiver-report.json"
+
+
+@pytest.mark.parametrize(("flag", "how"), [
+    ("--report", "parent-is-a-file"),
+    ("--metrics-file", "parent-is-a-file"),
+    ("--report", "is-a-directory"),
+    ("--metrics-file", "under-proc"),
+])
+def test_unwritable_output_path_exits_2_before_any_api_call(served, workdir, flag, how):
+    """An output path that cannot be written stops the run at once, naming the path."""
+    standin, cwd = served[0], workdir
+    standin.add_job(ID1)
+    write_yaml(cwd / "videos.yaml", [ID1])
+    path = _unwritable(cwd, how)
+
+    result = run_cli("run", "videos.yaml", flag, path, cwd=cwd, env=ENV)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("archiver: error: ") and path in lines[0]
+    assert standin.api_calls == 0
+    assert not (cwd / "archive" / ID1).exists()
+
+
+@pytest.mark.parametrize("flag", ["--report", "--metrics-file"])
+def test_output_path_broken_mid_run_exits_74_with_the_archive_intact(served, workdir, flag):
+    """The output folder turns into a file mid-run: exit 74, one line naming the path."""
+    standin, cwd = served[0], workdir
+    standin.add_job(ID1, outcome="never")  # held at "processing" until the folder is gone
+    write_yaml(cwd / "videos.yaml", [ID1])
+    out = cwd / "out"
+
+    def break_the_folder() -> None:
+        shutil.rmtree(out)
+        out.write_text("now a file\n")
+        standin.add_job(ID1)  # the next poll says done
+
+    watcher = _when(lambda: standin.polls[ID1] >= 1, break_the_folder)
+    result = run_cli("run", "videos.yaml", flag, "out/result", cwd=cwd, env=ENV)
+    watcher.join()
+    assert result.returncode == 74, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "out/result" in lines[0] and "archive is not affected" in lines[0]
+    assert "internal error" not in result.stderr
+    assert (cwd / "archive" / ID1 / "archive.json").exists()
