@@ -12,9 +12,9 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -30,7 +30,7 @@ from .errors import ArchiverError, FatalRunError, ItemError, UsageError
 from .lock import LockHeld
 from .manifest import Manifest, load_manifest
 from .models import Outcome, RunResult, iso_utc
-from .report import build_report, check_writable, write_report
+from .report import build_report, check_writable, json_text, write_report
 from .run import archive
 from .scheduler import Observer
 
@@ -134,17 +134,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("archiver: interrupted", file=sys.stderr)
         status = EXIT_INTERRUPTED
     except LockHeld as exc:
-        print(f"archiver: {exc}", file=sys.stderr)
+        print(f"archiver: {printable(str(exc))}", file=sys.stderr)
         status = EXIT_LOCKED
     except _OutputPathError as exc:
-        print(f"archiver: error: {exc}", file=sys.stderr)
+        print(f"archiver: error: {printable(str(exc))}", file=sys.stderr)
         status = EXIT_USAGE
         metrics_ok = exc.path != getattr(args, "metrics_file", None)
     except (UsageError, FatalRunError) as exc:
-        print(f"archiver: error: {exc}", file=sys.stderr)
+        # Akool's own words may be in it (a credentials error quotes its msg).
+        print(f"archiver: error: {printable(str(exc))}", file=sys.stderr)
         status = EXIT_USAGE
     except ArchiverError as exc:  # pragma: no cover - per-id errors never get here
-        print(f"archiver: error: {exc}", file=sys.stderr)
+        print(f"archiver: error: {printable(str(exc))}", file=sys.stderr)
         status = EXIT_FAILED
     except Exception as exc:
         if args.debug:
@@ -250,8 +251,8 @@ def _save(path: Path, what: str, write: Callable[[], None]) -> bool:
     try:
         write()
     except OSError as err:
-        print(f"archiver: error: cannot write the {what} {path}: {os_reason(err)} "
-              "(the archive is not affected; only this file is missing)",
+        print(printable(f"archiver: error: cannot write the {what} {path}: {os_reason(err)} "
+                        "(the archive is not affected; only this file is missing)"),
               file=sys.stderr)
         return False
     return True
@@ -283,7 +284,7 @@ def format_summary(result: RunResult) -> str:
     lines = [f"  {name:<17} {value:>9}" for name, value in rows]
     failed = [i for i in result.items if i.outcome in (Outcome.FAILED, Outcome.EXPIRED)]
     for item in failed[:20]:
-        lines.append(f"  {item.outcome.value}: {item.id}: {item.error}")
+        lines.append(f"  {item.outcome.value}: {item.id}: {printable(str(item.error))}")
     if len(failed) > 20:
         lines.append(f"  ... and {len(failed) - 20} more (see --report)")
     if result.interrupted:
@@ -300,7 +301,7 @@ def format_dry_run(result: RunResult) -> str:
                               for f in item.files)
             lines.append(f"  would archive {item.id}: {sizes}")
         elif item.outcome is not Outcome.ALREADY_ARCHIVED:
-            detail = f": {item.error}" if item.error else ""
+            detail = f": {printable(item.error)}" if item.error else ""
             lines.append(f"  {item.outcome.value} {item.id}{detail}")
     ready = [i for i in result.items if i.outcome is Outcome.READY]
     known = sum(f.size or 0 for i in ready for f in i.files)
@@ -339,7 +340,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     result = asyncio.run(go())
     for problem in result.problems:
-        print(f"archiver: {problem}", file=sys.stderr)
+        print(f"archiver: {printable(str(problem))}", file=sys.stderr)
     if not args.quiet:
         verdict = "OK" if result.ok else f"{len(result.problems)} problem(s)"
         print(f"archiver verify: {result.items} item(s), {result.files} file(s), "
@@ -388,7 +389,7 @@ def _status(args: argparse.Namespace) -> int:
             line += f"  {remote.get(item.id, '-')}"
         if item.label:
             line += f"  ({item.label})"
-        print(line)
+        print(printable(line))
     counts = {s: sum(1 for v in states.values() if v == s) for s in ("archived", "partial",
                                                                      "absent")}
     if not args.quiet:
@@ -425,6 +426,32 @@ class SecretFilter(logging.Filter):
         return True
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NAMED_CONTROL = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """*text* safe to show on a terminal: C0, DEL and C1 characters as visible escapes.
+
+    Akool's texts (``error_reason``, ``msg``) reach log lines and the summary; an ESC
+    in them could clear the screen, retitle the window or hide lines, a newline could
+    forge a log line. ``"a\\nb\\x1b[2J"`` comes out as ``a\\nb\\x1b[2J``, printable text.
+    """
+    return _CONTROL.sub(lambda m: _NAMED_CONTROL.get(m[0], f"\\x{ord(m[0]):02x}"), text)
+
+
+class TextFormatter(logging.Formatter):
+    """The human log format; every control character in a message is escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        # A traceback keeps its lines, but an exception's text may quote Akool.
+        return "\n".join(printable(line) for line in super().formatException(ei).split("\n"))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
@@ -438,7 +465,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json_text(entry)
 
 
 def setup_logging(*, quiet: bool = False, verbose: bool = False, debug: bool = False,
@@ -448,7 +475,7 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False, debug: bool = F
     level = logging.ERROR if quiet else logging.DEBUG if debug else \
         logging.INFO if chatty else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(
         "%(asctime)s %(levelname)-7s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"))
     # stamina would log every retry as a warning; the archiver logs its own retries at
     # INFO, so that a transient hiccup that was retried away does not wake up cron.

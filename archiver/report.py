@@ -11,6 +11,7 @@ import datetime as dt
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,20 @@ def _item(item: ItemResult, now: float) -> dict[str, Any]:
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write atomically: a reader never sees half a report."""
-    write_atomic_text(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_atomic_text(path, json_text(report, indent=2) + "\n")
+
+
+_RAW_IN_JSON = re.compile("[\x7f-\x9f]")
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """``json.dumps`` that also escapes DEL and C1 characters (as ``\\u009b``).
+
+    JSON escapes only C0 characters; a C1 one (U+009B is a one-byte CSI) left raw would
+    still drive a terminal that shows the file. Decoded, the text is exactly the same.
+    """
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 def check_writable(path: Path) -> None:

@@ -133,3 +133,46 @@ def test_output_path_broken_mid_run_exits_74_with_the_archive_intact(served, wor
     assert len(lines) == 1 and "out/result" in lines[0] and "archive is not affected" in lines[0]
     assert "internal error" not in result.stderr
     assert (cwd / "archive" / ID1 / "archive.json").exists()
+
+
+# ------------------------------------------- point 11: terminal escapes from Akool
+
+EVIL = "evil\n\x1b[2J\x1b]0;pwned\x07\x9b31m\x7fend"
+SHOWN = "evil\\n\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\x7fend"
+
+
+def _no_controls(text: str) -> None:
+    for char in ("\x1b", "\x07", "\x9b", "\x7f", "\r"):
+        assert char not in text
+
+
+def test_control_characters_from_akool_never_reach_the_terminal(served, workdir):
+    """ESC/BEL/newline/C1 in error_reason: escaped in summary, logs, dry run; exact in report."""
+    standin, cwd = served[0], workdir
+    standin.add_job(ID1, outcome="failed", error_reason=EVIL)
+    write_yaml(cwd / "videos.yaml", [ID1])
+
+    result = run_cli("run", "videos.yaml", "--report", "report.json", cwd=cwd, env=ENV)
+    assert result.returncode == 1
+    for stream in (result.stdout, result.stderr):
+        _no_controls(stream)
+        assert SHOWN in stream
+    text = (cwd / "report.json").read_text()
+    _no_controls(text)  # escaped by JSON, C1 and DEL included ...
+    assert EVIL in json.loads(text)["items"][0]["error"]["message"]  # ... and exact
+
+    dry = run_cli("run", "--dry-run", "videos.yaml", cwd=cwd, env=ENV)
+    _no_controls(dry.stdout + dry.stderr)
+    assert SHOWN in dry.stdout
+
+
+def test_json_logs_keep_the_text_but_escape_every_control(served, workdir):
+    """JSON log lines decode to the exact text, with no raw C1/DEL byte on the wire."""
+    standin, cwd = served[0], workdir
+    standin.add_job(ID1, outcome="failed", error_reason=EVIL)
+    write_yaml(cwd / "videos.yaml", [ID1])
+
+    result = run_cli("run", "videos.yaml", "--log-format", "json", cwd=cwd, env=ENV)
+    _no_controls(result.stderr)
+    messages = [json.loads(line)["message"] for line in result.stderr.splitlines()]
+    assert any(EVIL in m for m in messages)
