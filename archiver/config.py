@@ -8,8 +8,11 @@ names the key and, where YAML tells us, the file and line.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shlex
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +31,8 @@ from .errors import ConfigError
 from .limits import parse_rate
 
 DEFAULT_CONFIG_PATH = Path("archiver.yaml")
+
+log = logging.getLogger(__name__)
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -275,7 +280,31 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{path}: configuration file not found (use -c PATH)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read configuration: {os_reason(exc)}") from None
-    return parse_config(text, source=str(path))
+    config = parse_config(text, source=str(path))
+    _warn_if_key_exposed(path, text)
+    return config
+
+
+def _warn_if_key_exposed(path: Path, text: str) -> None:
+    """Warn (as ssh does for keys, but never refuse) when others may read a key in *path*."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        api = (yaml.safe_load(text) or {}).get("api") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return
+    if not mode & 0o044 or not isinstance(api, dict):
+        return
+    for key, variable in (("api_key", "AKOOL_API_KEY"), ("token", "AKOOL_TOKEN")):
+        value = api.get(key)
+        # What is left once ${VAR} references are replaced by their defaults is written
+        # in the file itself: a literal key, or one hidden in ${VAR:-default}.
+        literal = value is not None and (not isinstance(value, str) or _ENV_REF.sub(
+            lambda m: m.group(2) or "", value).strip() != "")
+        if literal:
+            log.warning("%s holds api.%s in plain text and others can read it (mode %04o): "
+                        "run chmod 600 %s, or write api.%s: ${%s} and keep the key in the "
+                        "environment", path, key, mode, shlex.quote(str(path)), key, variable)
+            return
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

@@ -7,6 +7,7 @@ escapes in Akool's text, a config file that shows its key to everyone, unknown s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import CLI_ENV, ID1, run_cli, write_yaml
+from .conftest import API_KEY, CLI_ENV, ID1, run_cli, write_yaml
 
 ENV = CLI_ENV
 
@@ -176,3 +177,47 @@ def test_json_logs_keep_the_text_but_escape_every_control(served, workdir):
     _no_controls(result.stderr)
     messages = [json.loads(line)["message"] for line in result.stderr.splitlines()]
     assert any(EVIL in m for m in messages)
+
+
+# --------------------------------------- point 12: a readable config holding a key
+
+@pytest.mark.parametrize(("key", "mode", "warned"), [
+    (API_KEY, 0o644, True),
+    (API_KEY, 0o640, True),
+    (API_KEY, 0o600, False),
+    ("${TEST_AKOOL_KEY}", 0o644, False),
+    ("${TEST_AKOOL_KEY:-" + API_KEY + "}", 0o644, True),
+])
+def test_key_in_a_config_others_can_read_is_warned_once(workdir, key, mode, warned):
+    """A literal key in a group/world-readable config: one warning naming file, mode, fix."""
+    cwd = workdir
+    _edit_config(cwd, api={"api_key": key})
+    os.chmod(cwd / "archiver.yaml", mode)
+    write_yaml(cwd / "videos.yaml", [ID1])
+
+    result = run_cli("status", "videos.yaml", cwd=cwd, env=ENV)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "archiver.yaml" in line]
+    assert API_KEY not in result.stderr + result.stdout
+    if warned:
+        assert len(warnings) == 1
+        assert f"{mode:04o}" in warnings[0] and "chmod 600 archiver.yaml" in warnings[0]
+        assert "${AKOOL_API_KEY}" in warnings[0]
+    else:
+        assert warnings == []
+
+
+def test_token_in_a_readable_config_is_warned(workdir):
+    """api.token counts as a secret too."""
+    cwd = workdir
+    data = yaml.safe_load((cwd / "archiver.yaml").read_text())
+    del data["api"]["api_key"]
+    data["api"]["token"] = "bearer-token-in-plain-text"
+    write_yaml(cwd / "archiver.yaml", data)
+    os.chmod(cwd / "archiver.yaml", 0o604)
+    write_yaml(cwd / "videos.yaml", [ID1])
+
+    result = run_cli("status", "videos.yaml", cwd=cwd, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "api.token" in result.stderr and "0604" in result.stderr
+    assert "bearer-token-in-plain-text" not in result.stderr
