@@ -90,6 +90,8 @@ class _State:
     expires_at: float | None = None
     timer: asyncio.TimerHandle | None = None
     done: bool = False
+    #: An unknown video_status was already logged for this id (once is news, each poll noise).
+    warned_status: bool = False
 
 
 @dataclass(order=True, slots=True)
@@ -251,8 +253,10 @@ class Scheduler:
             self._finish(state, Outcome.FAILED,
                          error=JobFailed(info.error_code, info.error_reason))
         else:
-            if info.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
-                log.warning("%s: unknown video_status %r, polling again later",
+            if info.status not in (JobStatus.QUEUED, JobStatus.PROCESSING) \
+                    and not state.warned_status:
+                state.warned_status = True
+                log.warning("%s: unknown video_status %r, polling again until the deadline",
                             item_id, info.status)
             now = loop.time()
             if now >= self._deadline:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import API_KEY, CLI_ENV, ID1, run_cli, write_yaml
+from .conftest import API_KEY, CLI_ENV, ID1, ID2, ID3, run_cli, write_yaml
 
 ENV = CLI_ENV
 
@@ -221,3 +221,27 @@ def test_token_in_a_readable_config_is_warned(workdir):
     assert result.returncode == 0, result.stderr
     assert "api.token" in result.stderr and "0604" in result.stderr
     assert "bearer-token-in-plain-text" not in result.stderr
+
+
+# --------------------------------------------- point 14: unknown video_status
+
+def test_unknown_video_status_is_warned_once_per_id(served, workdir):
+    """video_status 99 on every poll: one warning for that id, not one per poll."""
+    standin, cwd = served[0], workdir
+    standin.add_job(ID1, extra_fields={"video_status": 99})
+    standin.add_job(ID2, extra_fields={"video_status": 98})
+    standin.add_job(ID3)
+    write_yaml(cwd / "videos.yaml", [ID1, ID2, ID3])
+
+    def finish() -> None:
+        standin.add_job(ID1)
+        standin.add_job(ID2)
+
+    watcher = _when(lambda: min(standin.polls[ID1], standin.polls[ID2]) >= 4, finish)
+    result = run_cli("run", "videos.yaml", cwd=cwd, env=ENV)
+    watcher.join()
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "unknown video_status" in line]
+    assert len([w for w in warnings if ID1 in w]) == 1
+    assert len([w for w in warnings if ID2 in w]) == 1
+    assert len(warnings) == 2
