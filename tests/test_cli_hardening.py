@@ -7,6 +7,7 @@ escapes in Akool's text, a config file that shows its key to everyone, unknown s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from archiver.config import load_config
 
 from .conftest import API_KEY, CLI_ENV, ID1, ID2, ID3, run_cli, write_yaml
 
@@ -94,9 +97,8 @@ def _unwritable(cwd: Path, how: str) -> str:
 
 @pytest.mark.parametrize(("flag", "how"), [
     ("--report", "parent-is-a-file"),
-    ("--metrics-file", "parent-is-a-file"),
-    ("--report", "is-a-directory"),
-    ("--metrics-file", "under-proc"),
+    ("--metrics-file", "is-a-directory"),
+    ("--report", "under-proc"),
 ])
 def test_unwritable_output_path_exits_2_before_any_api_call(served, workdir, flag, how):
     """An output path that cannot be written stops the run at once, naming the path."""
@@ -181,46 +183,51 @@ def test_json_logs_keep_the_text_but_escape_every_control(served, workdir):
 
 # --------------------------------------- point 12: a readable config holding a key
 
-@pytest.mark.parametrize(("key", "mode", "warned"), [
-    (API_KEY, 0o644, True),
-    (API_KEY, 0o640, True),
-    (API_KEY, 0o600, False),
-    ("${TEST_AKOOL_KEY}", 0o644, False),
-    ("${TEST_AKOOL_KEY:-" + API_KEY + "}", 0o644, True),
-])
-def test_key_in_a_config_others_can_read_is_warned_once(workdir, key, mode, warned):
-    """A literal key in a group/world-readable config: one warning naming file, mode, fix."""
+def test_key_in_a_config_others_can_read_is_warned_once(workdir):
+    """A literal key in a world-readable config: one warning naming file, mode, fix; no key."""
     cwd = workdir
-    _edit_config(cwd, api={"api_key": key})
-    os.chmod(cwd / "archiver.yaml", mode)
+    _edit_config(cwd, api={"api_key": API_KEY})
+    os.chmod(cwd / "archiver.yaml", 0o644)
     write_yaml(cwd / "videos.yaml", [ID1])
 
     result = run_cli("status", "videos.yaml", cwd=cwd, env=ENV)
     assert result.returncode == 0, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if "archiver.yaml" in line]
     assert API_KEY not in result.stderr + result.stdout
-    if warned:
-        assert len(warnings) == 1
-        assert f"{mode:04o}" in warnings[0] and "chmod 600 archiver.yaml" in warnings[0]
-        assert "${AKOOL_API_KEY}" in warnings[0]
-    else:
-        assert warnings == []
+    warnings = [line for line in result.stderr.splitlines() if "archiver.yaml" in line]
+    assert len(warnings) == 1
+    assert "0644" in warnings[0] and "chmod 600 archiver.yaml" in warnings[0]
+    assert "${AKOOL_API_KEY}" in warnings[0]
 
 
-def test_token_in_a_readable_config_is_warned(workdir):
-    """api.token counts as a secret too."""
-    cwd = workdir
-    data = yaml.safe_load((cwd / "archiver.yaml").read_text())
-    del data["api"]["api_key"]
-    data["api"]["token"] = "bearer-token-in-plain-text"
-    write_yaml(cwd / "archiver.yaml", data)
-    os.chmod(cwd / "archiver.yaml", 0o604)
-    write_yaml(cwd / "videos.yaml", [ID1])
-
-    result = run_cli("status", "videos.yaml", cwd=cwd, env=ENV)
-    assert result.returncode == 0, result.stderr
-    assert "api.token" in result.stderr and "0604" in result.stderr
-    assert "bearer-token-in-plain-text" not in result.stderr
+@pytest.mark.parametrize(("api", "mode", "warned"), [
+    ({"api_key": API_KEY}, 0o640, True),
+    ({"token": "bearer-token-in-plain-text"}, 0o604, True),
+    ({"api_key": "${TEST_AKOOL_KEY:-" + API_KEY + "}"}, 0o644, True),
+    ({"api_key": API_KEY}, 0o600, False),
+    ({"api_key": "${TEST_AKOOL_KEY}"}, 0o644, False),
+    ({"token": "${TEST_AKOOL_KEY}"}, 0o777, False),
+], ids=["key-0640", "token-0604", "env-default-0644", "key-0600", "env-0644", "env-token-0777"])
+def test_only_a_literal_secret_others_can_read_is_warned(tmp_path, monkeypatch, api, mode,
+                                                         warned):
+    """Group or other read + a secret written in the file (a default counts) -> a warning."""
+    monkeypatch.setenv("TEST_AKOOL_KEY", API_KEY)
+    path = write_yaml(tmp_path / "archiver.yaml", {"api": api})
+    os.chmod(path, mode)
+    # Caught at the source: the CLI's logging setup stops propagation to pytest's handler.
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("archiver.config")
+    logger.addHandler(handler)
+    try:
+        load_config(path)
+    finally:
+        logger.removeHandler(handler)
+    assert len(records) == (1 if warned else 0)
+    for record in records:
+        message = record.getMessage()
+        assert f"{mode:04o}" in message and f"api.{next(iter(api))}" in message
+        assert API_KEY not in message and "plain-text" not in message
 
 
 # --------------------------------------------- point 14: unknown video_status
