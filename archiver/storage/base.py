@@ -9,7 +9,9 @@ An archive holds one folder (or key prefix) per ``video_model_id``::
 
 An item is archived if and only if its ``archive.json`` exists. Backends guarantee that
 nothing appears under a final name until it is complete, and that an aborted item leaves
-no temporary data behind.
+no temporary data behind (no open upload). Files an aborted item already made final may
+stay where another run could share their names (S3: another host writing the same
+prefix commits the same keys), until ``archiver gc`` removes those of ids nobody committed.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class ItemWriter(Protocol):
         """Write ``archive.json`` - last - making the item count as archived."""
 
     async def abort(self, keep: bool = False) -> None:
-        """Remove temporary files and any file this writer made final without committing.
+        """Remove temporary files (and, where no other run can share them, any file this
+        writer made final without committing: local disk; S3 keeps those for ``gc``).
 
         With *keep*, a backend that can resume keeps downloaded bytes under temporary
         names for the next run (interruption, transient failure).

@@ -37,9 +37,18 @@ without downloading anything.
 
 Failure handling:
 
-- Aborting a file aborts its multipart upload; aborting an item also deletes every
-  object the writer made final without committing ``archive.json``. The work is handed
-  to the thread pool in one piece before the first ``await``, so it completes even if the
+- Aborting a file aborts its multipart upload (an UploadId is ours alone). Aborting an
+  item aborts its files' uploads and **deletes nothing**: an object this run made final
+  under ``<prefix><id>/video.mp4``... is, byte for byte, the object another run (another
+  host: locks are local) may have just uploaded under the same key and listed in its
+  committed ``archive.json``. Deleting "our" object would delete theirs. A conditional
+  delete cannot tell them apart (equal bytes, equal ETag), and staging keys copied at
+  commit would double every byte written, need UploadPartCopy above 5 GiB and change
+  the checksum type ``verify`` compares. So an uncommitted attempt leaves its objects:
+  without ``archive.json`` they never count as archived (``status`` says ``partial``),
+  the next attempt overwrites them with the same bytes, and ``archiver gc`` reaps those
+  of ids nobody committed (:meth:`S3Storage.collect_garbage`). The clean-up is handed to
+  the thread pool in one piece before the first ``await``, so it completes even if the
   task is cancelled again meanwhile (:meth:`S3Storage.close` waits for it).
 - ``archive.json`` is written with ``If-None-Match: *``: a 412 means another run
   committed this id first, which is a success. Stores that ignore the header overwrite;
@@ -274,11 +283,12 @@ class S3Storage:
             raise StorageUnavailable(self._scrub(
                 f"cannot write to {self.description}: {_describe(exc)}")) from None
         try:
+            # The probe's name is unique to this run: deleting it can hurt no one.
             self._call(self._client.delete_object, Bucket=self.bucket, Key=probe)
         except bce.ClientError as exc:
-            # Archiving still works; only the clean-up of failed items will not.
-            log.warning("cannot delete objects in %s (%s): failed items may leave files "
-                        "behind, and %s stays", self.description, _describe(exc), probe)
+            # Runs never delete anything else; `archiver gc` reaps the probe later.
+            log.info("cannot delete the write probe %s (%s); archiver gc removes it",
+                     probe, _describe(exc))
 
     def _bucket_problem(self, exc: bce.ClientError) -> str:
         status = _status(exc)
@@ -529,24 +539,6 @@ class S3Storage:
             if isinstance(body, _Reader):
                 body.close()
 
-    def _delete(self, key: str, version_id: str | None) -> None:
-        """Delete what this run wrote at *key*; a failure is logged, not raised."""
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if version_id and version_id != "null":
-            # Versioned bucket: remove exactly our version, not whatever is current.
-            params["VersionId"] = version_id
-        try:
-            self._call(self._client.delete_object, **params)
-        except (bce.BotoCoreError, bce.ClientError) as exc:
-            log.warning("could not delete s3://%s/%s after a failed item: %s",
-                        self.bucket, key, self._scrub(_describe(exc)))
-
-    def _record_exists(self, folder: str) -> bool:
-        key = folder + RECORD_NAME
-        page = self._call(self._client.list_objects_v2, Bucket=self.bucket, Prefix=key,
-                          MaxKeys=1)
-        return any(obj["Key"] == key for obj in page.get("Contents", []))
-
     def _item_error(self, action: str, key: str, exc: BaseException) -> DownloadError:
         return DownloadError(self._scrub(
             f"S3 {action} of s3://{self.bucket}/{key} failed: {_describe(exc)}"))
@@ -596,25 +588,21 @@ def _describe(exc: BaseException) -> str:
 
 
 class S3ItemWriter:
-    """Writes one item's objects; :meth:`abort` removes whatever it made final."""
+    """Writes one item's objects; :meth:`abort` aborts its multipart uploads, no more.
+
+    Objects made final stay when the item is not committed: the same key may hold the
+    same bytes that another run has just listed in its ``archive.json`` (see the module
+    docstring). ``archiver gc`` removes those of ids that nobody committed.
+    """
 
     def __init__(self, storage: S3Storage, folder: str) -> None:
         self._storage = storage
         self.folder = folder
         self._sinks: list[S3FileSink] = []
-        self._lock = threading.Lock()
-        # key -> version id of objects this writer made (or may have made) final; updated
-        # from pool threads. A key is entered *before* its request, so that a request
-        # that succeeded on S3 but failed on the way back is still cleaned up.
-        self._made_final: dict[str, str | None] = {}
         # put_small / commit requests submitted to the pool: abort waits for them.
         self._ops: list[concurrent.futures.Future[Any]] = []
         self._committed = False
         self._abort_future: concurrent.futures.Future[None] | None = None
-
-    def _made(self, key: str, answer: dict[str, Any] | None = None) -> None:
-        with self._lock:
-            self._made_final[key] = (answer or {}).get("VersionId")
 
     async def partial(self, name: str) -> Partial | None:
         # S3 keeps no resumable partial download: a new attempt restarts from zero.
@@ -625,7 +613,7 @@ class S3ItemWriter:
         self._check_usable()
         if resume is not None:  # partial() never offers one: appending would corrupt
             raise DownloadError(f"{self.folder}{name}: S3 storage does not resume files")
-        sink = S3FileSink(self._storage, self, self.folder + name)
+        sink = S3FileSink(self._storage, self.folder + name)
         self._sinks.append(sink)
         return sink
 
@@ -640,9 +628,7 @@ class S3ItemWriter:
             raise self._storage._item_error("PutObject", key, exc) from None
 
     def _put_small_sync(self, key: str, data: bytes) -> None:
-        self._made(key)
-        answer, _ = self._storage._put(key, data)
-        self._made(key, answer)
+        self._storage._put(key, data)
 
     async def commit(self, record: bytes) -> None:
         """Write ``archive.json`` with If-None-Match: a 412 (committed by another run) is fine."""
@@ -675,15 +661,15 @@ class S3ItemWriter:
                 storage._put(key, record)
             else:
                 raise
-        with self._lock:
-            self._committed = True
-            self._made_final.clear()
+        self._committed = True
 
     async def abort(self, keep: bool = False) -> None:
-        """Abort open uploads and delete uncommitted objects, even while being cancelled.
+        """Abort this item's open multipart uploads, even while being cancelled.
 
-        *keep* is ignored: S3 keeps nothing to resume (a multipart upload left open would
-        be storage S3 bills for and nobody sees), so every attempt restarts from zero.
+        Deletes no object: one under a final key may be another run's committed file
+        (same key, same bytes). *keep* is ignored: S3 keeps nothing to resume (a
+        multipart upload left open would be storage S3 bills for and nobody sees), so
+        every attempt restarts from zero.
         """
         if self._abort_future is None:
             # Everything is handed to the pool before the first await: a second
@@ -697,23 +683,13 @@ class S3ItemWriter:
 
     def _abort_sync(self, sink_aborts: list[concurrent.futures.Future[None]],
                     ops: list[concurrent.futures.Future[Any]]) -> None:
-        # Running requests finish (or fail) first: nothing may land after the clean-up.
+        # Requests still running finish (or fail) first, so that when abort() returns
+        # this writer has nothing in flight; objects they made final stay (see class).
         concurrent.futures.wait([*sink_aborts, *ops])
-        with self._lock:
-            if self._committed:
-                return
-            made, self._made_final = dict(self._made_final), {}
-        if not made:
-            return
-        try:
-            if self._storage._record_exists(self.folder):
-                # Another run committed this id: the objects are part of its record now.
-                log.info("%s: committed by another run; its objects are kept", self.folder)
-                return
-        except (bce.BotoCoreError, bce.ClientError):
-            pass  # cannot tell: clean up as if not (this run's item is not committed)
-        for key, version_id in made.items():
-            self._storage._delete(key, version_id)
+        if not self._committed and any(
+                f.done() and not f.cancelled() and f.exception() is None for f in ops):
+            log.debug("%s: not committed; objects written so far stay for the next "
+                      "attempt or archiver gc", self.folder)
 
     def _check_usable(self) -> None:
         if self._abort_future is not None or self._committed:
@@ -738,9 +714,8 @@ def _consume(future: asyncio.Future[Any]) -> None:
 class S3FileSink:
     """One media file streaming into S3: one PutObject, or a multipart upload."""
 
-    def __init__(self, storage: S3Storage, writer: S3ItemWriter, key: str) -> None:
+    def __init__(self, storage: S3Storage, key: str) -> None:
         self._storage = storage
-        self._writer = writer
         self.key = key
         self._part_size = storage.part_size
         # Allocated on the first write; handed to the pool job that uploads it.
@@ -878,14 +853,12 @@ class S3FileSink:
         return {"s3": facts}
 
     def _put_single_sync(self, data: _PartBuffer | None, sha256: str) -> dict[str, Any]:
-        self._writer._made(self.key)
         try:
             answer, b64 = self._storage._put(self.key, b"" if data is None else data,
                                              sha256_hex=sha256)
         finally:
             if data is not None:
                 self._storage._give_back(data)
-        self._writer._made(self.key, answer)
         reported = answer.get("ChecksumSHA256") or self._head_checksum()
         self._check_reported(reported, b64)
         return self._facts(answer, checksum=b64, kind="FULL_OBJECT",
@@ -895,14 +868,12 @@ class S3FileSink:
         storage = self._storage
         parts = [self._parts[n] for n in sorted(self._parts)]
         expected = composite_checksum(p.digest for p in parts)
-        self._writer._made(self.key)
         answer = storage._call(
             storage._client.complete_multipart_upload, Bucket=storage.bucket, Key=self.key,
             UploadId=self._upload_id,
             MultipartUpload={"Parts": [
                 {"PartNumber": p.number, "ETag": p.etag, "ChecksumSHA256": p.checksum}
                 for p in parts]})
-        self._writer._made(self.key, answer)
         # S3 answers the composite checksum here; some stores (moto among them) only on a
         # HEAD with ChecksumMode=ENABLED.
         reported = answer.get("ChecksumSHA256") or self._head_checksum()
@@ -980,7 +951,7 @@ class S3FileSink:
         completed = (self._final is not None and not self._final.cancelled()
                      and self._final.exception() is None)
         if completed:
-            return  # the object is final: the writer's abort deletes it
+            return  # the object is final: it stays (see S3ItemWriter)
         if upload_id is None:
             return
         storage = self._storage
