@@ -26,8 +26,8 @@ from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
     s3_fixture,
 )
 
-ROUNDS = 3
-IDS_PER_ROUND = 6
+ROUNDS = 2
+IDS_PER_ROUND = 8
 FILES = ("video", "no_caption")
 
 

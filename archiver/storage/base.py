@@ -17,7 +17,7 @@ prefix commits the same keys), until ``archiver gc`` removes those of ids nobody
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 RECORD_NAME = "archive.json"
@@ -42,6 +42,47 @@ class Partial:
     head: bytes = b""
     #: The whole file was received and checked; only the item's commit was missing.
     complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Garbage:
+    """One thing ``archiver gc`` removed (or, in a dry run, would remove)."""
+
+    #: Where it is, safe to print: ``s3://bucket/key``, a path.
+    where: str
+    #: Its size in bytes (0 when unknown, e.g. a multipart upload).
+    size: int = 0
+    #: The id it belonged to; None for strays such as a leftover write probe.
+    item: str | None = None
+    #: ``file`` (an object or a file), ``upload`` (a multipart upload), ``folder``.
+    kind: str = "file"
+
+
+@dataclass(slots=True)
+class GcResult:
+    """What ``archiver gc`` did."""
+
+    removed: list[Garbage] = field(default_factory=list)
+    #: One line per thing that could not be removed (exit status 1).
+    failures: list[str] = field(default_factory=list)
+    #: Uncommitted ids left alone because something of theirs is younger than min_age.
+    kept_recent: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Garbage]:
+        return [g for g in self.removed if g.kind == "file"]
+
+    @property
+    def uploads(self) -> list[Garbage]:
+        return [g for g in self.removed if g.kind == "upload"]
+
+    @property
+    def items(self) -> set[str]:
+        return {g.item for g in self.files if g.item is not None}
+
+    @property
+    def bytes(self) -> int:
+        return sum(g.size for g in self.removed)
 
 
 class FileSink(Protocol):

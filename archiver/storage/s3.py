@@ -67,11 +67,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import email.utils
 import hashlib
 import logging
 import mmap
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -82,7 +84,9 @@ import stamina
 from botocore.config import Config as BotoConfig
 
 from ..errors import DownloadError, StorageUnavailable
-from .base import RECORD_NAME, Partial
+from ..manifest import ID_PATTERN
+from ..models import RESULT_FILES
+from .base import INFO_NAME, RECORD_NAME, SUMS_NAME, Garbage, GcResult, Partial
 
 if TYPE_CHECKING:
     from ..config import S3StorageConfig
@@ -107,6 +111,14 @@ RETRYABLE_CODES = frozenset({
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 #: HTTP status of a failed ``If-None-Match: *``: the key exists.
 PRECONDITION_FAILED = 412
+#: Names an item's objects have. ``gc`` deletes nothing else, so a prefix shared with
+#: other data (or an empty prefix) never loses what the archiver did not write.
+MEDIA_NAMES = frozenset(name for _, name in RESULT_FILES)
+ITEM_NAMES = MEDIA_NAMES | {INFO_NAME, SUMS_NAME}
+#: Name of the write probe open() puts at the top of the prefix (then deletes).
+PROBE_PREFIX = ".archiver-probe-"
+#: Keys per DeleteObjects request (S3's maximum).
+DELETE_BATCH = 1000
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -276,7 +288,7 @@ class S3Storage:
             return
         # HeadBucket proves we may list, not write: a tiny probe object under the prefix
         # proves the rest (PutObject, with the configured encryption and storage class).
-        probe = f"{self.prefix}.archiver-probe-{secrets.token_hex(8)}"
+        probe = f"{self.prefix}{PROBE_PREFIX}{secrets.token_hex(8)}"
         try:
             self._put(probe, b"")
         except bce.ClientError as exc:
@@ -472,6 +484,151 @@ class S3Storage:
             raise StorageUnavailable(self._scrub(
                 f"cannot read {self.description}: {_describe(exc)}")) from None
 
+    # ---------------------------------------------------------------- archiver gc
+
+    async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
+                              dry_run: bool) -> GcResult:
+        """Delete the objects of ids without ``archive.json`` whose every object is older
+        than *min_age* seconds, leftover write probes, and multipart uploads initiated
+        longer ago than that. Ages are measured by S3's clock (``LastModified``,
+        ``Initiated`` against the listing's ``Date``), so no host's clock skew counts.
+
+        Only names an item has (``video.mp4``, ``info.json``, ...) under a folder named
+        like an id are deleted; a committed item is never touched. Right before deleting,
+        an id's folder is listed again, so that a run that started on it since the first
+        listing (its objects are new) makes gc leave it alone.
+        """
+        wanted = None if ids is None else set(ids)
+        return await self._reading(self._collect_sync, wanted, min_age, dry_run)
+
+    def _collect_sync(self, ids: set[str] | None, min_age: float, dry_run: bool) -> GcResult:
+        result = GcResult()
+        now, folders, probes = self._gc_listing(ids)
+        cutoff = now - min_age
+        for item_id, objects in sorted(folders.items()):
+            garbage = _item_garbage(objects, cutoff)
+            if garbage is None:
+                continue
+            if not garbage:
+                result.kept_recent.append(item_id)
+                continue
+            if not dry_run:
+                # A run may have started on this id since the listing: look again.
+                garbage = _item_garbage(self._gc_folder(item_id), cutoff)
+                if not garbage:
+                    continue
+            self._gc_remove(garbage, item_id, dry_run, result)
+            if not dry_run and RECORD_NAME in self._gc_folder(item_id):
+                # Committed between the second listing and the deletion: say so loudly.
+                result.failures.append(
+                    f"{item_id}: committed by a run while gc removed its objects; "
+                    f"check it with archiver verify")
+        stale = [p for p in probes if _modified(p) < cutoff]
+        if stale:
+            self._gc_remove(stale, None, dry_run, result)
+        self._gc_uploads(ids, cutoff, dry_run, result)
+        return result
+
+    def _gc_listing(self, ids: set[str] | None) -> tuple[
+            float, dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
+        """(S3's time, id -> name -> object, leftover probes): one listing of the
+        prefix, or of each id's folder when *ids* are given."""
+        now: float | None = None
+        folders: dict[str, dict[str, dict[str, Any]]] = {}
+        probes: list[dict[str, Any]] = []
+        prefixes = [self.prefix] if ids is None else [f"{self.prefix}{i}/" for i in sorted(ids)]
+        for prefix in prefixes:
+            for page in self._pages(prefix):
+                # The earliest S3 time seen: ages only come out younger, never older.
+                now = now if now is not None else _server_time(page)
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(self.prefix):]
+                    item_id, _, rest = name.partition("/")
+                    if not rest:
+                        if name.startswith(PROBE_PREFIX):
+                            probes.append(obj)
+                    elif ID_PATTERN.fullmatch(item_id):
+                        folders.setdefault(item_id, {})[rest] = obj
+        return now if now is not None else time.time(), folders, probes
+
+    def _pages(self, prefix: str) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix,
+                                  "MaxKeys": LIST_PAGE}
+        while True:
+            page = self._call(self._client.list_objects_v2, **params)
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            params["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _gc_folder(self, item_id: str) -> dict[str, dict[str, Any]]:
+        folder = f"{self.prefix}{item_id}/"
+        return {obj["Key"][len(folder):]: obj for page in self._pages(folder)
+                for obj in page.get("Contents", [])}
+
+    def _gc_remove(self, objects: list[dict[str, Any]], item_id: str | None,
+                   dry_run: bool, result: GcResult) -> None:
+        found = {o["Key"]: Garbage(f"s3://{self.bucket}/{o['Key']}", int(o.get("Size", 0)),
+                                   item_id) for o in objects}
+        if dry_run:
+            result.removed.extend(found.values())
+            return
+        keys = list(found)
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start:start + DELETE_BATCH]
+            try:
+                answer = self._call(self._client.delete_objects, Bucket=self.bucket,
+                                    Delete={"Objects": [{"Key": k} for k in batch],
+                                            "Quiet": True})
+            except (bce.BotoCoreError, bce.ClientError) as exc:
+                result.failures.extend(self._scrub(f"cannot delete s3://{self.bucket}/{k}: "
+                                                   f"{_describe(exc)}") for k in batch)
+                continue
+            errors = {e.get("Key"): e for e in answer.get("Errors", [])}
+            for key in batch:
+                if key in errors:
+                    error = errors[key]
+                    result.failures.append(f"cannot delete s3://{self.bucket}/{key}: "
+                                           f"{error.get('Code')}: {error.get('Message')}")
+                else:
+                    result.removed.append(found[key])
+
+    def _gc_uploads(self, ids: set[str] | None, cutoff: float, dry_run: bool,
+                    result: GcResult) -> None:
+        """Abort multipart uploads of item files initiated before *cutoff*: no attempt
+        in progress is that old, and no committed object depends on an open upload."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        while True:
+            page = self._call(self._client.list_multipart_uploads, **params)
+            for upload in page.get("Uploads", []):
+                key = str(upload["Key"])
+                item_id, _, name = key[len(self.prefix):].partition("/")
+                if name not in MEDIA_NAMES or not ID_PATTERN.fullmatch(item_id) \
+                        or (ids is not None and item_id not in ids):
+                    continue
+                if upload["Initiated"].timestamp() >= cutoff:
+                    continue
+                found = Garbage(f"multipart upload of s3://{self.bucket}/{key}", 0, item_id,
+                                kind="upload")
+                if not dry_run:
+                    try:
+                        self._call(self._client.abort_multipart_upload, Bucket=self.bucket,
+                                   Key=key, UploadId=upload["UploadId"])
+                    except bce.ClientError as exc:
+                        if _code(exc) != "NoSuchUpload":  # gone already: fine
+                            result.failures.append(self._scrub(
+                                f"cannot abort the {found.where}: {_describe(exc)}"))
+                            continue
+                    except bce.BotoCoreError as exc:
+                        result.failures.append(self._scrub(
+                            f"cannot abort the {found.where}: {_describe(exc)}"))
+                        continue
+                result.removed.append(found)
+            if not page.get("IsTruncated"):
+                return
+            params["KeyMarker"] = page.get("NextKeyMarker")
+            params["UploadIdMarker"] = page.get("NextUploadIdMarker")
+
     # -------------------------------------------------------------------- items
 
     def item(self, video_model_id: str) -> S3ItemWriter:
@@ -547,6 +704,33 @@ class S3Storage:
         for secret in self._secrets:
             message = message.replace(secret, "***")
         return message
+
+
+def _item_garbage(objects: dict[str, dict[str, Any]],
+                  cutoff: float) -> list[dict[str, Any]] | None:
+    """What gc may delete of one id's folder (name -> object): None if there is nothing
+    to do (committed, or no item file), [] if something in it is too recent."""
+    if RECORD_NAME in objects:
+        return None  # committed: never touched
+    ours = [obj for name, obj in objects.items() if name in ITEM_NAMES]
+    if not ours:
+        return None
+    if any(_modified(obj) >= cutoff for obj in objects.values()):
+        return []
+    return ours
+
+
+def _modified(obj: dict[str, Any]) -> float:
+    return float(obj["LastModified"].timestamp())
+
+
+def _server_time(answer: dict[str, Any]) -> float | None:
+    """The ``Date`` of an S3 answer, as a timestamp (None if missing or unreadable)."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _compare_checksums(head: dict[str, Any], entry: dict[str, Any]) -> str | None:
