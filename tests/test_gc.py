@@ -7,15 +7,20 @@ short (gc refuses anything shorter than item_timeout).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
 from pathlib import Path
 
+import pytest
+
 from archiver.config import load_config
+from archiver.errors import DownloadError
 from archiver.gc import collect
 from archiver.lock import RunLock
 from archiver.storage.local import LOCK_NAME, sidecar_name, temp_name
+from archiver.storage.s3 import S3Storage
 
 from .conftest import API_KEY, ID1, ID2, ID3, config_dict, run_cli, write_yaml
 from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
@@ -26,6 +31,7 @@ from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
 )
 
 ID4 = "64dd92c1f0b6684651e90e0c"
+ID5 = "64dd92c1f0b6684651e90e0e"
 #: Older than every --min-age used here.
 LONG_AGO = time.time() - 7 * 86400
 
@@ -64,6 +70,7 @@ async def test_gc_s3_removes_only_old_uncommitted_leftovers(tmp_path, s3):
     put(s3, "akool/.archiver-probe-0123456789abcdef", b"")
     put(s3, "akool/not-an-item.mp4")
     s3.client.create_multipart_upload(Bucket=s3.bucket, Key=f"akool/{ID3}/video.mp4")
+    put(s3, f"akool/{ID5}/video.mp4", b"failed attempt")  # see below
 
     refused = gc(tmp_path, "--min-age", "0.5s")
     assert refused.returncode == 2
@@ -76,9 +83,30 @@ async def test_gc_s3_removes_only_old_uncommitted_leftovers(tmp_path, s3):
     assert dry.returncode == 0, dry.stderr
     assert sorted(re.findall(r"would remove (.*?)(?: \(|$)", dry.stdout, re.M)) == sorted([
         f"s3://{s3.bucket}/akool/{ID1}/video.mp4", f"s3://{s3.bucket}/akool/{ID1}/info.json",
+        f"s3://{s3.bucket}/akool/{ID5}/video.mp4",
         f"s3://{s3.bucket}/akool/.archiver-probe-0123456789abcdef",
         f"multipart upload of s3://{s3.bucket}/akool/{ID3}/video.mp4"])
     assert s3.list_keys() == keys and len(s3.open_uploads()) == 1
+
+    # ID5: a run writes to it again just after gc's first listing. gc looks again right
+    # before deleting, sees a new object and leaves the id alone.
+    storage = S3Storage(s3.bucket, "akool/", endpoint_url=s3.endpoint, region="us-east-1",
+                        addressing_style="path")
+    await storage.open(readonly=True)
+    listed: list[str] = []
+
+    def run_starts(**_: object) -> None:
+        listed.append("list")
+        if len(listed) == 1:
+            put(s3, f"akool/{ID5}/video.mp4", b"failed attempt")
+
+    storage._client.meta.events.register("after-call.s3.ListObjectsV2", run_starts)
+    try:
+        raced = await storage.collect_garbage([ID5], 1, dry_run=False)
+    finally:
+        await storage.close()
+    assert (raced.removed, raced.failures) == ([], [])
+    assert f"akool/{ID5}/video.mp4" in s3.list_keys() and len(listed) >= 2
 
     # ID3 and ID4: being archived right now (young objects). In-process, so that gc
     # lists them at once: a new process would take about min-age to start. (A young
@@ -94,7 +122,27 @@ async def test_gc_s3_removes_only_old_uncommitted_leftovers(tmp_path, s3):
         "akool/.archiver-probe-0123456789abcdef"})
     assert s3.open_uploads() == []
     assert (len(result.files), result.items, len(result.uploads)) == (3, {ID1}, 1)
-    assert sorted(result.kept_recent) == [ID3, ID4]
+    assert sorted(result.kept_recent) == [ID3, ID4, ID5]
+
+
+async def test_s3_commit_refuses_a_record_with_a_vanished_file(s3):
+    """A file deleted before archive.json is written (gc's last moment): not committed."""
+    storage = S3Storage(s3.bucket, "akool/", endpoint_url=s3.endpoint, region="us-east-1",
+                        addressing_style="path")
+    await storage.open()
+    try:
+        writer = storage.item(ID1)
+        sink = await writer.open_file("video.mp4")
+        await sink.write(b"....ftypvideo")
+        await sink.commit(13, hashlib.sha256(b"....ftypvideo").hexdigest())
+        await writer.put_small("info.json", b"{}")
+        s3.client.delete_object(Bucket=s3.bucket, Key=f"akool/{ID1}/video.mp4")
+        with pytest.raises(DownloadError, match=r"video\.mp4 vanished before archive\.json"):
+            await writer.commit(b"{}")
+        await writer.abort()
+    finally:
+        await storage.close()
+    assert s3.list_keys() == [f"akool/{ID1}/info.json"]
 
 
 # ------------------------------------------------------------------------- local

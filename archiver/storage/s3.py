@@ -317,7 +317,7 @@ class S3Storage:
         return self._scrub(f"cannot use {self.description}: {_describe(exc)}")
 
     async def close(self) -> None:
-        """Wait for pending clean-ups (aborts, deletes), then release the thread pool."""
+        """Wait for pending clean-ups (aborts), then release the thread pool."""
         executor, self._executor = self._executor, None
         if executor is not None:
             # Blocking: run it off the loop so other tasks (progress output) keep going.
@@ -494,9 +494,13 @@ class S3Storage:
         ``Initiated`` against the listing's ``Date``), so no host's clock skew counts.
 
         Only names an item has (``video.mp4``, ``info.json``, ...) under a folder named
-        like an id are deleted; a committed item is never touched. Right before deleting,
-        an id's folder is listed again, so that a run that started on it since the first
-        listing (its objects are new) makes gc leave it alone.
+        like an id are deleted; a committed item is never touched. Right before each
+        DeleteObjects (and before each retry of one) the id's folder is listed again, so
+        a run that has written to it since (its objects are new) makes gc leave it alone.
+        What remains is one round trip between that listing and the delete; a run that
+        uploads in exactly that moment then finds its object gone when it checks, before
+        writing ``archive.json`` (:meth:`S3ItemWriter.commit`), and fails the item
+        instead of committing a record with a missing file.
         """
         wanted = None if ids is None else set(ids)
         return await self._reading(self._collect_sync, wanted, min_age, dry_run)
@@ -511,23 +515,74 @@ class S3Storage:
                 continue
             if not garbage:
                 result.kept_recent.append(item_id)
-                continue
-            if not dry_run:
-                # A run may have started on this id since the listing: look again.
-                garbage = _item_garbage(self._gc_folder(item_id), cutoff)
-                if not garbage:
-                    continue
-            self._gc_remove(garbage, item_id, dry_run, result)
-            if not dry_run and RECORD_NAME in self._gc_folder(item_id):
-                # Committed between the second listing and the deletion: say so loudly.
-                result.failures.append(
-                    f"{item_id}: committed by a run while gc removed its objects; "
-                    f"check it with archiver verify")
+            elif dry_run:
+                result.removed.extend(self._garbage(o, item_id) for o in garbage)
+            else:
+                self._gc_item(item_id, cutoff, result)
         stale = [p for p in probes if _modified(p) < cutoff]
-        if stale:
-            self._gc_remove(stale, None, dry_run, result)
+        if dry_run:
+            result.removed.extend(self._garbage(o, None) for o in stale)
+        else:
+            self._gc_probes(stale, result)
         self._gc_uploads(ids, cutoff, dry_run, result)
         return result
+
+    def _garbage(self, obj: dict[str, Any], item_id: str | None) -> Garbage:
+        return Garbage(f"s3://{self.bucket}/{obj['Key']}", int(obj.get("Size", 0)), item_id)
+
+    def _gc_item(self, item_id: str, cutoff: float, result: GcResult) -> None:
+        """Delete one id's leftovers, listing its folder again right before every try."""
+        retry = self.retry
+        for attempt in range(1, retry.attempts + 1):
+            # A run may have written to this id since the last listing: look again.
+            garbage = _item_garbage(self._gc_folder(item_id), cutoff)
+            if not garbage:
+                return
+            try:
+                # Not self._call: a retry after a backoff must list again first.
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": o["Key"]}
+                                                            for o in garbage], "Quiet": True})
+            except (bce.BotoCoreError, bce.ClientError) as exc:
+                if attempt < retry.attempts and _is_transient(exc):
+                    time.sleep(min(retry.wait_max, retry.wait_initial * 2 ** (attempt - 1)))
+                    continue
+                result.failures.extend(self._scrub(
+                    f"cannot delete s3://{self.bucket}/{o['Key']}: {_describe(exc)}")
+                    for o in garbage)
+                return
+            self._gc_deleted(garbage, item_id, answer, result)
+            if RECORD_NAME in self._gc_folder(item_id):
+                # Committed while gc deleted (see collect_garbage): say so loudly.
+                result.failures.append(f"{item_id}: committed by a run while gc removed "
+                                       "its objects; check it with archiver verify")
+            return
+
+    def _gc_probes(self, probes: list[dict[str, Any]], result: GcResult) -> None:
+        """Delete leftover write probes: their names are unique, nobody else uses them."""
+        for start in range(0, len(probes), DELETE_BATCH):
+            batch = probes[start:start + DELETE_BATCH]
+            try:
+                answer = self._call(self._client.delete_objects, Bucket=self.bucket,
+                                    Delete={"Objects": [{"Key": o["Key"]} for o in batch],
+                                            "Quiet": True})
+            except (bce.BotoCoreError, bce.ClientError) as exc:
+                result.failures.extend(self._scrub(
+                    f"cannot delete s3://{self.bucket}/{o['Key']}: {_describe(exc)}")
+                    for o in batch)
+                continue
+            self._gc_deleted(batch, None, answer, result)
+
+    def _gc_deleted(self, objects: list[dict[str, Any]], item_id: str | None,
+                    answer: dict[str, Any], result: GcResult) -> None:
+        errors = {e.get("Key"): e for e in answer.get("Errors", [])}
+        for obj in objects:
+            error = errors.get(obj["Key"])
+            if error is None:
+                result.removed.append(self._garbage(obj, item_id))
+            else:
+                result.failures.append(f"cannot delete s3://{self.bucket}/{obj['Key']}: "
+                                       f"{error.get('Code')}: {error.get('Message')}")
 
     def _gc_listing(self, ids: set[str] | None) -> tuple[
             float, dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
@@ -565,33 +620,6 @@ class S3Storage:
         folder = f"{self.prefix}{item_id}/"
         return {obj["Key"][len(folder):]: obj for page in self._pages(folder)
                 for obj in page.get("Contents", [])}
-
-    def _gc_remove(self, objects: list[dict[str, Any]], item_id: str | None,
-                   dry_run: bool, result: GcResult) -> None:
-        found = {o["Key"]: Garbage(f"s3://{self.bucket}/{o['Key']}", int(o.get("Size", 0)),
-                                   item_id) for o in objects}
-        if dry_run:
-            result.removed.extend(found.values())
-            return
-        keys = list(found)
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start:start + DELETE_BATCH]
-            try:
-                answer = self._call(self._client.delete_objects, Bucket=self.bucket,
-                                    Delete={"Objects": [{"Key": k} for k in batch],
-                                            "Quiet": True})
-            except (bce.BotoCoreError, bce.ClientError) as exc:
-                result.failures.extend(self._scrub(f"cannot delete s3://{self.bucket}/{k}: "
-                                                   f"{_describe(exc)}") for k in batch)
-                continue
-            errors = {e.get("Key"): e for e in answer.get("Errors", [])}
-            for key in batch:
-                if key in errors:
-                    error = errors[key]
-                    result.failures.append(f"cannot delete s3://{self.bucket}/{key}: "
-                                           f"{error.get('Code')}: {error.get('Message')}")
-                else:
-                    result.removed.append(found[key])
 
     def _gc_uploads(self, ids: set[str] | None, cutoff: float, dry_run: bool,
                     result: GcResult) -> None:
@@ -785,6 +813,8 @@ class S3ItemWriter:
         self._sinks: list[S3FileSink] = []
         # put_small / commit requests submitted to the pool: abort waits for them.
         self._ops: list[concurrent.futures.Future[Any]] = []
+        # Keys of metadata files written: checked for presence before the commit.
+        self._small_keys: list[str] = []
         self._committed = False
         self._abort_future: concurrent.futures.Future[None] | None = None
 
@@ -813,6 +843,7 @@ class S3ItemWriter:
 
     def _put_small_sync(self, key: str, data: bytes) -> None:
         self._storage._put(key, data)
+        self._small_keys.append(key)
 
     async def commit(self, record: bytes) -> None:
         """Write ``archive.json`` with If-None-Match: a 412 (committed by another run) is fine."""
@@ -827,6 +858,7 @@ class S3ItemWriter:
 
     def _commit_sync(self, key: str, record: bytes) -> None:
         storage = self._storage
+        self._check_present()
         try:
             storage._put(key, record, if_none_match=storage.conditional_writes)
         except bce.ClientError as exc:
@@ -846,6 +878,27 @@ class S3ItemWriter:
             else:
                 raise
         self._committed = True
+
+    def _check_present(self) -> None:
+        """Refuse to commit a record whose files are not all there (one listing).
+
+        Nothing of this archiver deletes an object a run may still commit, except
+        ``archiver gc`` in the one round trip between its last look at an id and its
+        delete (see :meth:`S3Storage.collect_garbage`). An upload landing in exactly that
+        moment is caught here, and the item fails instead of committing a missing file.
+        """
+        expected = {s.key for s in self._sinks if s._done} | set(self._small_keys)
+        if not expected:
+            return
+        storage = self._storage
+        present: set[str] = set()
+        for page in storage._pages(self.folder):
+            present.update(obj["Key"] for obj in page.get("Contents", []))
+        missing = sorted(k[len(self.folder):] for k in expected - present)
+        if missing:
+            raise DownloadError(
+                f"s3://{storage.bucket}/{self.folder}: {', '.join(missing)} vanished before "
+                "archive.json was written (archiver gc or a lifecycle rule?); not committed")
 
     async def abort(self, keep: bool = False) -> None:
         """Abort this item's open multipart uploads, even while being cancelled.
