@@ -50,6 +50,9 @@ Failure handling:
   of ids nobody committed (:meth:`S3Storage.collect_garbage`). The clean-up is handed to
   the thread pool in one piece before the first ``await``, so it completes even if the
   task is cancelled again meanwhile (:meth:`S3Storage.close` waits for it).
+- Before ``archive.json``, one listing of the item's folder checks that every file the
+  record lists is there (``gc`` deleting in the instant after its last look would
+  otherwise let a record name a missing file); if not, the item fails, unrecorded.
 - ``archive.json`` is written with ``If-None-Match: *``: a 412 means another run
   committed this id first, which is a success. Stores that ignore the header overwrite;
   one that refuses it (501) gets unconditional writes from then on.
