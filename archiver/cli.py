@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also ask the API for each job's current status")
     _add_output_flags(status)
 
+    gc = commands.add_parser(
+        "gc", help="remove files left by attempts that never committed (old enough only)")
+    gc.add_argument("manifest", type=Path, nargs="?", metavar="MANIFEST",
+                    help="only these ids (default: every id in the archive)")
+    _add_config_flag(gc)
+    gc.add_argument("--min-age", metavar="DURATION",
+                    help="only ids whose every file is older than this (e.g. 36h, 2d; "
+                         "default 24h; at least downloads.item_timeout)")
+    gc.add_argument("--dry-run", action="store_true",
+                    help="list what would be removed; remove nothing")
+    _add_output_flags(gc)
+
     demo = commands.add_parser(
         "demo", help="archive sample jobs from a built-in Akool stand-in (no account needed)")
     demo.add_argument("dir", nargs="?", type=Path, default=Path("demo-archive"),
@@ -128,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _verify(args)
         elif args.command == "status":
             status = _status(args)
+        elif args.command == "gc":
+            status = _gc(args)
         else:
             status, result = _run(args)
     except KeyboardInterrupt:
@@ -396,6 +410,37 @@ def _status(args: argparse.Namespace) -> int:
         print(f"archiver status: {len(ids)} id(s): {counts['archived']} archived, "
               f"{counts['partial']} partial, {counts['absent']} absent", file=sys.stderr)
     return EXIT_OK
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from .gc import check_min_age, collect, default_min_age, parse_duration
+
+    config = load_config(args.config)
+    install_secret_filter(config)
+    min_age = parse_duration(args.min_age) if args.min_age else default_min_age(config)
+    check_min_age(min_age, config)  # before reading the manifest or touching storage
+    ids = [i.id for i in load_manifest(args.manifest)] if args.manifest else None
+    result = asyncio.run(collect(config, ids, min_age=min_age, dry_run=args.dry_run))
+    verb = "would remove" if args.dry_run else "removed"
+    if (args.verbose or args.dry_run) and not args.quiet:
+        for found in result.removed:
+            size = f" ({human_bytes(found.size)})" if found.kind == "file" else ""
+            print(f"  {verb} {found.where}{size}")
+    for failure in result.failures:
+        print(f"archiver: {failure}", file=sys.stderr)
+    if not args.quiet:
+        line = (f"archiver gc: {len(result.files)} object(s) of {len(result.items)} "
+                f"uncommitted item(s), {human_bytes(result.bytes)} "
+                f"{'would be removed' if args.dry_run else 'removed'}")
+        if result.uploads:
+            line += f"; {len(result.uploads)} stale multipart upload(s) " + \
+                ("to abort" if args.dry_run else "aborted")
+        if result.kept_recent:
+            line += f"; {len(result.kept_recent)} item(s) newer than --min-age kept"
+        if result.failures:
+            line += f"; {len(result.failures)} failure(s)"
+        print(line)
+    return EXIT_FAILED if result.failures else EXIT_OK
 
 
 def _describe_remote(status: int, expires_at: float | None) -> str:

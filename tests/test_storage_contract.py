@@ -56,6 +56,9 @@ class Backend:
     prefix: str = "archive/"
     #: Whether a transfer cut short keeps its bytes (under a temporary name) to resume.
     keeps_partials: bool = False
+    #: Whether an aborted item keeps the files it made final (S3: the same keys may hold
+    #: another run's committed files, so a run never deletes them; `gc` does).
+    abort_keeps_final: bool = False
 
     def read(self, item: str, name: str) -> bytes | None:
         """The bytes stored under the final name, or None."""
@@ -113,7 +116,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         fixture: S3Fixture = request.getfixturevalue("s3")
         storage = S3Storage(fixture.bucket, "archive/", endpoint_url=fixture.endpoint,
                             region="us-east-1", addressing_style="path", part_size=P)
-        chosen = Backend("s3", storage, s3=fixture)
+        chosen = Backend("s3", storage, s3=fixture, abort_keeps_final=True)
     await chosen.storage.open()
     try:
         yield chosen
@@ -251,7 +254,7 @@ async def test_retry_after_dying_source_restarts_cleanly(backend, standin, base_
 
 
 async def test_abort_after_partial_writes(backend):
-    """Sinks aborted after partial writes, and a writer aborted after puts, leave nothing."""
+    """An aborted writer leaves no open upload or temporary; S3 keeps what it made final."""
     writer = backend.storage.item(ID1)
     done = await writer.open_file("video.mp4")
     data = os.urandom(P + 10)
@@ -264,8 +267,10 @@ async def test_abort_after_partial_writes(backend):
     assert backend.leftovers()
     await writer.abort()
     await open_sink.abort()  # twice is fine
-    assert backend.names(ID1) == []
+    kept = ["info.json", "video.mp4"] if backend.abort_keeps_final else []
+    assert backend.names(ID1) == kept
     assert backend.leftovers() == []
+    assert await backend.storage.archived([ID1]) == set()  # never looks archived
 
 
 async def test_commit_with_wrong_size_fails_and_cleans_up(backend):

@@ -9,13 +9,15 @@ An archive holds one folder (or key prefix) per ``video_model_id``::
 
 An item is archived if and only if its ``archive.json`` exists. Backends guarantee that
 nothing appears under a final name until it is complete, and that an aborted item leaves
-no temporary data behind.
+no temporary data behind (no open upload). Files an aborted item already made final may
+stay where another run could share their names (S3: another host writing the same
+prefix commits the same keys), until ``archiver gc`` removes those of ids nobody committed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 RECORD_NAME = "archive.json"
@@ -40,6 +42,47 @@ class Partial:
     head: bytes = b""
     #: The whole file was received and checked; only the item's commit was missing.
     complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Garbage:
+    """One thing ``archiver gc`` removed (or, in a dry run, would remove)."""
+
+    #: Where it is, safe to print: ``s3://bucket/key``, a path.
+    where: str
+    #: Its size in bytes (0 when unknown, e.g. a multipart upload).
+    size: int = 0
+    #: The id it belonged to; None for strays such as a leftover write probe.
+    item: str | None = None
+    #: ``file`` (an object or a file), ``upload`` (a multipart upload), ``folder``.
+    kind: str = "file"
+
+
+@dataclass(slots=True)
+class GcResult:
+    """What ``archiver gc`` did."""
+
+    removed: list[Garbage] = field(default_factory=list)
+    #: One line per thing that could not be removed (exit status 1).
+    failures: list[str] = field(default_factory=list)
+    #: Uncommitted ids left alone because something of theirs is younger than min_age.
+    kept_recent: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Garbage]:
+        return [g for g in self.removed if g.kind == "file"]
+
+    @property
+    def uploads(self) -> list[Garbage]:
+        return [g for g in self.removed if g.kind == "upload"]
+
+    @property
+    def items(self) -> set[str]:
+        return {g.item for g in self.files if g.item is not None}
+
+    @property
+    def bytes(self) -> int:
+        return sum(g.size for g in self.removed)
 
 
 class FileSink(Protocol):
@@ -86,7 +129,8 @@ class ItemWriter(Protocol):
         """Write ``archive.json`` - last - making the item count as archived."""
 
     async def abort(self, keep: bool = False) -> None:
-        """Remove temporary files and any file this writer made final without committing.
+        """Remove temporary files (and, where no other run can share them, any file this
+        writer made final without committing: local disk; S3 keeps those for ``gc``).
 
         With *keep*, a backend that can resume keeps downloaded bytes under temporary
         names for the next run (interruption, transient failure).

@@ -140,6 +140,100 @@ class LocalStorage:
             return f"sha256 {digest}, archive.json says {entry.get('sha256')}"
         return None
 
+    # ---------------------------------------------------------------- archiver gc
+    # Self-contained (imports inside), so that it stays clear of the rest of the module.
+
+    async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
+                              dry_run: bool) -> Any:
+        """Remove the temporaries (``.NAME.part``, ``.NAME.part.json``, ``.NAME.tmp``) of
+        ids without ``archive.json`` whose every entry is older than *min_age* seconds,
+        then their folder if it is empty. Returns a :class:`~archiver.storage.base.GcResult`.
+
+        Never follows a symlink: each id folder is opened with ``O_NOFOLLOW`` and its
+        entries are looked at (``lstat``) and removed relative to that descriptor, so a
+        folder or file swapped for a link can only make gc skip it. Only regular files
+        with the archiver's own temporary names are removed; a committed item is never
+        touched. The caller holds the run lock: no run on this root writes meanwhile.
+        """
+        wanted = None if ids is None else list(ids)
+        return await asyncio.to_thread(self._collect_sync, wanted, min_age, dry_run)
+
+    def _collect_sync(self, ids: list[str] | None, min_age: float, dry_run: bool) -> Any:
+        import time
+
+        from ..manifest import ID_PATTERN
+        from .base import GcResult
+
+        result = GcResult()
+        cutoff = time.time() - min_age
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return result  # no archive yet: nothing to collect
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read archive root {self.root}: "
+                                     f"{os_reason(exc)}") from None
+        try:
+            if ids is None:
+                with os.scandir(root_fd) as entries:
+                    ids = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+            for item_id in sorted(set(ids)):
+                if ID_PATTERN.fullmatch(item_id):
+                    self._collect_item(root_fd, item_id, cutoff, dry_run, result)
+        finally:
+            os.close(root_fd)
+        return result
+
+    def _collect_item(self, root_fd: int, item_id: str, cutoff: float, dry_run: bool,
+                      result: Any) -> None:
+        import stat
+
+        from ..models import RESULT_FILES
+        from .base import INFO_NAME, SUMS_NAME, Garbage
+
+        media = [name for _, name in RESULT_FILES]
+        temporaries = {temp_name(n) for n in media} | {sidecar_name(n) for n in media} \
+            | {f".{n}.tmp" for n in (INFO_NAME, SUMS_NAME, RECORD_NAME)}
+        try:
+            # O_NOFOLLOW: a symlink named like an id is not an item folder (ELOOP).
+            fd = os.open(item_id, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, dir_fd=root_fd)
+        except OSError:
+            return  # absent, not a folder, or a link
+        removed_all = True
+        try:
+            with os.scandir(fd) as scan:
+                entries = {e.name: e.stat(follow_symlinks=False) for e in scan}
+            if RECORD_NAME in entries:
+                return  # committed: never touched
+            garbage = [n for n, st in entries.items()
+                       if n in temporaries and stat.S_ISREG(st.st_mode)]
+            if not garbage:
+                return
+            if any(st.st_mtime >= cutoff for st in entries.values()):
+                result.kept_recent.append(item_id)
+                return
+            for name in sorted(garbage):
+                found = Garbage(str(self.root / item_id / name), entries[name].st_size, item_id)
+                if not dry_run:
+                    try:
+                        os.unlink(name, dir_fd=fd)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        removed_all = False
+                        result.failures.append(f"cannot remove {found.where}: {os_reason(exc)}")
+                        continue
+                result.removed.append(found)
+        finally:
+            os.close(fd)
+        if not dry_run and removed_all:
+            try:
+                os.rmdir(item_id, dir_fd=root_fd)  # only succeeds if nothing else is left
+            except OSError:
+                return
+            result.removed.append(Garbage(str(self.root / item_id), 0, item_id, kind="folder"))
+
 
 class LocalItemWriter:
     """Writes the files of one item folder."""

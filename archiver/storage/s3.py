@@ -37,10 +37,22 @@ without downloading anything.
 
 Failure handling:
 
-- Aborting a file aborts its multipart upload; aborting an item also deletes every
-  object the writer made final without committing ``archive.json``. The work is handed
-  to the thread pool in one piece before the first ``await``, so it completes even if the
+- Aborting a file aborts its multipart upload (an UploadId is ours alone). Aborting an
+  item aborts its files' uploads and **deletes nothing**: an object this run made final
+  under ``<prefix><id>/video.mp4``... is, byte for byte, the object another run (another
+  host: locks are local) may have just uploaded under the same key and listed in its
+  committed ``archive.json``. Deleting "our" object would delete theirs. A conditional
+  delete cannot tell them apart (equal bytes, equal ETag), and staging keys copied at
+  commit would double every byte written, need UploadPartCopy above 5 GiB and change
+  the checksum type ``verify`` compares. So an uncommitted attempt leaves its objects:
+  without ``archive.json`` they never count as archived (``status`` says ``partial``),
+  the next attempt overwrites them with the same bytes, and ``archiver gc`` reaps those
+  of ids nobody committed (:meth:`S3Storage.collect_garbage`). The clean-up is handed to
+  the thread pool in one piece before the first ``await``, so it completes even if the
   task is cancelled again meanwhile (:meth:`S3Storage.close` waits for it).
+- Before ``archive.json``, one listing of the item's folder checks that every file the
+  record lists is there (``gc`` deleting in the instant after its last look would
+  otherwise let a record name a missing file); if not, the item fails, unrecorded.
 - ``archive.json`` is written with ``If-None-Match: *``: a 412 means another run
   committed this id first, which is a success. Stores that ignore the header overwrite;
   one that refuses it (501) gets unconditional writes from then on.
@@ -58,11 +70,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import email.utils
 import hashlib
 import logging
 import mmap
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -73,7 +87,9 @@ import stamina
 from botocore.config import Config as BotoConfig
 
 from ..errors import DownloadError, StorageUnavailable
-from .base import RECORD_NAME, Partial
+from ..manifest import ID_PATTERN
+from ..models import RESULT_FILES
+from .base import INFO_NAME, RECORD_NAME, SUMS_NAME, Garbage, GcResult, Partial
 
 if TYPE_CHECKING:
     from ..config import S3StorageConfig
@@ -98,6 +114,14 @@ RETRYABLE_CODES = frozenset({
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 #: HTTP status of a failed ``If-None-Match: *``: the key exists.
 PRECONDITION_FAILED = 412
+#: Names an item's objects have. ``gc`` deletes nothing else, so a prefix shared with
+#: other data (or an empty prefix) never loses what the archiver did not write.
+MEDIA_NAMES = frozenset(name for _, name in RESULT_FILES)
+ITEM_NAMES = MEDIA_NAMES | {INFO_NAME, SUMS_NAME}
+#: Name of the write probe open() puts at the top of the prefix (then deletes).
+PROBE_PREFIX = ".archiver-probe-"
+#: Keys per DeleteObjects request (S3's maximum).
+DELETE_BATCH = 1000
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -267,18 +291,19 @@ class S3Storage:
             return
         # HeadBucket proves we may list, not write: a tiny probe object under the prefix
         # proves the rest (PutObject, with the configured encryption and storage class).
-        probe = f"{self.prefix}.archiver-probe-{secrets.token_hex(8)}"
+        probe = f"{self.prefix}{PROBE_PREFIX}{secrets.token_hex(8)}"
         try:
             self._put(probe, b"")
         except bce.ClientError as exc:
             raise StorageUnavailable(self._scrub(
                 f"cannot write to {self.description}: {_describe(exc)}")) from None
         try:
+            # The probe's name is unique to this run: deleting it can hurt no one.
             self._call(self._client.delete_object, Bucket=self.bucket, Key=probe)
         except bce.ClientError as exc:
-            # Archiving still works; only the clean-up of failed items will not.
-            log.warning("cannot delete objects in %s (%s): failed items may leave files "
-                        "behind, and %s stays", self.description, _describe(exc), probe)
+            # Runs never delete anything else; `archiver gc` reaps the probe later.
+            log.info("cannot delete the write probe %s (%s); archiver gc removes it",
+                     probe, _describe(exc))
 
     def _bucket_problem(self, exc: bce.ClientError) -> str:
         status = _status(exc)
@@ -295,7 +320,7 @@ class S3Storage:
         return self._scrub(f"cannot use {self.description}: {_describe(exc)}")
 
     async def close(self) -> None:
-        """Wait for pending clean-ups (aborts, deletes), then release the thread pool."""
+        """Wait for pending clean-ups (aborts), then release the thread pool."""
         executor, self._executor = self._executor, None
         if executor is not None:
             # Blocking: run it off the loop so other tasks (progress output) keep going.
@@ -462,6 +487,179 @@ class S3Storage:
             raise StorageUnavailable(self._scrub(
                 f"cannot read {self.description}: {_describe(exc)}")) from None
 
+    # ---------------------------------------------------------------- archiver gc
+
+    async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
+                              dry_run: bool) -> GcResult:
+        """Delete the objects of ids without ``archive.json`` whose every object is older
+        than *min_age* seconds, leftover write probes, and multipart uploads initiated
+        longer ago than that. Ages are measured by S3's clock (``LastModified``,
+        ``Initiated`` against the listing's ``Date``), so no host's clock skew counts.
+
+        Only names an item has (``video.mp4``, ``info.json``, ...) under a folder named
+        like an id are deleted; a committed item is never touched. Right before each
+        DeleteObjects (and before each retry of one) the id's folder is listed again, so
+        a run that has written to it since (its objects are new) makes gc leave it alone.
+        What remains is one round trip between that listing and the delete; a run that
+        uploads in exactly that moment then finds its object gone when it checks, before
+        writing ``archive.json`` (:meth:`S3ItemWriter.commit`), and fails the item
+        instead of committing a record with a missing file.
+        """
+        wanted = None if ids is None else set(ids)
+        return await self._reading(self._collect_sync, wanted, min_age, dry_run)
+
+    def _collect_sync(self, ids: set[str] | None, min_age: float, dry_run: bool) -> GcResult:
+        result = GcResult()
+        now, folders, probes = self._gc_listing(ids)
+        cutoff = now - min_age
+        for item_id, objects in sorted(folders.items()):
+            garbage = _item_garbage(objects, cutoff)
+            if garbage is None:
+                continue
+            if not garbage:
+                result.kept_recent.append(item_id)
+            elif dry_run:
+                result.removed.extend(self._garbage(o, item_id) for o in garbage)
+            else:
+                self._gc_item(item_id, cutoff, result)
+        stale = [p for p in probes if _modified(p) < cutoff]
+        if dry_run:
+            result.removed.extend(self._garbage(o, None) for o in stale)
+        else:
+            self._gc_probes(stale, result)
+        self._gc_uploads(ids, cutoff, dry_run, result)
+        return result
+
+    def _garbage(self, obj: dict[str, Any], item_id: str | None) -> Garbage:
+        return Garbage(f"s3://{self.bucket}/{obj['Key']}", int(obj.get("Size", 0)), item_id)
+
+    def _gc_item(self, item_id: str, cutoff: float, result: GcResult) -> None:
+        """Delete one id's leftovers, listing its folder again right before every try."""
+        retry = self.retry
+        for attempt in range(1, retry.attempts + 1):
+            # A run may have written to this id since the last listing: look again.
+            garbage = _item_garbage(self._gc_folder(item_id), cutoff)
+            if not garbage:
+                return
+            try:
+                # Not self._call: a retry after a backoff must list again first.
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": o["Key"]}
+                                                            for o in garbage], "Quiet": True})
+            except (bce.BotoCoreError, bce.ClientError) as exc:
+                if attempt < retry.attempts and _is_transient(exc):
+                    time.sleep(min(retry.wait_max, retry.wait_initial * 2 ** (attempt - 1)))
+                    continue
+                result.failures.extend(self._scrub(
+                    f"cannot delete s3://{self.bucket}/{o['Key']}: {_describe(exc)}")
+                    for o in garbage)
+                return
+            self._gc_deleted(garbage, item_id, answer, result)
+            if RECORD_NAME in self._gc_folder(item_id):
+                # Committed while gc deleted (see collect_garbage): say so loudly.
+                result.failures.append(f"{item_id}: committed by a run while gc removed "
+                                       "its objects; check it with archiver verify")
+            return
+
+    def _gc_probes(self, probes: list[dict[str, Any]], result: GcResult) -> None:
+        """Delete leftover write probes: their names are unique, nobody else uses them."""
+        for start in range(0, len(probes), DELETE_BATCH):
+            batch = probes[start:start + DELETE_BATCH]
+            try:
+                answer = self._call(self._client.delete_objects, Bucket=self.bucket,
+                                    Delete={"Objects": [{"Key": o["Key"]} for o in batch],
+                                            "Quiet": True})
+            except (bce.BotoCoreError, bce.ClientError) as exc:
+                result.failures.extend(self._scrub(
+                    f"cannot delete s3://{self.bucket}/{o['Key']}: {_describe(exc)}")
+                    for o in batch)
+                continue
+            self._gc_deleted(batch, None, answer, result)
+
+    def _gc_deleted(self, objects: list[dict[str, Any]], item_id: str | None,
+                    answer: dict[str, Any], result: GcResult) -> None:
+        errors = {e.get("Key"): e for e in answer.get("Errors", [])}
+        for obj in objects:
+            error = errors.get(obj["Key"])
+            if error is None:
+                result.removed.append(self._garbage(obj, item_id))
+            else:
+                result.failures.append(f"cannot delete s3://{self.bucket}/{obj['Key']}: "
+                                       f"{error.get('Code')}: {error.get('Message')}")
+
+    def _gc_listing(self, ids: set[str] | None) -> tuple[
+            float, dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
+        """(S3's time, id -> name -> object, leftover probes): one listing of the
+        prefix, or of each id's folder when *ids* are given."""
+        now: float | None = None
+        folders: dict[str, dict[str, dict[str, Any]]] = {}
+        probes: list[dict[str, Any]] = []
+        prefixes = [self.prefix] if ids is None else [f"{self.prefix}{i}/" for i in sorted(ids)]
+        for prefix in prefixes:
+            for page in self._pages(prefix):
+                # The earliest S3 time seen: ages only come out younger, never older.
+                now = now if now is not None else _server_time(page)
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(self.prefix):]
+                    item_id, _, rest = name.partition("/")
+                    if not rest:
+                        if name.startswith(PROBE_PREFIX):
+                            probes.append(obj)
+                    elif ID_PATTERN.fullmatch(item_id):
+                        folders.setdefault(item_id, {})[rest] = obj
+        return now if now is not None else time.time(), folders, probes
+
+    def _pages(self, prefix: str) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix,
+                                  "MaxKeys": LIST_PAGE}
+        while True:
+            page = self._call(self._client.list_objects_v2, **params)
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            params["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _gc_folder(self, item_id: str) -> dict[str, dict[str, Any]]:
+        folder = f"{self.prefix}{item_id}/"
+        return {obj["Key"][len(folder):]: obj for page in self._pages(folder)
+                for obj in page.get("Contents", [])}
+
+    def _gc_uploads(self, ids: set[str] | None, cutoff: float, dry_run: bool,
+                    result: GcResult) -> None:
+        """Abort multipart uploads of item files initiated before *cutoff*: no attempt
+        in progress is that old, and no committed object depends on an open upload."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        while True:
+            page = self._call(self._client.list_multipart_uploads, **params)
+            for upload in page.get("Uploads", []):
+                key = str(upload["Key"])
+                item_id, _, name = key[len(self.prefix):].partition("/")
+                if name not in MEDIA_NAMES or not ID_PATTERN.fullmatch(item_id) \
+                        or (ids is not None and item_id not in ids):
+                    continue
+                if upload["Initiated"].timestamp() >= cutoff:
+                    continue
+                found = Garbage(f"multipart upload of s3://{self.bucket}/{key}", 0, item_id,
+                                kind="upload")
+                if not dry_run:
+                    try:
+                        self._call(self._client.abort_multipart_upload, Bucket=self.bucket,
+                                   Key=key, UploadId=upload["UploadId"])
+                    except bce.ClientError as exc:
+                        if _code(exc) != "NoSuchUpload":  # gone already: fine
+                            result.failures.append(self._scrub(
+                                f"cannot abort the {found.where}: {_describe(exc)}"))
+                            continue
+                    except bce.BotoCoreError as exc:
+                        result.failures.append(self._scrub(
+                            f"cannot abort the {found.where}: {_describe(exc)}"))
+                        continue
+                result.removed.append(found)
+            if not page.get("IsTruncated"):
+                return
+            params["KeyMarker"] = page.get("NextKeyMarker")
+            params["UploadIdMarker"] = page.get("NextUploadIdMarker")
+
     # -------------------------------------------------------------------- items
 
     def item(self, video_model_id: str) -> S3ItemWriter:
@@ -529,24 +727,6 @@ class S3Storage:
             if isinstance(body, _Reader):
                 body.close()
 
-    def _delete(self, key: str, version_id: str | None) -> None:
-        """Delete what this run wrote at *key*; a failure is logged, not raised."""
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if version_id and version_id != "null":
-            # Versioned bucket: remove exactly our version, not whatever is current.
-            params["VersionId"] = version_id
-        try:
-            self._call(self._client.delete_object, **params)
-        except (bce.BotoCoreError, bce.ClientError) as exc:
-            log.warning("could not delete s3://%s/%s after a failed item: %s",
-                        self.bucket, key, self._scrub(_describe(exc)))
-
-    def _record_exists(self, folder: str) -> bool:
-        key = folder + RECORD_NAME
-        page = self._call(self._client.list_objects_v2, Bucket=self.bucket, Prefix=key,
-                          MaxKeys=1)
-        return any(obj["Key"] == key for obj in page.get("Contents", []))
-
     def _item_error(self, action: str, key: str, exc: BaseException) -> DownloadError:
         return DownloadError(self._scrub(
             f"S3 {action} of s3://{self.bucket}/{key} failed: {_describe(exc)}"))
@@ -555,6 +735,33 @@ class S3Storage:
         for secret in self._secrets:
             message = message.replace(secret, "***")
         return message
+
+
+def _item_garbage(objects: dict[str, dict[str, Any]],
+                  cutoff: float) -> list[dict[str, Any]] | None:
+    """What gc may delete of one id's folder (name -> object): None if there is nothing
+    to do (committed, or no item file), [] if something in it is too recent."""
+    if RECORD_NAME in objects:
+        return None  # committed: never touched
+    ours = [obj for name, obj in objects.items() if name in ITEM_NAMES]
+    if not ours:
+        return None
+    if any(_modified(obj) >= cutoff for obj in objects.values()):
+        return []
+    return ours
+
+
+def _modified(obj: dict[str, Any]) -> float:
+    return float(obj["LastModified"].timestamp())
+
+
+def _server_time(answer: dict[str, Any]) -> float | None:
+    """The ``Date`` of an S3 answer, as a timestamp (None if missing or unreadable)."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _compare_checksums(head: dict[str, Any], entry: dict[str, Any]) -> str | None:
@@ -596,25 +803,23 @@ def _describe(exc: BaseException) -> str:
 
 
 class S3ItemWriter:
-    """Writes one item's objects; :meth:`abort` removes whatever it made final."""
+    """Writes one item's objects; :meth:`abort` aborts its multipart uploads, no more.
+
+    Objects made final stay when the item is not committed: the same key may hold the
+    same bytes that another run has just listed in its ``archive.json`` (see the module
+    docstring). ``archiver gc`` removes those of ids that nobody committed.
+    """
 
     def __init__(self, storage: S3Storage, folder: str) -> None:
         self._storage = storage
         self.folder = folder
         self._sinks: list[S3FileSink] = []
-        self._lock = threading.Lock()
-        # key -> version id of objects this writer made (or may have made) final; updated
-        # from pool threads. A key is entered *before* its request, so that a request
-        # that succeeded on S3 but failed on the way back is still cleaned up.
-        self._made_final: dict[str, str | None] = {}
         # put_small / commit requests submitted to the pool: abort waits for them.
         self._ops: list[concurrent.futures.Future[Any]] = []
+        # Keys of metadata files written: checked for presence before the commit.
+        self._small_keys: list[str] = []
         self._committed = False
         self._abort_future: concurrent.futures.Future[None] | None = None
-
-    def _made(self, key: str, answer: dict[str, Any] | None = None) -> None:
-        with self._lock:
-            self._made_final[key] = (answer or {}).get("VersionId")
 
     async def partial(self, name: str) -> Partial | None:
         # S3 keeps no resumable partial download: a new attempt restarts from zero.
@@ -625,7 +830,7 @@ class S3ItemWriter:
         self._check_usable()
         if resume is not None:  # partial() never offers one: appending would corrupt
             raise DownloadError(f"{self.folder}{name}: S3 storage does not resume files")
-        sink = S3FileSink(self._storage, self, self.folder + name)
+        sink = S3FileSink(self._storage, self.folder + name)
         self._sinks.append(sink)
         return sink
 
@@ -640,9 +845,8 @@ class S3ItemWriter:
             raise self._storage._item_error("PutObject", key, exc) from None
 
     def _put_small_sync(self, key: str, data: bytes) -> None:
-        self._made(key)
-        answer, _ = self._storage._put(key, data)
-        self._made(key, answer)
+        self._storage._put(key, data)
+        self._small_keys.append(key)
 
     async def commit(self, record: bytes) -> None:
         """Write ``archive.json`` with If-None-Match: a 412 (committed by another run) is fine."""
@@ -657,6 +861,7 @@ class S3ItemWriter:
 
     def _commit_sync(self, key: str, record: bytes) -> None:
         storage = self._storage
+        self._check_present()
         try:
             storage._put(key, record, if_none_match=storage.conditional_writes)
         except bce.ClientError as exc:
@@ -675,15 +880,36 @@ class S3ItemWriter:
                 storage._put(key, record)
             else:
                 raise
-        with self._lock:
-            self._committed = True
-            self._made_final.clear()
+        self._committed = True
+
+    def _check_present(self) -> None:
+        """Refuse to commit a record whose files are not all there (one listing).
+
+        Nothing of this archiver deletes an object a run may still commit, except
+        ``archiver gc`` in the one round trip between its last look at an id and its
+        delete (see :meth:`S3Storage.collect_garbage`). An upload landing in exactly that
+        moment is caught here, and the item fails instead of committing a missing file.
+        """
+        expected = {s.key for s in self._sinks if s._done} | set(self._small_keys)
+        if not expected:
+            return
+        storage = self._storage
+        present: set[str] = set()
+        for page in storage._pages(self.folder):
+            present.update(obj["Key"] for obj in page.get("Contents", []))
+        missing = sorted(k[len(self.folder):] for k in expected - present)
+        if missing:
+            raise DownloadError(
+                f"s3://{storage.bucket}/{self.folder}: {', '.join(missing)} vanished before "
+                "archive.json was written (archiver gc or a lifecycle rule?); not committed")
 
     async def abort(self, keep: bool = False) -> None:
-        """Abort open uploads and delete uncommitted objects, even while being cancelled.
+        """Abort this item's open multipart uploads, even while being cancelled.
 
-        *keep* is ignored: S3 keeps nothing to resume (a multipart upload left open would
-        be storage S3 bills for and nobody sees), so every attempt restarts from zero.
+        Deletes no object: one under a final key may be another run's committed file
+        (same key, same bytes). *keep* is ignored: S3 keeps nothing to resume (a
+        multipart upload left open would be storage S3 bills for and nobody sees), so
+        every attempt restarts from zero.
         """
         if self._abort_future is None:
             # Everything is handed to the pool before the first await: a second
@@ -697,23 +923,13 @@ class S3ItemWriter:
 
     def _abort_sync(self, sink_aborts: list[concurrent.futures.Future[None]],
                     ops: list[concurrent.futures.Future[Any]]) -> None:
-        # Running requests finish (or fail) first: nothing may land after the clean-up.
+        # Requests still running finish (or fail) first, so that when abort() returns
+        # this writer has nothing in flight; objects they made final stay (see class).
         concurrent.futures.wait([*sink_aborts, *ops])
-        with self._lock:
-            if self._committed:
-                return
-            made, self._made_final = dict(self._made_final), {}
-        if not made:
-            return
-        try:
-            if self._storage._record_exists(self.folder):
-                # Another run committed this id: the objects are part of its record now.
-                log.info("%s: committed by another run; its objects are kept", self.folder)
-                return
-        except (bce.BotoCoreError, bce.ClientError):
-            pass  # cannot tell: clean up as if not (this run's item is not committed)
-        for key, version_id in made.items():
-            self._storage._delete(key, version_id)
+        if not self._committed and any(
+                f.done() and not f.cancelled() and f.exception() is None for f in ops):
+            log.debug("%s: not committed; objects written so far stay for the next "
+                      "attempt or archiver gc", self.folder)
 
     def _check_usable(self) -> None:
         if self._abort_future is not None or self._committed:
@@ -738,9 +954,8 @@ def _consume(future: asyncio.Future[Any]) -> None:
 class S3FileSink:
     """One media file streaming into S3: one PutObject, or a multipart upload."""
 
-    def __init__(self, storage: S3Storage, writer: S3ItemWriter, key: str) -> None:
+    def __init__(self, storage: S3Storage, key: str) -> None:
         self._storage = storage
-        self._writer = writer
         self.key = key
         self._part_size = storage.part_size
         # Allocated on the first write; handed to the pool job that uploads it.
@@ -878,14 +1093,12 @@ class S3FileSink:
         return {"s3": facts}
 
     def _put_single_sync(self, data: _PartBuffer | None, sha256: str) -> dict[str, Any]:
-        self._writer._made(self.key)
         try:
             answer, b64 = self._storage._put(self.key, b"" if data is None else data,
                                              sha256_hex=sha256)
         finally:
             if data is not None:
                 self._storage._give_back(data)
-        self._writer._made(self.key, answer)
         reported = answer.get("ChecksumSHA256") or self._head_checksum()
         self._check_reported(reported, b64)
         return self._facts(answer, checksum=b64, kind="FULL_OBJECT",
@@ -895,14 +1108,12 @@ class S3FileSink:
         storage = self._storage
         parts = [self._parts[n] for n in sorted(self._parts)]
         expected = composite_checksum(p.digest for p in parts)
-        self._writer._made(self.key)
         answer = storage._call(
             storage._client.complete_multipart_upload, Bucket=storage.bucket, Key=self.key,
             UploadId=self._upload_id,
             MultipartUpload={"Parts": [
                 {"PartNumber": p.number, "ETag": p.etag, "ChecksumSHA256": p.checksum}
                 for p in parts]})
-        self._writer._made(self.key, answer)
         # S3 answers the composite checksum here; some stores (moto among them) only on a
         # HEAD with ChecksumMode=ENABLED.
         reported = answer.get("ChecksumSHA256") or self._head_checksum()
@@ -980,7 +1191,7 @@ class S3FileSink:
         completed = (self._final is not None and not self._final.cancelled()
                      and self._final.exception() is None)
         if completed:
-            return  # the object is final: the writer's abort deletes it
+            return  # the object is final: it stays (see S3ItemWriter)
         if upload_id is None:
             return
         storage = self._storage
