@@ -135,6 +135,8 @@ class DownloadConfig(_Model):
     allowed_hosts: tuple[str, ...] | None = None
     #: Times to ask the API for fresh URLs after a 403/404/410, per item.
     url_refreshes: Annotated[int, Field(ge=0, le=10)] = 2
+    #: Fetch result files from loopback, private, link-local... addresses too.
+    allow_private: bool = False
 
     @field_validator("allowed_hosts")
     @classmethod

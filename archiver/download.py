@@ -6,6 +6,10 @@ files live on a CDN, which must never see the Akool key.
 A transfer cut short keeps its bytes (where the backend can) and the next attempt -
 in this run or the next - asks only for the rest with ``Range``, guarded by ``If-Range``
 so that a file changed in between is fetched again from zero.
+
+Unless ``downloads.allow_private`` is set, result files are fetched only from public
+addresses: IP literals are checked before each request (redirects included) and names
+at connect time, by the resolver (:class:`~archiver._http.PublicOnlyResolver`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from ._http import USER_AGENT, describe_transport_error, parse_retry_after
+from ._http import (
+    USER_AGENT,
+    BlockedAddress,
+    PublicOnlyResolver,
+    check_public_literal,
+    describe_transport_error,
+    parse_retry_after,
+)
 from .config import DownloadConfig
 from .errors import DownloadError, TransientDownloadError, UrlGone
 from .limits import TokenBucket
@@ -56,6 +67,7 @@ class Downloader:
         self._config = config
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: PublicOnlyResolver | None = None
         # Shared by every transfer: limits.bandwidth caps the run, not each file.
         self._bucket = TokenBucket(bandwidth) if bandwidth else None
         #: Requests sent (redirect hops included), for reports and tests.
@@ -67,7 +79,9 @@ class Downloader:
             sock_connect=self._config.connect_timeout,
             sock_read=self._config.read_timeout,
         )
-        connector = aiohttp.TCPConnector(limit=self._limit)
+        if not self._config.allow_private:
+            self._resolver = PublicOnlyResolver()
+        connector = aiohttp.TCPConnector(limit=self._limit, resolver=self._resolver)
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT},
             timeout=timeout,
@@ -82,6 +96,9 @@ class Downloader:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:  # the connector does not own a resolver passed in
+            await self._resolver.close()
+            self._resolver = None
 
     async def fetch(self, remote: RemoteFile, writer: ItemWriter,
                     listener: TransferListener | None = None) -> FileRecord:
@@ -128,15 +145,15 @@ class Downloader:
         try:
             async with await self._get(remote.url, headers) as resp:
                 resume = _resume_from(resp, partial, shown)
+                offset = resume.size if resume else 0
+                expected = resp.content_length
                 check = ContentCheck(remote.name, resp.headers.get("Content-Type"),
                                      head=resume.head if resume else b"")
                 sink = await writer.open_file(remote.name, resume=resume,
                                               validator=_validator(resp), source=shown)
                 hasher = resume.hasher.copy() if resume else hashlib.sha256()
-                offset = resume.size if resume else 0
                 if resume:
                     log.info("%s: resuming at byte %d", remote.name, offset)
-                expected = resp.content_length
                 if listener is not None:
                     listener.started(None if expected is None else offset + expected, offset)
                 size = offset + await self._stream(resp, sink, hasher, check, listener)
@@ -186,8 +203,11 @@ class Downloader:
         for _hop in range(self._config.max_redirects + 1):
             self._check_url(url)
             self.requests += 1
-            resp = await self._session.request(method, url, headers=headers,
-                                               allow_redirects=False)
+            try:
+                resp = await self._session.request(method, url, headers=headers,
+                                                   allow_redirects=False)
+            except BlockedAddress as exc:  # raised by the resolver, before connecting
+                raise DownloadError(_blocked_message(url, exc)) from None
             if resp.status not in _REDIRECTS:
                 return resp
             location = resp.headers.get("Location")
@@ -207,6 +227,11 @@ class Downloader:
         if allowed is not None and not any(_host_matches(host, parts.port, p) for p in allowed):
             raise DownloadError(f"{redact_url(url)}: host {host!r} is not in "
                                 "downloads.allowed_hosts")
+        if not self._config.allow_private:
+            try:
+                check_public_literal(host)  # aiohttp asks no resolver about IP literals
+            except BlockedAddress as exc:
+                raise DownloadError(_blocked_message(url, exc)) from None
 
     async def _stream(self, resp: aiohttp.ClientResponse, sink: FileSink, hasher: Any,
                       check: ContentCheck, listener: TransferListener | None) -> int:
@@ -306,6 +331,11 @@ def _resume_from(resp: aiohttp.ClientResponse, partial: Partial | None,
 
 class _StalePartial(TransientDownloadError):
     """The partial bytes kept from an earlier attempt cannot be resumed."""
+
+
+def _blocked_message(url: str, exc: BlockedAddress) -> str:
+    return (f"{redact_url(url)}: refusing to connect to {exc.address} ({exc.reason}); "
+            "set downloads.allow_private to allow it")
 
 
 def _validator(resp: aiohttp.ClientResponse) -> str | None:
