@@ -7,7 +7,8 @@ A transfer cut short keeps its bytes (where the backend can) and the next attemp
 in this run or the next - asks only for the rest with ``Range``, guarded by ``If-Range``
 so that a file changed in between is fetched again from zero.
 
-Unless ``downloads.allow_private`` is set, result files are fetched only from public
+No file may exceed ``downloads.max_file_size``, declared or streamed. Unless
+``downloads.allow_private`` is set, result files are fetched only from public
 addresses: IP literals are checked before each request (redirects included) and names
 at connect time, by the resolver (:class:`~archiver._http.PublicOnlyResolver`).
 """
@@ -34,7 +35,7 @@ from ._http import (
 )
 from .config import DownloadConfig
 from .errors import DownloadError, TransientDownloadError, UrlGone
-from .limits import TokenBucket
+from .limits import TokenBucket, format_size
 from .models import FileRecord, RemoteFile, redact_url
 from .retry import with_retries
 from .storage.base import FileSink, ItemWriter, Partial
@@ -147,6 +148,11 @@ class Downloader:
                 resume = _resume_from(resp, partial, shown)
                 offset = resume.size if resume else 0
                 expected = resp.content_length
+                cap = self._config.max_file_size
+                if expected is not None and offset + expected > cap:
+                    raise DownloadError(f"{shown}: {remote.name} is {offset + expected} bytes, "
+                                        f"more than downloads.max_file_size "
+                                        f"({format_size(cap)}); not downloaded")
                 check = ContentCheck(remote.name, resp.headers.get("Content-Type"),
                                      head=resume.head if resume else b"")
                 sink = await writer.open_file(remote.name, resume=resume,
@@ -156,7 +162,8 @@ class Downloader:
                     log.info("%s: resuming at byte %d", remote.name, offset)
                 if listener is not None:
                     listener.started(None if expected is None else offset + expected, offset)
-                size = offset + await self._stream(resp, sink, hasher, check, listener)
+                size = offset + await self._stream(resp, sink, hasher, check, listener,
+                                                   _Cap(remote.name, shown, cap, offset))
             if expected is not None and size != offset + expected:
                 raise TransientDownloadError(
                     f"{shown}: got {size - offset} of {expected} bytes (Content-Length)")
@@ -234,7 +241,8 @@ class Downloader:
                 raise DownloadError(_blocked_message(url, exc)) from None
 
     async def _stream(self, resp: aiohttp.ClientResponse, sink: FileSink, hasher: Any,
-                      check: ContentCheck, listener: TransferListener | None) -> int:
+                      check: ContentCheck, listener: TransferListener | None,
+                      cap: _Cap) -> int:
         chunk_size = self._config.chunk_size
         pieces: list[bytes] = []
         buffered = size = 0
@@ -243,10 +251,11 @@ class Downloader:
         # syscalls); memory per transfer is about two chunks whatever the file size.
         try:
             async for data in resp.content.iter_any():
+                size += len(data)
+                cap.check(size)
                 check.feed(data)
                 pieces.append(data)
                 buffered += len(data)
-                size += len(data)
                 if listener is not None:
                     listener.advanced(len(data))
                 if self._bucket is not None:
@@ -331,6 +340,22 @@ def _resume_from(resp: aiohttp.ClientResponse, partial: Partial | None,
 
 class _StalePartial(TransientDownloadError):
     """The partial bytes kept from an earlier attempt cannot be resumed."""
+
+
+class _Cap:
+    """downloads.max_file_size, enforced on the bytes as they stream (whatever was declared)."""
+
+    __slots__ = ("_cap", "_left", "_name", "_shown")
+
+    def __init__(self, name: str, shown: str, cap: int, offset: int) -> None:
+        self._name, self._shown, self._cap = name, shown, cap
+        self._left = cap - offset
+
+    def check(self, received: int) -> None:
+        if received > self._left:
+            raise DownloadError(f"{self._shown}: {self._name} is larger than "
+                                f"downloads.max_file_size ({format_size(self._cap)}); "
+                                "download stopped, nothing kept")
 
 
 def _blocked_message(url: str, exc: BlockedAddress) -> str:

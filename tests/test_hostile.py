@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from archiver.config import parse_config
+from archiver.errors import ConfigError
 from archiver.manifest import Manifest
 from archiver.models import Outcome
 from archiver.run import archive
+from archiver.testing.media import mp4_bytes
 
 from .conftest import ID1, ID2, ID3, all_files
+from .servers import aiohttp_server
 
 #: A public address the connection guard maps onto a loopback server: the download
 #: policy sees a public destination, yet no packet leaves the machine.
@@ -47,6 +52,67 @@ async def outside_attempts(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 def nothing_kept(root: Path, job: str) -> bool:
     return all_files(root / job) == []
+
+
+# --------------------------------------------------------------- 3. downloads.max_file_size
+
+async def test_endless_body_stops_at_max_file_size(standin, make_config, tmp_path):
+    """A chunked body that never ends fails its item at max_file_size, nothing kept."""
+    sent = 0
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        resp = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(mp4_bytes(1000))
+        while True:  # until the client hangs up; paced so a broken client fills no disk
+            await resp.write(b"\0" * 65536)
+            sent += 65536
+            await asyncio.sleep(0.005)
+
+    async with aiohttp_server({"/video.mp4": endless}) as url:
+        standin.add_job(ID1, redirects={"video": url + "/video.mp4"})
+        config = make_config(downloads={"max_file_size": "1MB", "item_timeout": 20})
+        result = await archive(config, Manifest.from_ids([ID1]))
+    item = result.items[0]
+    assert item.outcome is Outcome.FAILED
+    assert item.error.endswith("/video.mp4: video.mp4 is larger than downloads.max_file_size "
+                               "(1MB); download stopped, nothing kept")
+    assert nothing_kept(tmp_path / "archive", ID1)
+    assert sent < 4 * 1_000_000  # it stopped reading soon after the cap
+
+
+async def test_declared_size_above_max_file_size_fails_before_download(
+        standin, make_config, tmp_path, base_url):
+    """A Content-Length above max_file_size fails at once (permanent, no retry), nothing kept."""
+    standin.add_job(ID1, video_size=2 * 1024 * 1024)
+    standin.add_job(ID2, video_size=1024 * 1024)
+    result = await archive(make_config(downloads={"max_file_size": "1MiB"}),
+                           Manifest.from_ids([ID1, ID2]))
+    big, fits = result.items
+    assert big.outcome is Outcome.FAILED
+    assert big.error == (f"{base_url}/files/{ID1}/video.mp4: video.mp4 is 2097152 bytes, more "
+                         "than downloads.max_file_size (1MiB); not downloaded")
+    assert standin.file_requests[(ID1, "video.mp4")] == 1
+    assert nothing_kept(tmp_path / "archive", ID1)
+    assert fits.outcome is Outcome.ARCHIVED
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("20GiB", 20 * 1024**3), ("500MB", 500_000_000), ("1.5KiB", 1536), (123456, 123456)])
+def test_max_file_size_units(value, expected):
+    """max_file_size takes bytes or a size with a unit (KB/MB/GB decimal, KiB/MiB/GiB binary)."""
+    config = parse_config(f"api: {{api_key: k}}\ndownloads:\n  max_file_size: {value}\n")
+    assert config.downloads.max_file_size == expected
+
+
+def test_bad_max_file_size_names_the_key():
+    """A size that is not one is a one-line error naming the file, line and key."""
+    with pytest.raises(ConfigError) as err:
+        parse_config("api: {api_key: k}\ndownloads:\n  max_file_size: lots\n", source="a.yaml")
+    assert str(err.value) == ("a.yaml:3: downloads.max_file_size: 'lots' is not a size like "
+                              "20GiB, 500MB or 1000000")
 
 
 # ------------------------------------------------ 6. private and link-local destinations
