@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from archiver.manifest import Manifest
 from archiver.models import Outcome
 from archiver.run import archive
 from archiver.testing.media import mp4_bytes
+from archiver.validate import ContentCheck, ContentRejected
 
 from .conftest import ID1, ID2, ID3, all_files
 from .servers import aiohttp_server
@@ -52,6 +54,126 @@ async def outside_attempts(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 def nothing_kept(root: Path, job: str) -> bool:
     return all_files(root / job) == []
+
+
+# ------------------------------------------------ 2. Content-Length and what really comes
+
+class _WrongLength:
+    """A raw HTTP server whose file answers declare *declared* bytes but send *body*.
+
+    The headers go out first, then the body, then (after a pause, if *late*) *extra*:
+    bytes past the declared length.
+    """
+
+    def __init__(self, declared: int, body: bytes, extra: bytes, *, late: bool) -> None:
+        self.declared, self.body, self.extra, self.late = declared, body, extra, late
+        self.requests: list[bytes] = []
+        self.handlers: set[asyncio.Task[Any]] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n"
+                         b"Content-Length: %d\r\n\r\n" % self.declared)
+            await writer.drain()
+            await asyncio.sleep(0.05)  # headers and body in separate reads, as on a real network
+            if self.late:
+                writer.write(self.body)
+                await writer.drain()
+                await asyncio.sleep(0.1)
+                writer.write(self.extra)
+            else:
+                writer.write(self.body + self.extra)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client hung up: it may
+        finally:
+            writer.close()
+
+    @classmethod
+    async def serve(cls, *args: Any, **kwargs: Any) -> tuple[_WrongLength, asyncio.Server, str]:
+        server_obj = cls(*args, **kwargs)
+        server = await asyncio.start_server(server_obj.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        return server_obj, server, f"http://127.0.0.1:{port}/video.mp4"
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("valid-mp4-then-more", "the server sent more than its Content-Length"),
+    ("truncated-mp4-rest-later", "incomplete MP4"),
+])
+async def test_body_longer_than_content_length_is_never_committed(
+        standin, make_config, tmp_path, case, reason):
+    """Bytes past Content-Length: no video.mp4, no archive.json, no partial; retried from zero."""
+    full = mp4_bytes(30_000, seed=b"long")
+    if case == "valid-mp4-then-more":
+        # The declared bytes alone form a complete, valid MP4: only the overrun tells.
+        short = mp4_bytes(20_000, seed=b"short")
+        hostile, server, url = await _WrongLength.serve(len(short), short, full, late=False)
+    else:
+        # The rest comes after the declared body, in a later read.
+        hostile, server, url = await _WrongLength.serve(20_000, full[:20_000], full[20_000:],
+                                                        late=True)
+    async with server:
+        standin.add_job(ID1, redirects={"video": url})
+        config = make_config(downloads={"retries": {"attempts": 2, "wait_initial": 0.01,
+                                                    "wait_max": 0.05}})
+        result = await archive(config, Manifest.from_ids([ID1]))
+        await asyncio.gather(*hostile.handlers)
+    item = result.items[0]
+    assert item.outcome is Outcome.FAILED
+    assert reason in item.error
+    assert nothing_kept(tmp_path / "archive", ID1)
+    # Never resumed onto the suspect bytes: every request asked for the whole file.
+    assert hostile.requests and not any(b"range:" in r.lower() for r in hostile.requests)
+
+
+async def test_truncated_mp4_with_matching_length_is_rejected(standin, make_config, tmp_path):
+    """A real MP4 cut short, served with a Content-Length that matches the cut: not committed."""
+    standin.add_job(ID1, video_bytes=mp4_bytes(50_000)[:30_000])
+    standin.add_job(ID2, video_bytes=mp4_bytes(50_000))
+    result = await archive(make_config(), Manifest.from_ids([ID1, ID2]))
+    bad, good = result.items
+    assert bad.outcome is Outcome.FAILED and bad.error_kind == "content"
+    assert bad.error == ("video.mp4: incomplete MP4: the 'mdat' box at offset 148 declares "
+                         "49852 bytes, 20000 more than the file has (size 30000)")
+    assert nothing_kept(tmp_path / "archive", ID1)
+    assert good.outcome is Outcome.ARCHIVED
+
+
+def _large_mdat(payload: int) -> bytes:
+    """An MP4 whose mdat uses the 64-bit largesize header."""
+    head = mp4_bytes(200)[:148]  # ftyp + moov of a synthetic MP4
+    return head + struct.pack(">I4sQ", 1, b"mdat", 16 + payload) + b"\x07" * payload
+
+
+def _feed(data: bytes, step: int) -> None:
+    check = ContentCheck("video.mp4", "video/mp4")
+    for i in range(0, len(data), step):
+        check.feed(data[i:i + step])
+    check.finish(len(data))
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096])
+@pytest.mark.parametrize(("data", "problem"), [
+    (mp4_bytes(10_000), None),
+    (_large_mdat(5000), None),
+    (mp4_bytes(200)[:148] + struct.pack(">I4s", 0, b"mdat") + b"\x01" * 999, None),  # to EOF
+    (_large_mdat(5000)[:-1], "'mdat' box at offset 148 declares 5016 bytes, 1 more"),
+    (_large_mdat(5000)[:155], "ends 7 byte(s) into a box header at offset 148"),
+    (mp4_bytes(10_000) + b"\0\0\0\x10free", "'free' box at offset 10000 declares 16 bytes"),
+    (mp4_bytes(10_000) + b"\0\0\0\x03junk", "less than its own header"),
+])
+def test_mp4_box_chain_must_tile_the_file(data, problem, step):
+    """Top-level boxes (32-bit, largesize, size 0) must end exactly at the end of the file."""
+    if problem is None:
+        _feed(data, step)
+    else:
+        with pytest.raises(ContentRejected, match=problem.replace("(", r"\(").replace(")", r"\)")):
+            _feed(data, step)
 
 
 # --------------------------------------------------------------- 3. downloads.max_file_size
