@@ -2,6 +2,10 @@
 
 The scheduler only ever sees a :class:`~archiver.models.JobInfo` or an exception from
 :mod:`archiver.errors`; aiohttp never leaks past this module.
+
+Credentials go to ``api.base_url``'s origin (scheme, host, port) and nowhere else:
+redirects are followed by hand, within that origin only. A redirect elsewhere stops the
+run (:class:`RedirectRefused`): the key would be sent to whoever answers there.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import logging
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from ._http import USER_AGENT, describe_transport_error, parse_retry_after
 from .config import ApiConfig
-from .errors import APIError, CredentialsError, TransientAPIError
+from .errors import APIError, CredentialsError, FatalRunError, TransientAPIError
 from .limits import TokenBucket
-from .models import RESULT_FILES, JobInfo, RemoteFile
+from .models import RESULT_FILES, JobInfo, RemoteFile, redact_url
 from .retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,20 @@ OK = 1000
 TRANSIENT_CODES = frozenset({1005, 2001})
 #: Business codes that mean the credentials are bad: stop the whole run.
 CREDENTIAL_CODES = frozenset({1101, 1102, 1200})
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Same-origin redirects followed per request (an API moving paths, a trailing slash).
+MAX_REDIRECTS = 5
+
+
+class RedirectRefused(FatalRunError):
+    """The API redirected to another origin: following would hand it the credentials."""
+
+    def __init__(self, base_url: str, target: URL) -> None:
+        # Origins only: a query string may carry a signature or the id.
+        super().__init__(f"the API at {redact_url(base_url)} redirected to "
+                         f"{_origin_text(target)}; refusing to send credentials there "
+                         "(set api.base_url to the right address)")
 
 
 class AkoolClient:
@@ -89,19 +108,47 @@ class AkoolClient:
     async def _get_info(self, video_model_id: str) -> dict[str, Any]:
         if self._session is None:
             raise RuntimeError("AkoolClient used outside 'async with'")
-        url = self._config.base_url + INFO_PATH
+        url = URL(self._config.base_url + INFO_PATH).update_query(video_model_id=video_model_id)
         if self._bucket is not None:
             await self._bucket.acquire()
         self.requests += 1
         try:
-            async with self._session.get(url, params={"video_model_id": video_model_id}) as resp:
-                body = await resp.read()
-                status = resp.status
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            status, body, retry_after = await self._get(self._session, url)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             reason = describe_transport_error(exc)
             raise TransientAPIError(None, f"request failed: {reason}") from None
         return _parse_envelope(status, body, retry_after)
+
+    async def _get(self, session: aiohttp.ClientSession,
+                   url: URL) -> tuple[int, bytes, float | None]:
+        """GET *url*, following redirects only within the API's origin."""
+        home = URL(self._config.base_url).origin()
+        for _hop in range(MAX_REDIRECTS + 1):
+            # aiohttp would follow any redirect with the session's headers: it drops
+            # Authorization on a change of origin, but not x-api-key.
+            async with session.get(url, allow_redirects=False) as resp:
+                if resp.status not in _REDIRECTS:
+                    body = await resp.read()
+                    return resp.status, body, parse_retry_after(resp.headers.get("Retry-After"))
+                location = resp.headers.get("Location")
+            if not location:
+                raise APIError(None, f"HTTP redirect without a Location from {url.path}")
+            try:
+                target = url.join(URL(location))
+                same = target.absolute and target.origin() == home
+            except ValueError:
+                raise APIError(None, "the API redirected to an invalid URL") from None
+            if not same:
+                raise RedirectRefused(self._config.base_url, target)
+            url = target
+        raise APIError(None, f"the API redirected more than {MAX_REDIRECTS} times")
+
+
+def _origin_text(url: URL) -> str:
+    try:
+        return str(url.origin())
+    except ValueError:
+        return redact_url(str(url))
 
 
 def _parse_envelope(status: int, body: bytes, retry_after: float | None) -> dict[str, Any]:

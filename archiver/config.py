@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
-from .limits import parse_rate
+from .limits import parse_rate, parse_size
 
 DEFAULT_CONFIG_PATH = Path("archiver.yaml")
 
@@ -140,6 +140,17 @@ class DownloadConfig(_Model):
     allowed_hosts: tuple[str, ...] | None = None
     #: Times to ask the API for fresh URLs after a 403/404/410, per item.
     url_refreshes: Annotated[int, Field(ge=0, le=10)] = 2
+    #: Largest result file accepted, in bytes (``20GiB`` / ``500MB`` strings work too).
+    max_file_size: int = 20 * 1024**3
+    #: Fetch result files from loopback, private, link-local... addresses too.
+    allow_private: bool = False
+
+    @field_validator("max_file_size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> int:
+        if not isinstance(value, int | str):
+            raise ValueError("must be a size like 20GiB, 500MB or 1000000")
+        return parse_size(value)
 
     @field_validator("allowed_hosts")
     @classmethod

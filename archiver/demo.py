@@ -46,6 +46,8 @@ async def _demo(directory: Path, quiet: bool, observer: Observer | None) -> int:
         config = Config.model_validate({
             "api": {"base_url": base_url, "api_key": key},
             "polling": {"interval": 0.2, "max_interval": 1, "deadline": 60},
+            # The stand-in's files are on loopback, which downloads refuse by default.
+            "downloads": {"allow_private": True},
             "storage": {"local": {"root": str(directory)}},
         })
         install_secret_filter(config)

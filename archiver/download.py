@@ -6,6 +6,22 @@ files live on a CDN, which must never see the Akool key.
 A transfer cut short keeps its bytes (where the backend can) and the next attempt -
 in this run or the next - asks only for the rest with ``Range``, guarded by ``If-Range``
 so that a file changed in between is fetched again from zero.
+
+What the server sends must agree with what it declares. A body shorter than its
+Content-Length is a cut transfer (resumed); bytes *beyond* it mean the declared length
+was wrong, so the bytes kept are no prefix to trust: they are dropped and the file is
+fetched again from zero. aiohttp reads exactly Content-Length bytes and parses whatever
+follows as the next response on the connection; so result files never reuse a
+connection (bytes past one body can never be taken for the next file's answer), and
+after each body the connection is inspected for what followed it (:func:`_overran`).
+Bytes that arrive only after the connection was closed at the end of the declared body
+are never read; for MP4s the box check (:class:`~archiver.validate.Mp4Boxes`) still
+rejects a file whose boxes do not add up to its length.
+
+No file may exceed ``downloads.max_file_size``, declared or streamed. Unless
+``downloads.allow_private`` is set, result files are fetched only from public
+addresses: IP literals are checked before each request (redirects included) and names
+at connect time, by the resolver (:class:`~archiver._http.PublicOnlyResolver`).
 """
 
 from __future__ import annotations
@@ -19,15 +35,23 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
-from ._http import USER_AGENT, describe_transport_error, parse_retry_after
+from ._http import (
+    USER_AGENT,
+    BlockedAddress,
+    PublicOnlyResolver,
+    check_public_literal,
+    describe_transport_error,
+    parse_retry_after,
+)
 from .config import DownloadConfig
 from .errors import DownloadError, TransientDownloadError, UrlGone
-from .limits import TokenBucket
+from .limits import TokenBucket, format_size
 from .models import FileRecord, RemoteFile, redact_url
 from .retry import with_retries
 from .storage.base import FileSink, ItemWriter, Partial
-from .validate import ContentCheck
+from .validate import ContentCheck, Mp4Boxes
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +80,7 @@ class Downloader:
         self._config = config
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: PublicOnlyResolver | None = None
         # Shared by every transfer: limits.bandwidth caps the run, not each file.
         self._bucket = TokenBucket(bandwidth) if bandwidth else None
         #: Requests sent (redirect hops included), for reports and tests.
@@ -67,7 +92,13 @@ class Downloader:
             sock_connect=self._config.connect_timeout,
             sock_read=self._config.read_timeout,
         )
-        connector = aiohttp.TCPConnector(limit=self._limit)
+        if not self._config.allow_private:
+            self._resolver = PublicOnlyResolver()
+        # force_close: a connection is never reused, so bytes a server sends past one
+        # body (a wrong Content-Length) cannot be parsed as the answer to the next
+        # request. A handshake per file is nothing next to a file's transfer.
+        connector = aiohttp.TCPConnector(limit=self._limit, force_close=True,
+                                         resolver=self._resolver)
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT},
             timeout=timeout,
@@ -82,6 +113,9 @@ class Downloader:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:  # the connector does not own a resolver passed in
+            await self._resolver.close()
+            self._resolver = None
 
     async def fetch(self, remote: RemoteFile, writer: ItemWriter,
                     listener: TransferListener | None = None) -> FileRecord:
@@ -91,22 +125,23 @@ class Downloader:
         URL), :class:`~archiver.validate.ContentRejected` for a body that is not the
         expected kind of file, :class:`DownloadError` otherwise.
         """
+        carry = _Carry()
         return await with_retries(
-            lambda: self._fetch_once(remote, writer, listener),
+            lambda: self._fetch_once(remote, writer, listener, carry),
             retryable=TransientDownloadError, config=self._config.retries,
             on_retry=lambda n: log.info("%s: retrying %s (attempt %d)", remote.name,
                                         redact_url(remote.url), n))
 
     async def _fetch_once(self, remote: RemoteFile, writer: ItemWriter,
-                          listener: TransferListener | None) -> FileRecord:
+                          listener: TransferListener | None, carry: _Carry) -> FileRecord:
         try:
-            return await self._attempt(remote, writer, listener)
+            return await self._attempt(remote, writer, listener, carry)
         finally:
             if listener is not None:
                 listener.ended()
 
     async def _attempt(self, remote: RemoteFile, writer: ItemWriter,
-                       listener: TransferListener | None) -> FileRecord:
+                       listener: TransferListener | None, carry: _Carry) -> FileRecord:
         shown = redact_url(remote.url)
         partial = await writer.partial(remote.name)
         if partial is not None and partial.source != shown:
@@ -127,19 +162,35 @@ class Downloader:
         keep = committed = False
         try:
             async with await self._get(remote.url, headers) as resp:
+                # Held from the start: the connection leaves the response at body's end.
+                protocol = resp.connection.protocol if resp.connection else None
                 resume = _resume_from(resp, partial, shown)
+                offset = resume.size if resume else 0
+                expected = resp.content_length
+                cap = self._config.max_file_size
+                if expected is not None and offset + expected > cap:
+                    raise DownloadError(f"{shown}: {remote.name} is {offset + expected} bytes, "
+                                        f"more than downloads.max_file_size "
+                                        f"({format_size(cap)}); not downloaded")
                 check = ContentCheck(remote.name, resp.headers.get("Content-Type"),
-                                     head=resume.head if resume else b"")
+                                     head=resume.head if resume else b"", offset=offset,
+                                     boxes=carry.boxes if resume else None)
+                carry.boxes = check.boxes
+                if check.boxes is not None and check.boxes.lost:
+                    log.info("%s: the MP4 box check cannot see the bytes an earlier run "
+                             "stored; it is skipped for this file", remote.name)
                 sink = await writer.open_file(remote.name, resume=resume,
                                               validator=_validator(resp), source=shown)
                 hasher = resume.hasher.copy() if resume else hashlib.sha256()
-                offset = resume.size if resume else 0
                 if resume:
                     log.info("%s: resuming at byte %d", remote.name, offset)
-                expected = resp.content_length
                 if listener is not None:
                     listener.started(None if expected is None else offset + expected, offset)
-                size = offset + await self._stream(resp, sink, hasher, check, listener)
+                size = offset + await self._stream(resp, sink, hasher, check, listener,
+                                                   _Cap(remote.name, shown, cap, offset))
+            if _overran(protocol):
+                raise _Overrun(f"{shown}: the server sent more than its Content-Length "
+                               f"({expected} bytes); what arrived was dropped")
             if expected is not None and size != offset + expected:
                 raise TransientDownloadError(
                     f"{shown}: got {size - offset} of {expected} bytes (Content-Length)")
@@ -151,7 +202,8 @@ class Downloader:
             raise TransientDownloadError(f"{shown}: {describe_transport_error(exc)}") from None
         except _StalePartial:
             # What we hold does not match the file any more: drop it, retry from zero.
-            await (await writer.open_file(remote.name)).abort(keep=False)
+            if sink is None:
+                await (await writer.open_file(remote.name)).abort(keep=False)
             raise
         except TransientDownloadError:
             keep = True
@@ -186,8 +238,11 @@ class Downloader:
         for _hop in range(self._config.max_redirects + 1):
             self._check_url(url)
             self.requests += 1
-            resp = await self._session.request(method, url, headers=headers,
-                                               allow_redirects=False)
+            try:
+                resp = await self._session.request(method, url, headers=headers,
+                                                   allow_redirects=False)
+            except BlockedAddress as exc:  # raised by the resolver, before connecting
+                raise DownloadError(_blocked_message(url, exc)) from None
             if resp.status not in _REDIRECTS:
                 return resp
             location = resp.headers.get("Location")
@@ -207,9 +262,15 @@ class Downloader:
         if allowed is not None and not any(_host_matches(host, parts.port, p) for p in allowed):
             raise DownloadError(f"{redact_url(url)}: host {host!r} is not in "
                                 "downloads.allowed_hosts")
+        if not self._config.allow_private:
+            try:
+                check_public_literal(host)  # aiohttp asks no resolver about IP literals
+            except BlockedAddress as exc:
+                raise DownloadError(_blocked_message(url, exc)) from None
 
     async def _stream(self, resp: aiohttp.ClientResponse, sink: FileSink, hasher: Any,
-                      check: ContentCheck, listener: TransferListener | None) -> int:
+                      check: ContentCheck, listener: TransferListener | None,
+                      cap: _Cap) -> int:
         chunk_size = self._config.chunk_size
         pieces: list[bytes] = []
         buffered = size = 0
@@ -218,10 +279,11 @@ class Downloader:
         # syscalls); memory per transfer is about two chunks whatever the file size.
         try:
             async for data in resp.content.iter_any():
+                size += len(data)
+                cap.check(size)
                 check.feed(data)
                 pieces.append(data)
                 buffered += len(data)
-                size += len(data)
                 if listener is not None:
                     listener.advanced(len(data))
                 if self._bucket is not None:
@@ -306,6 +368,55 @@ def _resume_from(resp: aiohttp.ClientResponse, partial: Partial | None,
 
 class _StalePartial(TransientDownloadError):
     """The partial bytes kept from an earlier attempt cannot be resumed."""
+
+
+class _Overrun(_StalePartial):
+    """More bytes came than Content-Length said: what was stored is not to be trusted."""
+
+
+class _Carry:
+    """What one attempt hands the next for the same file (a resume in this run)."""
+
+    __slots__ = ("boxes",)
+
+    def __init__(self) -> None:
+        #: The MP4 box walk over the bytes stored so far, so a resume keeps checking.
+        self.boxes: Mp4Boxes | None = None
+
+
+class _Cap:
+    """downloads.max_file_size, enforced on the bytes as they stream (whatever was declared)."""
+
+    __slots__ = ("_cap", "_left", "_name", "_shown")
+
+    def __init__(self, name: str, shown: str, cap: int, offset: int) -> None:
+        self._name, self._shown, self._cap = name, shown, cap
+        self._left = cap - offset
+
+    def check(self, received: int) -> None:
+        if received > self._left:
+            raise DownloadError(f"{self._shown}: {self._name} is larger than "
+                                f"downloads.max_file_size ({format_size(self._cap)}); "
+                                "download stopped, nothing kept")
+
+
+def _overran(protocol: Any) -> bool:
+    """Whether bytes followed the response body on its connection (a wrong Content-Length).
+
+    aiohttp reads on past a body for the next response on the connection: bytes that
+    came in the same read as the body's end either fail to parse - the protocol then
+    holds an HttpProcessingError (a later disconnect does not replace it) - or parse
+    as whole responses left in its queue. (A clean end shows None or the
+    ServerDisconnectedError of our own close.)
+    """
+    if protocol is None:
+        return False
+    return isinstance(protocol.exception(), HttpProcessingError) or len(protocol) > 0
+
+
+def _blocked_message(url: str, exc: BlockedAddress) -> str:
+    return (f"{redact_url(url)}: refusing to connect to {exc.address} ({exc.reason}); "
+            "set downloads.allow_private to allow it")
 
 
 def _validator(resp: aiohttp.ClientResponse) -> str | None:

@@ -9,6 +9,7 @@ they enter the archiver (``raise X(...) from exc``) so callers only ever see the
     │   └── ManifestError         manifest file: malformed YAML, invalid id
     ├── FatalRunError             stops the whole run at once (exit 2)
     │   ├── CredentialsError      Akool said 1101 / 1102 / 1200: no point polling the rest
+    │   ├── RedirectRefused       the API redirected to another origin (api.py): key stays home
     │   └── StorageUnavailable    the destination cannot be written at all
     └── ItemError                 one id failed; the others go on (exit 1)
         ├── APIError              a business code for this id (``code``, ``msg``)

@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
-          "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)\s*(?:/s)?\s*$", re.IGNORECASE)
+          "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
+          "gib": 1024**3, "tib": 1024**4}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*(?:/s)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
 
 
 def parse_rate(text: str) -> float:
@@ -21,6 +23,31 @@ def parse_rate(text: str) -> float:
     if value <= 0:
         raise ValueError("must be more than 0")
     return value
+
+
+def parse_size(value: str | int) -> int:
+    """``"20GiB"`` -> 21474836480 bytes, ``"500MB"`` -> 500000000; an int is bytes."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size like 20GiB, 500MB or 1000000")
+    if isinstance(value, int):
+        number = value
+    else:
+        match = _SIZE.match(value)
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"{value!r} is not a size like 20GiB, 500MB or 1000000")
+        number = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if number <= 0:
+        raise ValueError("must be more than 0")
+    return number
+
+
+def format_size(count: int) -> str:
+    """*count* bytes in the largest unit that says it exactly (``20GiB``, ``500MB``)."""
+    for unit in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "kB"):
+        factor = _UNITS[unit.lower()]
+        if count >= factor and count % factor == 0:
+            return f"{count // factor}{unit}"
+    return f"{count} bytes"
 
 
 class TokenBucket:

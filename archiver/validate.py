@@ -2,13 +2,15 @@
 
 CDNs and proxies answer ``200 OK`` with HTML, XML or JSON error bodies; a truncated or
 empty body can carry a plausible Content-Length. Each result file is checked while it
-streams (its first bytes) and at the end (its size, and for subtitles, its text).
+streams (its first bytes, and for MP4s the chain of top-level boxes) and at the end (its
+size, the boxes adding up to it exactly, and for subtitles, its text).
 """
 
 from __future__ import annotations
 
 import codecs
 import re
+import struct
 
 from .errors import DownloadError
 
@@ -28,9 +30,15 @@ class ContentRejected(DownloadError):
 
 
 class ContentCheck:
-    """Checks one file as it streams: ``feed()`` every chunk in order, then ``finish()``."""
+    """Checks one file as it streams: ``feed()`` every chunk in order, then ``finish()``.
 
-    def __init__(self, name: str, content_type: str | None, head: bytes = b"") -> None:
+    A resumed transfer passes the stored *head* and *offset* (bytes already stored), and
+    the :attr:`boxes` of the check that saw those bytes if it has it (same run): without
+    them, the MP4 box chain can only be followed through *head* (see :class:`Mp4Boxes`).
+    """
+
+    def __init__(self, name: str, content_type: str | None, head: bytes = b"", *,
+                 offset: int | None = None, boxes: Mp4Boxes | None = None) -> None:
         self.name = name
         self._kind = "srt" if name.endswith(".srt") else "mp4" if name.endswith(".mp4") else ""
         self._head = bytearray(head)
@@ -38,26 +46,39 @@ class ContentCheck:
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
         if head and self._kind == "srt":
             self._decode(bytes(head))
+        #: The MP4 box walk (None for other kinds of file), to hand to a resumed check.
+        self.boxes: Mp4Boxes | None = None
+        if self._kind == "mp4":
+            offset = len(head) if offset is None else offset
+            if boxes is not None and boxes.position == offset:
+                self.boxes = boxes
+            else:
+                self.boxes = Mp4Boxes(name)
+                self.boxes.feed(bytes(head[:offset]))
+                self.boxes.skip_to(offset)
         media_type = (content_type or "").split(";")[0].strip().lower()
         if media_type.startswith(_MARKUP_TYPES):
             raise ContentRejected(f"{name}: the server sent {media_type}, not a "
                                   f"{'subtitle' if self._kind == 'srt' else 'media'} file")
 
     def feed(self, data: bytes) -> None:
-        if self._kind != "srt" and self._head_checked:
-            return
-        if len(self._head) < HEAD_SIZE:
-            self._head += data[: HEAD_SIZE - len(self._head)]
-        if self._kind == "srt":
-            self._decode(data)
-        if not self._head_checked and len(self._head) >= 16:
-            self._check_head()
+        if self._kind == "srt" or not self._head_checked:
+            if len(self._head) < HEAD_SIZE:
+                self._head += data[: HEAD_SIZE - len(self._head)]
+            if self._kind == "srt":
+                self._decode(data)
+            if not self._head_checked and len(self._head) >= 16:
+                self._check_head()  # first: "an HTML page" says more than "bad boxes"
+        if self.boxes is not None:
+            self.boxes.feed(data)
 
     def finish(self, size: int) -> None:
         if size == 0:
             raise ContentRejected(f"{self.name}: the server sent an empty body")
         if not self._head_checked:
             self._check_head()
+        if self.boxes is not None:
+            self.boxes.finish(size)
         if self._kind == "srt":
             self._decode(b"", final=True)
             text = self._head.decode("utf-8-sig", errors="replace")
@@ -79,3 +100,94 @@ class ContentCheck:
             self._decoder.decode(data, final)
         except UnicodeDecodeError:
             raise ContentRejected(f"{self.name}: subtitles are not UTF-8 text") from None
+
+
+class Mp4Boxes:
+    """Follows the top-level ISO-BMFF boxes of a file as its bytes stream past.
+
+    Each box starts with a 32-bit big-endian size and a 4-byte type; size 1 means a
+    64-bit ``largesize`` follows the type, size 0 means "to the end of the file". The
+    boxes of a complete file tile it exactly, so a box running past the end is the
+    mark of a truncated file (a body cut short under a Content-Length that agreed
+    with it). Only the box headers are kept, never the file: memory is constant.
+
+    A walk that cannot see some stored bytes (a transfer resumed in a later run, with
+    only the file's first bytes at hand) loses the chain if a box header lies among
+    them; it then checks nothing rather than guess (:attr:`lost`).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: Bytes of the file seen (or skipped) so far.
+        self.position = 0
+        #: Set when the chain of boxes cannot be followed any more.
+        self.lost = False
+        self._next = 0  # offset of the next box header
+        self._header = bytearray()
+        self._last: tuple[bytes, int, int] | None = None  # type, start, size
+        self._to_end = False  # a size-0 box reaches to the end of the file
+
+    def feed(self, data: bytes) -> None:
+        """Walk through *data*, the file's next bytes; raise ContentRejected on nonsense."""
+        i, n = 0, len(data)
+        while i < n and not (self.lost or self._to_end):
+            at = self.position + i
+            if not self._header and at < self._next:
+                i += min(n - i, self._next - at)  # inside a box body: nothing to look at
+                continue
+            need = 16 if self._header[:4] == b"\0\0\0\1" else 8
+            take = min(need - len(self._header), n - i)
+            self._header += data[i:i + take]
+            i += take
+            if len(self._header) == 8 and self._header[:4] == b"\0\0\0\1":
+                continue  # a largesize box: 8 more header bytes to come
+            if len(self._header) == need:
+                self._box_header(bytes(self._header))
+                self._header.clear()
+        self.position += n
+
+    def skip_to(self, offset: int) -> None:
+        """Bytes up to *offset* were stored but are not at hand (a resumed transfer)."""
+        if offset <= self.position:
+            return
+        if self._header or (not self._to_end and self._next < offset):
+            self.lost = True  # a box header hides among the unseen bytes
+        self.position = offset
+
+    def finish(self, size: int) -> None:
+        """The file ended at *size* bytes: its boxes must end exactly there."""
+        if self.lost or self._to_end:
+            return
+        if self._header:
+            raise ContentRejected(
+                f"{self.name}: incomplete MP4: the file ends {len(self._header)} byte(s) "
+                f"into a box header at offset {size - len(self._header)} (size {size})")
+        if self._last is not None and self._next > size:
+            kind, start, box_size = self._last
+            raise ContentRejected(
+                f"{self.name}: incomplete MP4: the {_box_name(kind)} box at offset {start} "
+                f"declares {box_size} bytes, {self._next - size} more than the file has "
+                f"(size {size})")
+
+    def _box_header(self, header: bytes) -> None:
+        start = self._next
+        size, kind = struct.unpack(">I4s", header[:8])
+        header_size = 8
+        if size == 1:
+            (size,) = struct.unpack(">Q", header[8:16])
+            header_size = 16
+        elif size == 0:
+            self._to_end = True
+            self._last = (kind, start, 0)
+            return
+        if size < header_size:
+            raise ContentRejected(
+                f"{self.name}: not a valid MP4: the {_box_name(kind)} box at offset {start} "
+                f"declares {size} bytes, less than its own header")
+        self._last = (kind, start, size)
+        self._next = start + size
+
+
+def _box_name(kind: bytes) -> str:
+    text = kind.decode("latin-1")
+    return repr(text) if text.isprintable() else f"0x{kind.hex()}"

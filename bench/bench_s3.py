@@ -161,6 +161,7 @@ def archiver_config(path: Path, base_url: str, storage: dict[str, object]) -> Pa
     data = {
         "api": {"base_url": base_url, "api_key": KEY},
         "polling": {"interval": 0.05, "max_interval": 0.2, "deadline": 600},
+        "downloads": {"allow_private": True},  # the stand-in is on loopback
         "storage": storage,
     }
     path.write_text(yaml.safe_dump(data))

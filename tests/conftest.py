@@ -43,7 +43,8 @@ def config_dict(base_url: str, root: Path, **sections: dict[str, Any]) -> dict[s
                 "retries": {"attempts": 4, "wait_initial": 0.01, "wait_max": 0.05}},
         "polling": {"interval": 0.01, "max_interval": 0.05, "deadline": 10},
         "concurrency": {"polls": 4, "downloads": 4},
-        "downloads": {"chunk_size": 65536, "read_timeout": 5,
+        # The stand-in serves on 127.0.0.1, which downloads refuse by default.
+        "downloads": {"chunk_size": 65536, "read_timeout": 5, "allow_private": True,
                       "retries": {"attempts": 3, "wait_initial": 0.01, "wait_max": 0.05}},
         "storage": {"backend": "local", "local": {"root": str(root)}},
     }

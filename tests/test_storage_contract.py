@@ -126,7 +126,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 @pytest.fixture
 async def downloader() -> AsyncIterator[Downloader]:
-    config = DownloadConfig(chunk_size=CHUNK, read_timeout=2,
+    config = DownloadConfig(chunk_size=CHUNK, read_timeout=2, allow_private=True,
                             retries={"attempts": 1, "wait_initial": 0.01, "wait_max": 0.01})
     async with Downloader(config, limit=4) as d:
         yield d
@@ -243,7 +243,8 @@ async def test_source_dies_mid_stream(backend, downloader, standin, base_url):
 async def test_retry_after_dying_source_restarts_cleanly(backend, standin, base_url):
     """A retried download starts from zero; the stored file is whole, no upload left open."""
     standin.add_job(ID1, video_size=4 * P, file_faults={"video": ["truncate"]})
-    config = DownloadConfig(chunk_size=CHUNK, retries={"attempts": 2, "wait_initial": 0.01})
+    config = DownloadConfig(chunk_size=CHUNK, allow_private=True,  # the stand-in: loopback
+                            retries={"attempts": 2, "wait_initial": 0.01})
     writer = backend.storage.item(ID1)
     async with Downloader(config) as retrying:
         record = await retrying.fetch(RemoteFile("video.mp4", url(base_url, ID1)), writer)

@@ -1,0 +1,37 @@
+"""Small aiohttp servers for hostile-server tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+
+def redirect_to(location: str) -> Callable[[web.Request], Any]:
+    """A handler answering 302 to *location*."""
+
+    async def handler(request: web.Request) -> web.Response:
+        raise web.HTTPFound(location)
+
+    return handler
+
+
+class aiohttp_server:  # lower case: it reads like a function, async with aiohttp_server()
+    """A small aiohttp app on 127.0.0.1 serving *routes* (path -> GET handler)."""
+
+    def __init__(self, routes: dict[str, Callable[[web.Request], Any]]) -> None:
+        self._app = web.Application()
+        for path, handler in routes.items():
+            self._app.router.add_get(path, handler)
+        self._runner = web.AppRunner(self._app, shutdown_timeout=0.1)
+
+    async def __aenter__(self) -> str:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
