@@ -13,7 +13,6 @@ finish and are then cancelled - keeping their bytes for the next run to resume.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import json
@@ -464,8 +463,11 @@ def keeps_partials(outcome: Outcome | None, error: BaseException) -> bool:
 
 async def _end_writer(writer: ItemWriter, *, keep: bool) -> None:
     # Shielded: a second Ctrl-C must not cut a clean-up short half-way.
-    with contextlib.suppress(Exception):
+    try:
         await asyncio.shield(writer.abort(keep=keep))
+    except Exception as exc:
+        # The item's own outcome stands; a clean-up that failed is worth a line.
+        log.warning("clean-up of an unfinished item failed: %s", exc)
 
 
 def _internal(state: _State, exc: Exception) -> ItemError:
