@@ -278,3 +278,17 @@ async def test_verify_reports_a_link_at_a_final_name(standin, make_config, tmp_p
     os.unlink(final)
     final.write_bytes(copy.read_bytes())
     assert (await verify(LocalStorage(tmp_path / "archive"), None)).ok
+
+
+async def test_archive_root_that_is_a_link_is_the_users_choice(standin, make_config, tmp_path):
+    """The root itself may be a link (only entries below it are untrusted): all works."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "archive").symlink_to(tmp_path / "real")
+    standin.add_job(ID1)
+    first = await archive(make_config(), Manifest.from_ids([ID1]))
+    assert first.items[0].outcome is Outcome.ARCHIVED
+    assert sha256(tmp_path / "real" / ID1 / "video.mp4") == standin.file_sha256(ID1, "video.mp4")
+    again = await archive(make_config(), Manifest.from_ids([ID1]))
+    assert again.items[0].outcome is Outcome.ALREADY_ARCHIVED
+    checked = await verify(LocalStorage(tmp_path / "archive"), None)
+    assert checked.ok and checked.items == 1
