@@ -10,8 +10,10 @@ local disk when the archive root is an NFS mount.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -31,12 +33,7 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StorageUnavailable(
-                f"cannot create lock file {self.path}: {os_reason(exc)}") from None
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -49,6 +46,31 @@ class RunLock:
                  .encode())
         self._fd = fd
         return self
+
+    def _open(self) -> int:
+        """The lock file, created if need be; never through a symbolic link.
+
+        The lock is truncated and written: a link planted at its name (in a shared
+        temp directory, or in the archive root) would make the run truncate its target.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                         | os.O_NONBLOCK, 0o644)  # O_NONBLOCK: a FIFO must not hang us
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StorageUnavailable(f"lock file {self.path} is a symbolic link: "
+                                         "refusing to follow it; remove it") from None
+            raise StorageUnavailable(
+                f"cannot create lock file {self.path}: {os_reason(exc)}") from None
+        info = os.fstat(fd)
+        problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode)
+                   else "has other hard links" if info.st_nlink != 1 else None)
+        if problem is not None:
+            os.close(fd)
+            raise StorageUnavailable(f"lock file {self.path} {problem}: refusing to "
+                                     "truncate it; remove it")
+        return fd
 
     def __exit__(self, *exc_info: object) -> None:
         if self._fd is not None:

@@ -13,7 +13,6 @@ finish and are then cancelled - keeping their bytes for the next run to resume.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -33,6 +32,7 @@ from .errors import (
     ItemError,
     ItemTimeout,
     JobFailed,
+    TransientAPIError,
     TransientDownloadError,
     UrlGone,
 )
@@ -225,7 +225,7 @@ class Scheduler:
                 self._stop(exc)
                 return
             except ItemError as exc:
-                self._finish(state, Outcome.FAILED, error=exc)
+                await self._end(state, Outcome.FAILED, exc)
                 continue
             except asyncio.CancelledError:
                 if self._stopping:
@@ -233,25 +233,25 @@ class Scheduler:
                                  error=Interrupted("interrupted while polling"))
                 raise
             except Exception as exc:
-                self._finish(state, Outcome.FAILED, error=_internal(state, exc))
+                await self._end(state, Outcome.FAILED, _internal(state, exc))
                 continue
             state.last_status = info.status
             state.expires_at = info.expires_at
-            self._route(loop, state, info)
+            await self._route(loop, state, info)
 
-    def _route(self, loop: asyncio.AbstractEventLoop, state: _State, info: JobInfo) -> None:
+    async def _route(self, loop: asyncio.AbstractEventLoop, state: _State,
+                     info: JobInfo) -> None:
         item_id = state.item.id
         if info.status == JobStatus.SUCCESS:
             if not any(f.name == "video.mp4" for f in info.files):
-                self._finish(state, Outcome.FAILED,
-                             error=DownloadError("job succeeded but data.video is empty"))
+                await self._end(state, Outcome.FAILED,
+                                DownloadError("job succeeded but data.video is empty"))
                 return
             self._warn_if_expiring(item_id, info)
             expires = info.expires_at if info.expires_at is not None else float("inf")
             self._download_queue.put_nowait(_Ready(expires, next(self._seq), state, info))
         elif info.status == JobStatus.FAILED:
-            self._finish(state, Outcome.FAILED,
-                         error=JobFailed(info.error_code, info.error_reason))
+            await self._end(state, Outcome.FAILED, JobFailed(info.error_code, info.error_reason))
         else:
             if info.status not in (JobStatus.QUEUED, JobStatus.PROCESSING) \
                     and not state.warned_status:
@@ -300,33 +300,58 @@ class Scheduler:
             if self._dry_run:
                 await self._probe(state, info)
                 continue
+            writer = self._storage.item(state.item.id)
             try:
                 async with asyncio.timeout(item_timeout):
-                    files = await self._archive(state.item, info)
+                    files = await self._archive(state.item, info, writer)
             except FatalRunError as exc:
+                await _end_writer(writer, keep=keeps_partials(None, exc))
                 self._stop(exc)
                 return
-            except TimeoutError:
-                self._finish(state, Outcome.FAILED, error=ItemTimeout(
-                    f"gave up after downloads.item_timeout ({item_timeout:g}s)"))
-            except UrlGone as exc:
-                expired = state.expires_at is not None and state.expires_at < time.time()
-                if expired:
-                    exc = UrlGone(f"results expired on {_iso(state.expires_at or 0)} "
-                                  f"(Akool keeps them 7 days): {exc}", exc.code)
-                self._finish(state, Outcome.EXPIRED if expired else Outcome.FAILED, error=exc)
-            except ItemError as exc:
-                self._finish(state, Outcome.FAILED, error=exc)
             except asyncio.CancelledError:
+                interrupted = Interrupted(
+                    "interrupted during download; partial files kept for the next run")
+                await _end_writer(writer, keep=keeps_partials(Outcome.PENDING, interrupted))
                 if self._stopping:
-                    self._finish(state, Outcome.PENDING, error=Interrupted(
-                        "interrupted during download; partial files kept for the next run"))
+                    self._finish(state, Outcome.PENDING, error=interrupted)
                 raise
             except Exception as exc:
-                # A bug must fail one id, not hang the run with a worker gone.
-                self._finish(state, Outcome.FAILED, error=_internal(state, exc))
+                outcome, error = self._failure(state, exc)
+                await self._end(state, outcome, error, writer)
             else:
                 self._finish(state, Outcome.ARCHIVED, files=files)
+
+    def _failure(self, state: _State, exc: Exception) -> tuple[Outcome, ItemError]:
+        """The outcome and error of an item whose archiving raised *exc*."""
+        if isinstance(exc, TimeoutError):
+            return Outcome.FAILED, ItemTimeout(
+                f"gave up after downloads.item_timeout ({self._config.downloads.item_timeout:g}s)")
+        if isinstance(exc, UrlGone):
+            if state.expires_at is not None and state.expires_at < time.time():
+                return Outcome.EXPIRED, UrlGone(
+                    f"results expired on {_iso(state.expires_at)} "
+                    f"(Akool keeps them 7 days): {exc}", exc.code)
+            return Outcome.FAILED, exc
+        if isinstance(exc, ItemError):
+            return Outcome.FAILED, exc
+        # A bug must fail one id, not hang the run with a worker gone.
+        return Outcome.FAILED, _internal(state, exc)
+
+    async def _end(self, state: _State, outcome: Outcome, error: ItemError,
+                   writer: ItemWriter | None = None) -> None:
+        """End an item that was not archived: keep or discard the bytes it has stored
+        (see :func:`keeps_partials`), then record its outcome.
+
+        Without *writer* (a failure while polling) only a discard touches storage: bytes
+        an earlier run kept for this id are of no use once it failed for good.
+        """
+        keep = keeps_partials(outcome, error)
+        if writer is None and not keep and not self._dry_run:
+            writer = self._storage.item(state.item.id)
+        if writer is not None:
+            # Before _finish: the last item's clean-up must be over when the run returns.
+            await _end_writer(writer, keep=keep)
+        self._finish(state, outcome, error=error)
 
     async def _probe(self, state: _State, info: JobInfo) -> None:
         """Dry run: what would be downloaded, with sizes where the file host says."""
@@ -335,35 +360,28 @@ class Scheduler:
                  for f, size in zip(info.files, sizes, strict=True)]
         self._finish(state, Outcome.READY, files=files)
 
-    async def _archive(self, item: ManifestItem, info: JobInfo) -> list[FileRecord]:
-        writer = self._storage.item(item.id)
+    async def _archive(self, item: ManifestItem, info: JobInfo,
+                       writer: ItemWriter) -> list[FileRecord]:
+        """Fetch and commit one item. On failure the caller ends *writer*, knowing the
+        outcome (an UrlGone may yet turn out to be an expiry)."""
         self._observer.item_started(item.id, len(info.files))
         records: dict[str, FileRecord] = {}
         refreshes = 0
-        try:
-            while True:
-                try:
-                    await self._fetch_all(item.id, info.files, records, writer)
-                    break
-                except UrlGone:
-                    if refreshes >= self._config.downloads.url_refreshes:
-                        raise
-                    refreshes += 1
-                    # The URL expired or was revoked: Akool may hand out a fresh one.
-                    log.info("%s: result URL refused, asking the API again", item.id)
-                    info = await self._fresh_info(item.id)
-            ordered = [records[f.name] for f in info.files]
-            await writer.put_small(INFO_NAME, _json_bytes(info.raw))
-            await writer.put_small(SUMS_NAME, _sha256sums(ordered))
-            await writer.commit(_json_bytes(_record(item, info, ordered)))
-        except BaseException as exc:
-            # Keep downloaded bytes when a later attempt can use them: interruption,
-            # time limit, network trouble, an URL that may be refreshed next run.
-            keep = not isinstance(exc, Exception) or isinstance(
-                exc, TransientDownloadError | UrlGone | FatalRunError)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(writer.abort(keep=keep))
-            raise
+        while True:
+            try:
+                await self._fetch_all(item.id, info.files, records, writer)
+                break
+            except UrlGone:
+                if refreshes >= self._config.downloads.url_refreshes:
+                    raise
+                refreshes += 1
+                # The URL expired or was revoked: Akool may hand out a fresh one.
+                log.info("%s: result URL refused, asking the API again", item.id)
+                info = await self._fresh_info(item.id)
+        ordered = [records[f.name] for f in info.files]
+        await writer.put_small(INFO_NAME, _json_bytes(info.raw))
+        await writer.put_small(SUMS_NAME, _sha256sums(ordered))
+        await writer.commit(_json_bytes(_record(item, info, ordered)))
         return ordered
 
     async def _fetch_all(self, item_id: str, files: Sequence[RemoteFile],
@@ -427,6 +445,33 @@ class Scheduler:
         if self._fatal is None:
             self._fatal = exc
         self._done.set()
+
+
+#: Failures a later run may get past, using the bytes already stored: interruption, the
+#: item's time limit, network or API trouble, a refused URL Akool may renew.
+_RESUMABLE = (TransientDownloadError, TransientAPIError, UrlGone, ItemTimeout, Interrupted,
+              FatalRunError)
+
+
+def keeps_partials(outcome: Outcome | None, error: BaseException) -> bool:
+    """Whether an item that ended with *outcome* and *error* keeps its downloaded bytes.
+
+    The one place this is decided, once the outcome is known. An expired item, and
+    one that failed for good (rejected content, a permanent HTTP or API error, a failed
+    job), keeps nothing: no later run could finish it, so its bytes would stay forever.
+    """
+    if outcome is Outcome.EXPIRED:
+        return False
+    return isinstance(error, _RESUMABLE)
+
+
+async def _end_writer(writer: ItemWriter, *, keep: bool) -> None:
+    # Shielded: a second Ctrl-C must not cut a clean-up short half-way.
+    try:
+        await asyncio.shield(writer.abort(keep=keep))
+    except Exception as exc:
+        # The item's own outcome stands; a clean-up that failed is worth a line.
+        log.warning("clean-up of an unfinished item failed: %s", exc)
 
 
 def _internal(state: _State, exc: Exception) -> ItemError:

@@ -4,6 +4,11 @@ Both only read. ``verify`` compares every file an ``archive.json`` lists with wh
 storage holds: present, same size, same SHA-256 (local: re-hashed; S3: S3's own checksum,
 or re-hashed with ``deep``), and reports files nobody recorded. ``status`` says, per
 id, whether it is archived, partially downloaded or absent, without calling the API.
+
+Temporaries (``.video.mp4.part``, its ``.part.json`` sidecar, ``.info.json.tmp``) are
+not part of any item: bytes kept for a later run to resume, never reported. An entry
+under a final name that is not a regular file (a planted symbolic link) is reported,
+never followed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .storage.base import INFO_NAME, RECORD_NAME, SUMS_NAME
+from .storage.base import INFO_NAME, NOT_A_FILE, RECORD_NAME, SUMS_NAME, is_temporary
 
 METADATA = frozenset({INFO_NAME, SUMS_NAME, RECORD_NAME})
 
@@ -31,7 +36,8 @@ class ArchiveReader(Protocol):
         """The ``archive.json`` of an id, or None."""
 
     async def list_files(self, video_model_id: str) -> dict[str, int]:
-        """Files of an item under final names (temporaries excluded): name -> size."""
+        """Files of an item under final names: name -> size (:data:`NOT_A_FILE` for an
+        entry that is not a regular file). Temporaries may be listed: verify skips them."""
 
     async def item_states(self, ids: Sequence[str]) -> dict[str, str]:
         """archived / partial (some bytes stored, no record) / absent, per id."""
@@ -98,6 +104,10 @@ async def _verify_item(reader: ArchiveReader, item_id: str, deep: bool,
         if name not in present:
             result.problems.append(Problem(item_id, name, "missing", "listed in archive.json"))
             continue
+        if present[name] == NOT_A_FILE:
+            result.problems.append(Problem(
+                item_id, name, "corrupted", "not a regular file (a symbolic link?); not followed"))
+            continue
         if present[name] != entry.get("size"):
             result.problems.append(Problem(
                 item_id, name, "corrupted",
@@ -111,5 +121,10 @@ async def _verify_item(reader: ArchiveReader, item_id: str, deep: bool,
     for meta in (INFO_NAME, SUMS_NAME):
         if meta not in present:
             result.problems.append(Problem(item_id, meta, "missing", "metadata file"))
+        elif present[meta] == NOT_A_FILE:
+            result.problems.append(Problem(
+                item_id, meta, "corrupted", "not a regular file (a symbolic link?); not followed"))
     for name in sorted(set(present) - set(entries) - METADATA):
+        if is_temporary(name):
+            continue  # bytes a later run may resume, or a stale leftover: not archived data
         result.problems.append(Problem(item_id, name, "unexpected", "not in archive.json"))

@@ -8,10 +8,11 @@ An archive holds one folder (or key prefix) per ``video_model_id``::
     <id>/archive.json   the item's record, written LAST: it is the commit marker
 
 An item is archived if and only if its ``archive.json`` exists. Backends guarantee that
-nothing appears under a final name until it is complete, and that an aborted item leaves
-no temporary data behind (no open upload). Files an aborted item already made final may
-stay where another run could share their names (S3: another host writing the same
-prefix commits the same keys), until ``archiver gc`` removes those of ids nobody committed.
+nothing appears under a final name until it is complete, and that an item aborted
+without ``keep`` leaves no temporary data behind (no open upload). Files an aborted item
+already made final may stay where another run could share their names (S3: another host
+writing the same prefix commits the same keys), until ``archiver gc`` removes those of ids
+nobody committed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ from typing import Any, Protocol
 RECORD_NAME = "archive.json"
 INFO_NAME = "info.json"
 SUMS_NAME = "SHA256SUMS"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether *name* is a writer's temporary: ``.video.mp4.part``, its sidecar
+    ``.video.mp4.part.json``, ``.info.json.tmp``. Never part of an archived item."""
+    return name.startswith(".") and name.endswith((".part", ".part.json", ".tmp"))
+
+
+#: The size a reader's ``list_files`` gives an entry under a final name that is not a
+#: regular file (a symbolic link, a FIFO): ``verify`` reports it and never follows it.
+NOT_A_FILE = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +145,9 @@ class ItemWriter(Protocol):
         writer made final without committing: local disk; S3 keeps those for ``gc``).
 
         With *keep*, a backend that can resume keeps downloaded bytes under temporary
-        names for the next run (interruption, transient failure).
+        names for the next run (interruption, transient failure). Without it, the item
+        leaves nothing: temporaries kept by earlier attempts or runs go too. The caller
+        (the scheduler) decides once it knows the item's outcome.
         """
 
 

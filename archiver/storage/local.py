@@ -3,7 +3,20 @@
 Media files stay under their temporary names (``.video.mp4.part``) until the whole item
 commits; each has a small sidecar (``.video.mp4.part.json``) saying where its bytes came
 from, so a transfer cut short - by a network fault, Ctrl-C or a crash - is resumed by the
-next attempt or the next run instead of starting from zero.
+next attempt or the next run instead of starting from zero. Whether an item that did not
+commit keeps those bytes is decided once, by the scheduler, when it knows the item's
+outcome: ``abort(keep=False)`` removes every temporary in the item folder.
+
+Nothing below the root is trusted (the root itself may be a symbolic link: that is the
+user's choice). Whoever can write into the root could plant symbolic links where a run
+writes - at ``<root>/<id>``, at ``.video.mp4.part``, its sidecar, ``.info.json.tmp`` - to
+make the run write, truncate or read files elsewhere. So the item folder is opened with
+``O_NOFOLLOW`` (an item folder that is a link fails its item, and nothing is done through
+it) and every file operation goes through that folder's descriptor (``openat``,
+``renameat``, ``unlinkat``). A file made fresh is unlinked first, then created with
+``O_CREAT | O_EXCL | O_NOFOLLOW``; an existing one (a partial to resume, a sidecar, a file
+to verify) is opened with ``O_NOFOLLOW`` and must be a regular file. Renames onto a final
+name replace whatever entry has that name, a planted link included, never its target.
 
 Blocking file work runs in threads, grouped so that each step is one thread hop: opening a
 file with its sidecar, each chunk, closing with its fsync, and the whole commit (metadata
@@ -19,24 +32,29 @@ import errno
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-import aiofiles
-import aiofiles.os
+from typing import Any, BinaryIO
 
 from ..config import os_reason
 from ..errors import DownloadError, StorageUnavailable
-from .base import RECORD_NAME, Partial
+from .base import NOT_A_FILE, RECORD_NAME, Partial, is_temporary
 
 TEMP_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
 LOCK_NAME = ".archiver.lock"
 _HASH_BLOCK = 1024 * 1024
+#: A sidecar is a few hundred bytes; anything much larger was not written by us.
+_SIDECAR_MAX = 64 * 1024
 #: Bytes written between two hints to the kernel to start writing back (Linux).
 WRITEBACK_STEP = 32 * 1024 * 1024
 _FADVISE = hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_DONTNEED")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO planted under a file's name must fail the fstat check, not hang open().
+_EXISTING_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def temp_name(name: str) -> str:
@@ -80,7 +98,7 @@ class LocalStorage:
     async def archived(self, ids: Iterable[str]) -> set[str]:
         ids = list(ids)
         return await asyncio.to_thread(
-            lambda: {i for i in ids if (self.root / i / RECORD_NAME).is_file()}
+            lambda: {i for i in ids if _committed(self.root / i)}
         )
 
     def item(self, video_model_id: str) -> LocalItemWriter:
@@ -90,26 +108,27 @@ class LocalStorage:
 
     async def list_archived(self) -> list[str]:
         def scan() -> list[str]:
-            if not self.root.is_dir():
+            try:
+                with os.scandir(self.root) as entries:
+                    names = [e.name for e in entries]
+            except OSError:
                 return []
-            return sorted(p.parent.name for p in self.root.glob(f"*/{RECORD_NAME}"))
+            return sorted(n for n in names if _committed(self.root / n))
 
         return await asyncio.to_thread(scan)
 
     async def read_record(self, video_model_id: str) -> bytes | None:
-        try:
-            async with aiofiles.open(self.root / video_model_id / RECORD_NAME, "rb") as f:
-                return await f.read()
-        except OSError:
-            return None
+        return await asyncio.to_thread(_read_record, self.root / video_model_id)
 
     async def list_files(self, video_model_id: str) -> dict[str, int]:
+        """Final names in the item folder: regular files with their sizes, links and
+        other odd entries with :data:`~archiver.verify.NOT_A_FILE` (never followed)."""
         def scan() -> dict[str, int]:
-            folder = self.root / video_model_id
-            if not folder.is_dir():
+            try:
+                with _folder(self.root / video_model_id) as dir_fd:
+                    return {} if dir_fd is None else _list_final(dir_fd)
+            except (OSError, DownloadError):
                 return {}
-            return {p.name: p.stat().st_size for p in folder.iterdir()
-                    if p.is_file() and not p.name.startswith(".")}
 
         return await asyncio.to_thread(scan)
 
@@ -118,12 +137,12 @@ class LocalStorage:
             states = {}
             for item_id in ids:
                 folder = self.root / item_id
-                if (folder / RECORD_NAME).is_file():
+                if _committed(folder):
                     states[item_id] = "archived"
-                elif folder.is_dir() and any(folder.iterdir()):
+                elif _has_entries(folder):
                     states[item_id] = "partial"
                 else:
-                    states[item_id] = "absent"
+                    states[item_id] = "absent"  # also an item folder that is a link
             return states
 
         return await asyncio.to_thread(scan)
@@ -131,11 +150,11 @@ class LocalStorage:
     async def check_file(self, video_model_id: str, entry: dict[str, Any],
                          deep: bool) -> str | None:
         # Local files are always re-hashed: reading them back is the only check there is.
-        path = self.root / video_model_id / str(entry.get("name"))
         try:
-            digest = await asyncio.to_thread(_sha256_file, path)
-        except OSError as exc:
-            return f"cannot read: {os_reason(exc)}"
+            digest = await asyncio.to_thread(
+                _sha256_file, self.root / video_model_id, str(entry.get("name")))
+        except (OSError, DownloadError) as exc:
+            return f"cannot read: {_reason(exc)}"
         if digest != entry.get("sha256"):
             return f"sha256 {digest}, archive.json says {entry.get('sha256')}"
         return None
@@ -241,7 +260,7 @@ class LocalItemWriter:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._sinks: list[LocalFileSink] = []
-        self._small: list[Path] = []
+        self._small: list[str] = []
         self._pending_small: list[tuple[str, bytes]] = []
 
     async def partial(self, name: str) -> Partial | None:
@@ -264,35 +283,34 @@ class LocalItemWriter:
         sinks = [s for s in self._sinks if s.state == "complete"]
         small, self._pending_small = self._pending_small, []
         # If the commit fails half-way, abort() removes the metadata files it wrote.
-        self._small = [self.folder / name for name, _ in small]
+        self._small = [name for name, _ in small]
         await asyncio.to_thread(_commit_sync, self.folder, sinks, small, record)
         for sink in sinks:
             sink.state = "final"
         self._small.clear()
 
     async def abort(self, keep: bool = False) -> None:
+        """End the item uncommitted. Without *keep*, every temporary in its folder goes,
+        those left by earlier attempts and runs included; with it, downloaded bytes stay
+        for the next run to resume."""
         for sink in self._sinks:
             await sink.abort(keep=keep)
-        # Metadata files are not part of any committed item: remove them, so nothing
-        # uncommitted sits under a final name looking complete.
-        for path in self._small:
-            with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(path)
-        self._small.clear()
-        with contextlib.suppress(OSError):
-            await aiofiles.os.rmdir(self.folder)  # only succeeds if nothing was kept
+        small, self._small = self._small, []
+        await asyncio.to_thread(_discard_sync, self.folder, small, keep)
 
 
 class LocalFileSink:
     """One media file being written under its temporary name."""
 
     def __init__(self, folder: Path, name: str) -> None:
+        self.folder = folder
+        self.name = name
         self.final = folder / name
         self.temp = folder / temp_name(name)
         self.sidecar = folder / sidecar_name(name)
         #: open -> complete -> final, or -> aborted
         self.state = "new"
-        self._file: Any = None
+        self._file: BinaryIO | None = None
         self._written = 0
         self._written_back = 0
         self._writes = 0
@@ -303,27 +321,38 @@ class LocalFileSink:
         self._meta = {"source": source, "validator": validator}
         try:
             await asyncio.to_thread(self._open_sync, resume)
+        except DownloadError:
+            await self.abort()
+            raise
         except OSError as exc:
             await self.abort()
             raise _write_error(self.temp, exc) from None
         self.state = "open"
 
     def _open_sync(self, resume: Partial | None) -> None:
-        self.temp.parent.mkdir(parents=True, exist_ok=True)
-        if resume is not None:
-            self._file = open(self.temp, "ab")  # noqa: SIM115 - closed in commit/abort
-            self._written = self._file.tell()
-            if self._written != resume.size:
-                raise DownloadError(f"{self.temp} changed while resuming")
-        else:
-            self._file = open(self.temp, "wb")  # noqa: SIM115
-        if resume is not None:
-            self._write_sidecar(self._meta)
-        # Otherwise the sidecar comes with the second chunk (see _write_sync), or when
+        with _folder(self.folder, create=True) as dir_fd:
+            assert dir_fd is not None  # created
+            if resume is not None:
+                fd = _open_existing(dir_fd, temp_name(self.name), os.O_WRONLY | os.O_APPEND,
+                                    single_link=True)
+                self._file = os.fdopen(fd, "ab")
+                self._written = os.fstat(fd).st_size
+                if self._written != resume.size:
+                    raise DownloadError(f"{self.temp} changed while resuming")
+                self._write_sidecar_at(dir_fd, self._meta)
+            else:
+                self._file = os.fdopen(_create_fresh(dir_fd, temp_name(self.name)), "wb")
+        # Without resume the sidecar comes with the second chunk (see _write_sync), or when
         # abort(keep=True) keeps the bytes: a file that arrives in one chunk never needs it.
 
     def _write_sidecar(self, meta: dict[str, Any]) -> None:
-        self.sidecar.write_text(json.dumps(meta), encoding="utf-8")
+        with _folder(self.folder) as dir_fd:
+            if dir_fd is None:
+                raise FileNotFoundError(errno.ENOENT, "the item folder is gone", str(self.folder))
+            self._write_sidecar_at(dir_fd, meta)
+
+    def _write_sidecar_at(self, dir_fd: int, meta: dict[str, Any]) -> None:
+        _write_fresh(dir_fd, sidecar_name(self.name), json.dumps(meta).encode("utf-8"))
         self._has_sidecar = True
 
     async def write(self, chunk: bytes) -> None:
@@ -334,6 +363,7 @@ class LocalFileSink:
             raise _write_error(self.final, exc) from None
 
     def _write_sync(self, chunk: bytes) -> None:
+        assert self._file is not None
         self._file.write(chunk)
         self._written += len(chunk)
         self._writes += 1
@@ -354,13 +384,16 @@ class LocalFileSink:
             raise DownloadError(f"{self.final.name}: wrote {self._written} bytes, expected {size}")
         try:
             await asyncio.to_thread(self._commit_sync, size, sha256)
-        except OSError as exc:
+        except (OSError, DownloadError) as exc:
             await self.abort()
+            if isinstance(exc, DownloadError):
+                raise
             raise _write_error(self.final, exc) from None
         self.state = "complete"
         return {}
 
     def _commit_sync(self, size: int, sha256: str) -> None:
+        assert self._file is not None
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -371,50 +404,197 @@ class LocalFileSink:
         # run can use this file as it is.
         self._write_sidecar({**self._meta, "complete": True, "size": size, "sha256": sha256})
 
-    def make_final_sync(self) -> None:
-        os.replace(self.temp, self.final)
+    def make_final_sync(self, dir_fd: int) -> None:
+        # Replaces whatever has the final name - a planted link too - never its target.
+        os.replace(temp_name(self.name), self.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         with contextlib.suppress(FileNotFoundError):
-            os.remove(self.sidecar)
+            os.unlink(sidecar_name(self.name), dir_fd=dir_fd)
 
     async def abort(self, keep: bool = False) -> None:
         # An earlier abort(keep=True) kept the bytes; abort(keep=False) still removes them.
         if self.state == "final" or (self.state == "aborted" and keep):
             return
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._file.close)
-            self._file = None
+        file, self._file = self._file, None
         self.state = "aborted"
-        if keep and self.temp.exists() and self.temp.stat().st_size > 0:
+        await asyncio.to_thread(self._abort_sync, file, keep)
+
+    def _abort_sync(self, file: BinaryIO | None, keep: bool) -> None:
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+        try:
+            with _folder(self.folder) as dir_fd:
+                if dir_fd is not None:
+                    self._keep_or_remove(dir_fd, keep)
+        except DownloadError:
+            return  # the item folder is a link: nothing behind it is ours to touch
+
+    def _keep_or_remove(self, dir_fd: int, keep: bool) -> None:
+        if keep and _regular_size(dir_fd, temp_name(self.name)) > 0:
             if not self._has_sidecar:
                 with contextlib.suppress(OSError):
-                    await asyncio.to_thread(self._write_sidecar, self._meta)
+                    self._write_sidecar_at(dir_fd, self._meta)
             return  # kept, with its sidecar, for the next attempt to resume
-        for path in (self.temp, self.sidecar):
+        for name in (temp_name(self.name), sidecar_name(self.name)):
             with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(path)
+                os.unlink(name, dir_fd=dir_fd)
+
+
+# ----------------------------------------------------------- safe file system access
+
+@contextlib.contextmanager
+def _folder(folder: Path, *, create: bool = False) -> Iterator[int | None]:
+    """A descriptor of the item folder, never through a symbolic link; None if absent.
+
+    With *create*, the folder (and the root above it) is made first. Raises
+    :class:`DownloadError` naming the path when ``<root>/<id>`` is a link or not a folder.
+    """
+    if create:
+        folder.parent.mkdir(parents=True, exist_ok=True)  # the root: the user's, may be a link
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)  # mkdir never follows a link at the final name
+    try:
+        fd = os.open(folder, _DIR_FLAGS)
+    except FileNotFoundError:
+        if create:
+            raise
+        fd = None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        kind = "a symbolic link" if folder.is_symlink() else "not a directory"
+        raise DownloadError(f"item folder {folder} is {kind}: refusing to use it") from None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _create_fresh(dir_fd: int, name: str) -> int:
+    """A new empty file *name*: whatever had the name (a stale temporary, a planted link)
+    is unlinked first, never written through."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+    return os.open(name, _CREATE_FLAGS, 0o644, dir_fd=dir_fd)
+
+
+def _write_fresh(dir_fd: int, name: str, data: bytes, *, fsync: bool = False) -> None:
+    with os.fdopen(_create_fresh(dir_fd, name), "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _open_existing(dir_fd: int, name: str, flags: int, *, single_link: bool = False) -> int:
+    """Open *name* if it is a regular file - not a link, FIFO or folder - else OSError.
+
+    With *single_link*, a file with other hard links is refused too: appending to it
+    would write to whatever else it is.
+    """
+    if "/" in name or name in ("", ".", ".."):
+        raise OSError(errno.EINVAL, "not a file name")  # a name from archive.json
+    fd = os.open(name, flags | _EXISTING_FLAGS, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if single_link and info.st_nlink != 1:
+            raise OSError(errno.EMLINK, "has other hard links")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _regular_size(dir_fd: int, name: str) -> int:
+    """The size of *name* if it is a regular file, else 0 (a link is not followed)."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def _is_regular(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _committed(folder: Path) -> bool:
+    """*folder* is a real folder (not a link) holding a regular ``archive.json``."""
+    try:
+        return (stat.S_ISDIR(os.lstat(folder).st_mode)
+                and stat.S_ISREG(os.lstat(folder / RECORD_NAME).st_mode))
+    except OSError:
+        return False
+
+
+def _has_entries(folder: Path) -> bool:
+    try:
+        with _folder(folder) as dir_fd:
+            return dir_fd is not None and bool(os.listdir(dir_fd))
+    except (OSError, DownloadError):
+        return False
+
+
+def _list_final(dir_fd: int) -> dict[str, int]:
+    files = {}
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # temporaries (and the lock): not part of any record
+            if entry.is_file(follow_symlinks=False):
+                files[entry.name] = entry.stat(follow_symlinks=False).st_size
+            elif not entry.is_dir(follow_symlinks=False):
+                files[entry.name] = NOT_A_FILE  # a link or special file: reported, not followed
+    return files
+
+
+def _read_record(folder: Path) -> bytes | None:
+    try:
+        with _folder(folder) as dir_fd:
+            if dir_fd is None:
+                return None
+            with os.fdopen(_open_existing(dir_fd, RECORD_NAME, os.O_RDONLY), "rb") as f:
+                return f.read()
+    except (OSError, DownloadError):
+        return None
 
 
 def _read_partial(folder: Path, name: str) -> Partial | None:
-    """The resumable state of *name* in *folder*, or None (and clean up what is useless)."""
-    temp, sidecar = folder / temp_name(name), folder / sidecar_name(name)
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        size = temp.stat().st_size
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or size == 0:
-        return None
-    hasher = hashlib.sha256()
-    head = b""
-    try:
-        with temp.open("rb") as f:
-            while block := f.read(_HASH_BLOCK):
+    """The resumable state of *name* in *folder*, or None (nothing usable is there).
+
+    Raises :class:`DownloadError` if the item folder is a link. A partial or sidecar
+    that is a link is ignored (the new attempt replaces it), never read through.
+    """
+    with _folder(folder) as dir_fd:
+        if dir_fd is None:
+            return None
+        try:
+            with os.fdopen(_open_existing(dir_fd, sidecar_name(name), os.O_RDONLY,
+                                          single_link=True), "rb") as f:
+                meta = json.loads(f.read(_SIDECAR_MAX))
+            temp = os.fdopen(_open_existing(dir_fd, temp_name(name), os.O_RDONLY,
+                                            single_link=True), "rb")
+        except (OSError, ValueError):
+            return None
+    with temp:
+        try:
+            size = os.fstat(temp.fileno()).st_size
+            if not isinstance(meta, dict) or size == 0:
+                return None
+            hasher = hashlib.sha256()
+            head = b""
+            while block := temp.read(_HASH_BLOCK):
                 if not head:
                     head = block[:4096]
                 hasher.update(block)
-    except OSError:
-        return None
+        except OSError:
+            return None
     complete = bool(meta.get("complete")) and meta.get("size") == size \
         and meta.get("sha256") == hasher.hexdigest()
     return Partial(name=name, size=size, validator=meta.get("validator"),
@@ -422,70 +602,111 @@ def _read_partial(folder: Path, name: str) -> Partial | None:
                    complete=complete)
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_file(folder: Path, name: str) -> str:
     hasher = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            hasher.update(block)
+    with _folder(folder) as dir_fd:
+        if dir_fd is None:
+            raise FileNotFoundError(errno.ENOENT, "no item folder", str(folder))
+        with os.fdopen(_open_existing(dir_fd, name, os.O_RDONLY), "rb") as f:
+            while block := f.read(_HASH_BLOCK):
+                hasher.update(block)
     return hasher.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    # Makes renames durable; not every platform allows opening a directory.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "a symbolic link (not followed)"
+    if isinstance(exc, DownloadError):
+        return str(exc)
+    return os_reason(exc)
 
 
 def _write_error(path: Path, exc: OSError) -> DownloadError:
     if exc.errno == errno.ENOSPC:
         return DownloadError(f"no space left on device writing {path}")
-    return DownloadError(f"cannot write {path}: {os_reason(exc)}")
+    return DownloadError(f"cannot write {path}: {_reason(exc)}")
 
+
+# ---------------------------------------------------------------- commit and abort
 
 def _commit_sync(folder: Path, sinks: list[LocalFileSink], small: list[tuple[str, bytes]],
                  record: bytes) -> None:
     """The whole commit in one thread hop: metadata files, renames, folder fsync, record."""
     path = folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in small:
-            path = folder / name
-            _write_atomic_sync(path, data)
-        for sink in sinks:
-            path = sink.final
-            sink.make_final_sync()
-        _fsync_dir(folder)
-        # Last: from this moment the item counts as archived. Write-once, like S3's
-        # If-None-Match: if another run committed this id first, its record stands.
-        path = folder / RECORD_NAME
-        _write_atomic_sync(path, record, replace=False)
-        _fsync_dir(folder)
+        with _folder(folder, create=True) as dir_fd:
+            assert dir_fd is not None  # created
+            for name, data in small:
+                path = folder / name
+                _write_atomic_sync(dir_fd, name, data)
+            for sink in sinks:
+                path = sink.final
+                sink.make_final_sync(dir_fd)
+            os.fsync(dir_fd)
+            # Last: from this moment the item counts as archived. Write-once, like S3's
+            # If-None-Match: if another run committed this id first, its record stands.
+            path = folder / RECORD_NAME
+            _write_atomic_sync(dir_fd, RECORD_NAME, record, replace=False)
+            os.fsync(dir_fd)
+            # Temporaries of files this item no longer has (an earlier run's partial of
+            # a subtitle Akool stopped offering): a committed folder keeps none.
+            with contextlib.suppress(OSError):
+                _remove_temporaries(dir_fd)
     except OSError as exc:
         raise _write_error(path, exc) from None
 
 
-def _write_atomic_sync(path: Path, data: bytes, *, replace: bool = True) -> None:
-    """Temp file, fsync, rename (or hard-link, keeping an existing *path*). The caller
-    fsyncs the folder."""
-    temp = path.with_name(f".{path.name}.tmp")
+def _discard_sync(folder: Path, small: list[str], keep: bool) -> None:
+    """End an uncommitted item: remove the metadata files it wrote and, unless *keep*,
+    every temporary in its folder; then the folder itself if that left it empty."""
     try:
-        with open(temp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        with _folder(folder) as dir_fd:
+            if dir_fd is None:
+                return
+            if _is_regular(dir_fd, RECORD_NAME):
+                return  # committed after all (another run, racing): its files stand
+            for name in small:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dir_fd)
+            if not keep:
+                _remove_temporaries(dir_fd)
+    except DownloadError:
+        return  # the item folder is a link: nothing behind it is ours to touch
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)  # only succeeds if nothing was kept; never follows a link
+
+
+def _remove_temporaries(dir_fd: int) -> None:
+    for name in os.listdir(dir_fd):
+        if is_temporary(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)  # a planted link goes, not its target
+
+
+def _write_atomic_sync(dir_fd: int, name: str, data: bytes, *, replace: bool = True) -> None:
+    """Temp file, fsync, rename (or hard-link, keeping an existing regular *name*). The
+    caller fsyncs the folder."""
+    temp = f".{name}.tmp"
+    try:
+        _write_fresh(dir_fd, temp, data, fsync=True)
         if replace:
-            os.replace(temp, path)
+            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
-            with contextlib.suppress(FileExistsError):
-                os.link(temp, path)
-            os.remove(temp)
+            _link_unless_regular(dir_fd, temp, name)
+            os.unlink(temp, dir_fd=dir_fd)
     except OSError:
         with contextlib.suppress(OSError):
-            os.remove(temp)
+            os.unlink(temp, dir_fd=dir_fd)
         raise
+
+
+def _link_unless_regular(dir_fd: int, temp: str, name: str) -> None:
+    """Hard-link *temp* as *name*. A regular file already there stands (another run's
+    record); a link or special file planted there is replaced."""
+    try:
+        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        if _is_regular(dir_fd, name):
+            return
+        os.unlink(name, dir_fd=dir_fd)
+        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
