@@ -281,8 +281,16 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate configuration YAML *text*; *source* names it in errors."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # Before any node is built: anchors and aliases expand exponentially.
+        problem = yaml_anchor_problem(text, source)
+        if problem is not None:
+            raise ConfigError(problem)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(describe_yaml_error(source, exc)) from None
     if data is None:
@@ -370,6 +378,26 @@ def _first_error(exc: ValidationError, source: str,
     extra = len(exc.errors()) - 1
     more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
     return f"{_where(source, lines, loc)}: {_dotted(loc)}: {msg}{more}"
+
+
+def yaml_anchor_problem(text: str, source: str,
+                        loader: type[Any] = yaml.SafeLoader) -> str | None:
+    """One line naming the first YAML anchor or alias in *text*, or None if it has none.
+
+    Neither the configuration nor the manifest has any use for them, and aliases of
+    aliases expand exponentially ("billion laughs"): a 30-line file would take hours and
+    gigabytes to load. Reading events builds nothing, so this check costs one parse. A
+    syntax error met on the way is raised as ``yaml.YAMLError``.
+    """
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            line = event.start_mark.line + 1 if event.start_mark is not None else None
+            where = f"{source}:{line}" if line is not None else source
+            name = event.anchor if len(event.anchor) <= 40 else event.anchor[:40] + "..."
+            if isinstance(event, yaml.AliasEvent):
+                return f"{where}: YAML aliases (*{name}) are not allowed"
+            return f"{where}: YAML anchors (&{name}) are not allowed"
+    return None
 
 
 def describe_yaml_error(source: str, exc: yaml.YAMLError) -> str:
