@@ -136,16 +136,22 @@ _ID_MATCH = ID_PATTERN.fullmatch
 _CONTROL = re.compile(r"[\x00-\x1f]").search
 
 
-def _implicit_resolvers() -> dict[str, tuple[re.Pattern[str], ...]]:
-    """For each first character, the patterns that make a plain scalar a non-string."""
+def _implicit_resolvers() -> dict[str, re.Pattern[str]]:
+    """For each first character, one pattern matching the plain scalars that YAML reads
+    as something other than a string (numbers, booleans, null, dates...)."""
     table = _LOADER.yaml_implicit_resolvers
-    wildcard = [rx for _, rx in table.get(None, [])]  # type: ignore[call-overload]
-    return {first: tuple(rx for _, rx in resolvers) + tuple(wildcard)
-            for first, resolvers in table.items() if first is not None}
+    wildcard = table.get(None, [])  # type: ignore[call-overload]
+    combined = {}
+    for first, resolvers in table.items():
+        if first is not None:
+            # One alternation instead of a loop over 3 patterns: the check runs per id.
+            # PyYAML's patterns are all anchored with ^...$ and verbose, like this one.
+            combined[first] = re.compile(
+                "|".join(f"(?:{rx.pattern})" for _, rx in [*resolvers, *wildcard]), re.X)
+    return combined
 
 
 _RESOLVERS = _implicit_resolvers()
-_NO_RESOLVERS: tuple[re.Pattern[str], ...] = ()
 
 
 class _NotSimple(Exception):
@@ -185,31 +191,24 @@ def _simple_document(next_event: Any, source: str) -> Manifest:
 
 
 def _simple_list(next_event: Any, event: Any) -> tuple[ManifestItem, ...]:
-    """The ids of a sequence whose start *event* was just read (or of a null)."""
-    if isinstance(event, yaml.ScalarEvent) and _plain(event) and event.implicit[0] \
-            and _resolves(event.value):
-        raise _NotSimple  # maybe null (an empty list), maybe an error: let it decide
-    if not (isinstance(event, yaml.SequenceStartEvent) and _plain(event)):
-        raise _NotSimple
+    """The ids of a sequence whose start *event* was just read."""
+    if not (type(event) is _SEQUENCE_START and _plain(event)):
+        raise _NotSimple  # a null (an empty list), an error...: the general path decides
     seen: dict[str, ManifestItem] = {}
-    scalar, mapping_start, sequence_end = \
-        yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceEndEvent
     while True:
         event = next_event()
         kind = type(event)
-        if kind is scalar:
-            item_id = _string(event)
-            if not _ID_MATCH(item_id):
-                raise _NotSimple
+        if kind is _SCALAR:
+            item_id = _id(event)
             if item_id not in seen:
                 seen[item_id] = ManifestItem(item_id)
-        elif kind is mapping_start and _plain(event):
+        elif kind is _MAPPING_START and _plain(event):
             item = _simple_entry(next_event)
             # Duplicates are archived once; the first label given wins.
             previous = seen.get(item.id)
             if previous is None or (previous.label is None and item.label is not None):
                 seen[item.id] = item
-        elif kind is sequence_end:
+        elif kind is _SEQUENCE_END:
             return tuple(seen.values())
         else:
             raise _NotSimple
@@ -221,32 +220,42 @@ def _simple_entry(next_event: Any) -> ManifestItem:
     label: str | None = None
     while True:
         key = next_event()
-        if isinstance(key, yaml.MappingEndEvent):
-            break
-        if not isinstance(key, yaml.ScalarEvent):
+        if type(key) is not _SCALAR:
+            if type(key) is _MAPPING_END and item_id is not None:
+                return ManifestItem(item_id, label)
             raise _NotSimple
-        name = _string(key)
         value = next_event()
-        if not isinstance(value, yaml.ScalarEvent):
+        # "id" and "label" are strings however they are quoted: only a tag could change that.
+        if type(value) is not _SCALAR or key.anchor is not None or key.tag is not None:
             raise _NotSimple
+        name = key.value
         if name == "id" and item_id is None:
-            item_id = _string(value)
-            if not _ID_MATCH(item_id):
-                raise _NotSimple
+            item_id = _id(value)
         elif name == "label" and label is None:
             label = _string(value)
             if len(label) > _LABEL_MAX or _CONTROL(label):
                 raise _NotSimple
         else:
             raise _NotSimple  # an unknown or repeated key
-    if item_id is None:
-        raise _NotSimple
-    return ManifestItem(item_id, label)
+
+
+_SCALAR, _SEQUENCE_START, _SEQUENCE_END = \
+    yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.SequenceEndEvent
+_MAPPING_START, _MAPPING_END = yaml.MappingStartEvent, yaml.MappingEndEvent
 
 
 def _plain(event: Any) -> bool:
     """No anchor and no explicit tag: the node means what it looks like."""
     return event.anchor is None and event.tag is None
+
+
+def _id(event: Any) -> str:
+    """A scalar event's value if it is a valid id, read by YAML as a string."""
+    value: str = event.value
+    if not _ID_MATCH(value) or event.anchor is not None or event.tag is not None \
+            or (event.implicit[0] and _resolves(value)):
+        raise _NotSimple
+    return value
 
 
 def _string(event: Any) -> str:
@@ -260,11 +269,8 @@ def _string(event: Any) -> str:
 
 def _resolves(value: str) -> bool:
     """Whether a plain scalar is read as something other than a string (YAML 1.1)."""
-    # A loop, not any(genexpr): this runs once per id and the generator costs more.
-    for pattern in _RESOLVERS.get(value[:1], _NO_RESOLVERS):  # noqa: SIM110
-        if pattern.match(value):
-            return True
-    return False
+    pattern = _RESOLVERS.get(value[:1])
+    return pattern is not None and pattern.match(value) is not None
 
 
 def _build(entries: Sequence[Any], source: str, lines: dict[int, int], prefix: str) -> Manifest:
