@@ -281,7 +281,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate configuration YAML *text*; *source* names it in errors."""
     try:
-        # Before any node is built: anchors and aliases expand exponentially.
+        # Before any node is built: nested aliases expand exponentially.
         problem = yaml_anchor_problem(text, source)
         if problem is not None:
             raise ConfigError(problem)
@@ -385,9 +385,10 @@ def yaml_anchor_problem(text: str, source: str,
     """One line naming the first YAML anchor or alias in *text*, or None if it has none.
 
     Neither the configuration nor the manifest has any use for them, and aliases of
-    aliases expand exponentially ("billion laughs"): a 30-line file would take hours and
-    gigabytes to load. Reading events builds nothing, so this check costs one parse. A
-    syntax error met on the way is raised as ``yaml.YAMLError``.
+    aliases turn a 30-line file into a tree of 2**30 leaves for anything that walks it
+    (the "billion laughs"; ``_line_index`` and ``${VAR}`` expansion here would run for
+    hours). Reading events builds nothing, so this check costs one parse. A syntax error
+    met on the way is raised as ``yaml.YAMLError``.
     """
     for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
