@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .config import describe_yaml_error, os_reason, yaml_anchor_problem
+from .config import describe_yaml_error, os_reason, unsafe_yaml_problem
 from .errors import ManifestError
 
 # libyaml's loader when PyYAML has it: a 10,000-id manifest parses several times faster.
@@ -89,8 +89,9 @@ def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
 
 def _parse_general(text: str, source: str) -> Manifest:
     try:
-        # Before any node is built: nested aliases expand exponentially.
-        problem = yaml_anchor_problem(text, source, _LOADER)
+        # Before any node is built: nested aliases expand exponentially, deep nesting
+        # exhausts the stack.
+        problem = unsafe_yaml_problem(text, source, _LOADER)
         if problem is not None:
             raise ManifestError(problem)
         loader = _LOADER(text)

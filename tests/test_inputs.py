@@ -231,6 +231,18 @@ def test_config_alias_is_named():
     assert str(caught.value) == "cfg.yaml:4: YAML aliases (*x) are not allowed"
 
 
+def test_deeply_nested_yaml_is_refused():
+    """Nesting deeper than any real config or manifest is one line, not a RecursionError."""
+    deep = "[" * 2000 + "]" * 2000
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"api:\n  api_key: k\nx: {deep}\n", source="cfg.yaml")
+    assert str(caught.value) == "cfg.yaml:3: YAML nested more than 50 levels deep"
+    with pytest.raises(ManifestError) as caught:
+        # (libyaml itself stops at 1,000 levels)
+        parse_manifest("videos:\n  - " + "[" * 900 + "]" * 900 + "\n", source="m.yaml")
+    assert str(caught.value) == "m.yaml:2: YAML nested more than 50 levels deep"
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("videos: ['12345', \"abc\", !!str 678]\n", [("12345", None), ("abc", None), ("678", None)]),
     ("- {id: x, label: 1.5}\n- {id: y, label: ~}\n- {id: z, label: ''}\n",
