@@ -321,8 +321,17 @@ def _warn_if_key_exposed(path: Path, text: str) -> None:
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate configuration YAML *text*; *source* names it in errors."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # Before any node is built: nested aliases expand exponentially, deep nesting
+        # exhausts the stack.
+        problem = unsafe_yaml_problem(text, source)
+        if problem is not None:
+            raise ConfigError(problem)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(describe_yaml_error(source, exc)) from None
     if data is None:
@@ -410,6 +419,42 @@ def _first_error(exc: ValidationError, source: str,
     extra = len(exc.errors()) - 1
     more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
     return f"{_where(source, lines, loc)}: {_dotted(loc)}: {msg}{more}"
+
+
+#: Deeper YAML is refused: the configuration needs 3 levels, the manifest 3, and the
+#: pure-Python parser recurses (about 330 levels end in a RecursionError).
+YAML_MAX_DEPTH = 50
+
+
+def unsafe_yaml_problem(text: str, source: str,
+                        loader: type[Any] = yaml.SafeLoader) -> str | None:
+    """One line naming the first YAML anchor, alias or too deep nesting in *text*, or None.
+
+    Neither the configuration nor the manifest has any use for anchors, and aliases of
+    aliases turn a 30-line file into a tree of 2**30 leaves for anything that walks it
+    (the "billion laughs"; ``_line_index`` and ``${VAR}`` expansion here would run for
+    hours). Reading events builds nothing, so this check costs one parse. A syntax error
+    met on the way is raised as ``yaml.YAMLError``.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            name = event.anchor if len(event.anchor) <= 40 else event.anchor[:40] + "..."
+            if isinstance(event, yaml.AliasEvent):
+                return f"{_mark(source, event)}: YAML aliases (*{name}) are not allowed"
+            return f"{_mark(source, event)}: YAML anchors (&{name}) are not allowed"
+        if depth > YAML_MAX_DEPTH:
+            return f"{_mark(source, event)}: YAML nested more than {YAML_MAX_DEPTH} levels deep"
+    return None
+
+
+def _mark(source: str, event: yaml.Event) -> str:
+    mark = event.start_mark
+    return f"{source}:{mark.line + 1}" if mark is not None else source
 
 
 def describe_yaml_error(source: str, exc: yaml.YAMLError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from archiver.config import load_config, parse_config
 from archiver.errors import ConfigError, ManifestError
 from archiver.manifest import ManifestItem, load_manifest, parse_manifest
+
+from .conftest import CLI_ENV, run_cli
 
 GOOD_CONFIG = """\
 api:
@@ -175,3 +178,102 @@ def test_missing_or_unreadable_manifest(tmp_path):
     (tmp_path / "latin1.yaml").write_bytes(b"- caf\xe9\n")
     with pytest.raises(ManifestError, match="cannot read manifest: not UTF-8 text"):
         load_manifest(tmp_path / "latin1.yaml")
+
+
+# ------------------------------------------------------- anchors, aliases, big manifests
+
+def _laughs(line: str, levels: int = 30) -> str:
+    """The "billion laughs": each level two aliases of the one before, 2**30 strings.
+
+    *line* places one level, e.g. ``"  l{n}: {value}"``.
+    """
+    values = ["&l0 [lol, lol]"] + [f"&l{n} [*l{n - 1}, *l{n - 1}]" for n in range(1, levels)]
+    return "".join(line.format(n=n, value=value) + "\n" for n, value in enumerate(values))
+
+
+def test_config_alias_bomb_is_refused_by_the_cli(tmp_path):
+    """A config with nested aliases exits 2 at once with one line naming file and line."""
+    (tmp_path / "archiver.yaml").write_text("api:\n  api_key: k\n" + _laughs("l{n}: {value}"))
+    (tmp_path / "videos.yaml").write_text("- abc\n")
+    result = run_cli("run", "videos.yaml", cwd=tmp_path, timeout=20)  # a hang guard only
+    assert result.returncode == 2
+    assert result.stderr == (
+        "archiver: error: archiver.yaml:3: YAML anchors (&l0) are not allowed\n")
+
+
+def test_manifest_alias_bomb_is_refused_by_the_cli(workdir):
+    """A manifest with nested aliases exits 2 at once with one line naming file and line."""
+    (workdir / "videos.yaml").write_text("videos:\n  - abc\n" + _laughs("  - {value}"))
+    result = run_cli("run", "videos.yaml", cwd=workdir, env=CLI_ENV, timeout=20)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "archiver: error: videos.yaml:3: YAML anchors (&l0) are not allowed\n")
+    assert not (workdir / "archive").exists()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("- abc\n- *abc\n", "m.yaml:2: YAML aliases (*abc) are not allowed"),
+    ("- &first abc\n", "m.yaml:1: YAML anchors (&first) are not allowed"),
+    ("videos:\n  - {id: x, label: &l a}\n", "m.yaml:2: YAML anchors (&l) are not allowed"),
+    ("videos: [a, *" + "z" * 100 + "]\n", "YAML aliases (*" + "z" * 40 + "...) are not"),
+])
+def test_manifest_anchors_and_aliases_are_named(text, expected):
+    """Any anchor or alias in a manifest is refused, naming its line."""
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, source="m.yaml")
+    assert expected in str(caught.value)
+
+
+def test_config_alias_is_named():
+    """An alias in the configuration is refused, naming its line."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config("api:\n  api_key: k\npolling:\n  interval: *x\n", source="cfg.yaml")
+    assert str(caught.value) == "cfg.yaml:4: YAML aliases (*x) are not allowed"
+
+
+def test_deeply_nested_yaml_is_refused():
+    """Nesting deeper than any real config or manifest is one line, not a RecursionError."""
+    deep = "[" * 2000 + "]" * 2000
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"api:\n  api_key: k\nx: {deep}\n", source="cfg.yaml")
+    assert str(caught.value) == "cfg.yaml:3: YAML nested more than 50 levels deep"
+    with pytest.raises(ManifestError) as caught:
+        # (libyaml itself stops at 1,000 levels)
+        parse_manifest("videos:\n  - " + "[" * 900 + "]" * 900 + "\n", source="m.yaml")
+    assert str(caught.value) == "m.yaml:2: YAML nested more than 50 levels deep"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("videos: ['12345', \"abc\", !!str 678]\n", [("12345", None), ("abc", None), ("678", None)]),
+    ("- {id: x, label: 1.5}\n- {id: y, label: ~}\n- {id: z, label: ''}\n",
+     [("x", "1.5"), ("y", None), ("z", "")]),
+    ("- {id: x}\n- {id: x, label: second}\n- {id: x, label: third}\n- x\n",
+     [("x", "second")]),
+    ("---\nvideos:\n  - 'a'\n  - {'id': b, \"label\": \"c d\"}\n...\n",
+     [("a", None), ("b", "c d")]),
+    ("# nothing yet\n", []),
+    ("videos:\n", []),
+])
+def test_unusual_but_valid_manifests(text, expected):
+    """Quoted, tagged and null values mean what YAML says, on every parsing path."""
+    assert [(i.id, i.label) for i in parse_manifest(text)] == expected
+
+
+@pytest.mark.parametrize("shape", ["ids", "entries"])
+def test_big_manifest_memory_stays_near_its_items(shape):
+    """Parsing builds no node tree: peak memory is about the items kept plus the text."""
+    ids = [f"{n:08d}abcdef{n:010x}" for n in range(5000)]
+    if shape == "ids":
+        text = "videos:\n" + "".join(f"  - {i}\n" for i in ids)
+    else:
+        text = "videos:\n" + "".join(f"  - id: {i}\n    label: job {n}\n"
+                                     for n, i in enumerate(ids))
+    tracemalloc.start()
+    try:
+        manifest = parse_manifest(text)
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [i.id for i in manifest] == ids
+    # A node tree with two marks per node took 20x the items (85 MiB for 20,000 entries).
+    assert peak < kept + 4 * len(text)
