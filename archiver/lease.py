@@ -97,7 +97,8 @@ class S3Lease:
 
     def __init__(self, client: Any, bucket: str, key: str, *, ttl: float, what: str,
                  on_lost: Callable[[str], None] | None = None,
-                 scrub: Callable[[str], str] = lambda s: s) -> None:
+                 scrub: Callable[[str], str] = lambda s: s,
+                 put_args: dict[str, str] | None = None) -> None:
         self.client = client
         self.bucket = bucket
         self.key = key
@@ -107,6 +108,8 @@ class S3Lease:
         self.lost: str | None = None
         self._on_lost = on_lost
         self._scrub = scrub
+        #: Encryption settings: a bucket policy may refuse unencrypted writes.
+        self._put_args = put_args or {}
         self._etag: str | None = None
         self._acquired_at = iso_utc(time.time())
         self._stop = threading.Event()
@@ -211,7 +214,7 @@ class S3Lease:
         }
         answer = self.client.put_object(
             Bucket=self.bucket, Key=self.key, Body=json.dumps(body).encode(),
-            ContentType="application/json", **condition)
+            ContentType="application/json", **self._put_args, **condition)
         return str(answer["ETag"])
 
     # ---------------------------------------------------------------------- renew

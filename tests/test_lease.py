@@ -33,9 +33,9 @@ PREFIX = "akool/"
 KEY = f"{PREFIX}{LEASE_FOLDER}shard-1-of-4"
 
 
-def storage_for(s3: S3Fixture) -> S3Storage:
+def storage_for(s3: S3Fixture, **options: Any) -> S3Storage:
     return S3Storage(s3.bucket, PREFIX, endpoint_url=s3.endpoint, region="us-east-1",
-                     addressing_style="path")
+                     addressing_style="path", **options)
 
 
 def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
@@ -57,7 +57,7 @@ def plant_lease(s3: S3Fixture, *, ttl: float, host: str = "dead-host", owner: st
 
 async def test_acquire_refuse_release(s3):
     """One holder; a second is refused naming host and expiry; release frees the shard."""
-    storage = storage_for(s3)
+    storage = storage_for(s3, sse="AES256", storage_class="GLACIER")
     await storage.open()
     try:
         async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4") as held:
@@ -65,6 +65,9 @@ async def test_acquire_refuse_release(s3):
             assert body["owner"] == held.owner
             assert body["host"] == socket.gethostname() and body["pid"] == os.getpid()
             assert {"acquired_at", "expires_at", "ttl_s"} <= set(body)
+            head = s3.client.head_object(Bucket=s3.bucket, Key=KEY)
+            assert head["ServerSideEncryption"] == "AES256"  # a bucket policy may demand it
+            assert head.get("StorageClass", "STANDARD") == "STANDARD"  # readable at once
             with pytest.raises(LockHeld) as refused:
                 async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
                     pass

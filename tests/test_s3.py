@@ -301,9 +301,10 @@ def test_cli_end_to_end(cli, served, s3):
     assert standin.api_calls == calls
     kinds = sorted({(r["method"], "list" if "list-type=2" in r["url"] else "other")
                     for r in requests})
-    # HeadBucket + the write probe (PUT, DELETE) of open(), then one listing.
+    # HeadBucket + the write probe (PUT, DELETE) of open(), the run's lease (PUT to
+    # take it, DELETE to release it), then one listing.
     assert _list_calls(requests) == 1
-    assert len(requests) == 4, kinds
+    assert len(requests) == 6, kinds
     assert s3.list_keys() == keys and s3.open_uploads() == []
     assert_no_secrets(first, second, s3=s3)
 

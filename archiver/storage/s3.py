@@ -295,7 +295,11 @@ class S3Storage:
         """
         client = self._make_client(True, timeout=max(1.0, min(10.0, ttl / 4)))
         return S3Lease(client, self.bucket, f"{self.prefix}{LEASE_FOLDER}{name}", ttl=ttl,
-                       what=what, on_lost=on_lost, scrub=self._scrub)
+                       what=what, on_lost=on_lost, scrub=self._scrub,
+                       # Encryption as configured (a bucket policy may demand it); not
+                       # the storage class: a lease in GLACIER could not be read back.
+                       put_args={k: v for k, v in self.put_args.items()
+                                 if k != "StorageClass"})
 
     def _check_bucket(self, readonly: bool) -> None:
         try:
