@@ -200,6 +200,9 @@ def _read_url(url: str, source: str, limit: int) -> bytes:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise ManifestError(f"{source}: manifest not found (HTTP 404)") from None
+        if 300 <= exc.code < 400:  # urllib refused the target (not http/https) itself
+            raise ManifestError(f"{source}: cannot read manifest: redirected (HTTP "
+                                f"{exc.code}) to a target that is not https://") from None
         raise ManifestError(f"{source}: cannot read manifest: HTTP {exc.code}") from None
     except urllib.error.URLError as exc:
         raise ManifestError(f"{source}: cannot read manifest: {exc.reason}") from None
