@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import functools
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import botocore.exceptions as bce
 
@@ -153,12 +154,14 @@ class S3Lease:
         """Create the lease, or take over an expired one; raise LockHeld if it is live."""
         for _ in range(5):
             try:
-                self._etag = self._put(IfNoneMatch="*")
+                self._etag = _retrying(functools.partial(self._put, IfNoneMatch="*"))
                 log.debug("lease %s acquired", self.where)
                 return
             except bce.ClientError as exc:
                 if _status(exc) not in _CONFLICT:
                     raise self._unavailable("create", exc) from None
+            except bce.BotoCoreError as exc:
+                raise self._unavailable("create", exc) from None
             current = self._read()
             if current is None:
                 continue  # released between our write and our read: try again
@@ -170,10 +173,12 @@ class S3Lease:
                                f"{current.describe()}; not starting a second one "
                                f"(lease {self.where})")
             try:
-                self._etag = self._put(IfMatch=current.etag)
+                self._etag = _retrying(functools.partial(self._put, IfMatch=current.etag))
             except bce.ClientError as exc:
                 if _status(exc) in _CONFLICT | {404}:
                     continue  # another run took it over first, or it was released
+                raise self._unavailable("take over", exc) from None
+            except bce.BotoCoreError as exc:
                 raise self._unavailable("take over", exc) from None
             log.warning("took over the expired lease of %s from %s", self.what,
                         current.describe().split(";")[0])
@@ -183,7 +188,7 @@ class S3Lease:
 
     def _read(self) -> LeaseState | None:
         try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self.key)
+            answer = _retrying(lambda: self.client.get_object(Bucket=self.bucket, Key=self.key))
             raw = answer["Body"].read(64 * 1024)
         except bce.ClientError as exc:
             if _status(exc) == 404:
@@ -302,6 +307,27 @@ class S3Lease:
     def _unavailable(self, action: str, exc: BaseException) -> StorageUnavailable:
         return StorageUnavailable(self._scrub(
             f"cannot {action} the lease {self.where}: {_describe(exc)}"))
+
+
+T = TypeVar("T")
+_ATTEMPTS = 4
+
+
+def _retrying(request: Callable[[], T]) -> T:
+    """*request*, tried again (4 attempts, 0.25 s doubling) on throttling, 5xx and
+    connection errors. A conditional write whose answer was lost and which is tried
+    again gets 412: the callers then find their own owner token in the lease."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return request()
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            status = _status(exc) if isinstance(exc, bce.ClientError) else None
+            transient = status is None or status == 429 or (status >= 500 and status != 501)
+            if not transient or attempt == _ATTEMPTS or isinstance(exc, bce.NoCredentialsError):
+                raise
+            log.info("lease request failed (%s); trying again", _describe(exc))
+            time.sleep(0.25 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _status(exc: bce.ClientError) -> int | None:

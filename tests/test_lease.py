@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions as bce
 import pytest
 
 from archiver.lease import LEASE_FOLDER
@@ -230,3 +231,40 @@ def test_run_that_loses_its_lease_stops_with_75(tmp_path, served, s3):
     assert {i["outcome"] for i in report["items"]} == {"pending"}
     assert json.loads(s3.read(KEY))["host"] == "usurper-host"  # never deleted
     assert sum(standin.file_requests.values()) == 0
+
+
+class _AnswerLost:
+    """A real client whose first PutObject reaches S3 but whose answer never arrives -
+    a fault moto cannot produce (a read timeout after the write landed)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.lost = 0
+
+    def put_object(self, **params: Any) -> Any:
+        answer = self._client.put_object(**params)
+        if self.lost == 0:
+            self.lost += 1
+            raise bce.ReadTimeoutError(endpoint_url="http://s3.test")
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+async def test_acquire_whose_answer_was_lost_recognises_its_own_lease(s3):
+    """The retried If-None-Match write gets 412; the lease holds our token: ours."""
+    storage = storage_for(s3)
+    await storage.open()
+    try:
+        lease = storage.lease("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease.client = _AnswerLost(lease.client)
+        await asyncio.to_thread(lease.acquire)
+        assert lease.client.lost == 1
+        head = s3.client.head_object(Bucket=s3.bucket, Key=KEY)
+        assert lease._etag == head["ETag"]
+        assert json.loads(s3.read(KEY))["owner"] == lease.owner
+        await asyncio.to_thread(lease.close)
+        assert KEY not in s3.list_keys(PREFIX)  # released: the ETag was the right one
+    finally:
+        await storage.close()
