@@ -19,6 +19,9 @@ S3 prefix keep apart with one small object per prefix and shard,
   and so does failing to renew for 3/4 of the TTL: the run is told to stop (no new
   poll or download; what is in flight may still commit, which is safe because
   ``archive.json`` is written with ``If-None-Match: *``).
+- **Other shard counts**: once it holds its lease, a run lists the lease folder and gives
+  its lease back (LockHeld) if a live lease of another N exists: ``1/2`` and ``2/4`` own
+  overlapping ids. Each writes before it looks, so two such runs cannot miss each other.
 - **Release**: DeleteObject with ``If-Match``, so a run that lost its lease never deletes
   its successor's. A store that refuses conditional deletes (HTTP 501) gets a read
   (is the lease still ours?) followed by a plain delete; the gap between the two is one
@@ -151,6 +154,17 @@ class S3Lease:
     # -------------------------------------------------------------------- acquire
 
     def acquire(self) -> None:
+        """Take the lease, then make sure no live lease of another shard layout overlaps
+        it; raise LockHeld (holding nothing) if either fails."""
+        self._take()
+        try:
+            self._check_layout()
+        except BaseException:
+            self.release()
+            self._etag = None
+            raise
+
+    def _take(self) -> None:
         """Create the lease, or take over an expired one; raise LockHeld if it is live."""
         for _ in range(5):
             try:
@@ -186,9 +200,42 @@ class S3Lease:
         raise LockHeld(f"the lease of {self.what} keeps changing hands; not starting "
                        f"(lease {self.where})")
 
-    def _read(self) -> LeaseState | None:
+    def _check_layout(self) -> None:
+        """Refuse to run beside a live lease of another shard count on this prefix.
+
+        ``--shard 1/2`` and ``--shard 2/4`` (or an unsharded run) own overlapping ids:
+        run together they would archive those twice. Each run writes its own lease first
+        and looks for the others second, so of two such runs starting together at least
+        the later one sees the earlier (both may see each other and both stop: exit 75,
+        try again). Expired leases, and names this version does not write, are ignored.
+        """
+        folder, _, name = self.key.rpartition("/")
+        mine = shard_count(name)
+        if mine is None:
+            return
         try:
-            answer = _retrying(lambda: self.client.get_object(Bucket=self.bucket, Key=self.key))
+            page = _retrying(lambda: self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=folder + "/", MaxKeys=1000))
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            raise self._unavailable("list the leases beside", exc) from None
+        for obj in page.get("Contents", []):
+            other = str(obj["Key"]).rpartition("/")[2]
+            count = shard_count(other)
+            if count is None or count == mine:
+                continue
+            current = self._read(str(obj["Key"]))
+            if current is not None and not current.expired:
+                what = "an unsharded run" if count == 1 else f"a run of shard " \
+                    f"{other.removeprefix('shard-').replace('-of-', '/')}"
+                raise LockHeld(
+                    f"{what} holds s3://{self.bucket}/{obj['Key']} on {current.describe()}; "
+                    f"{self.what} would archive some of its ids too: use one shard count "
+                    "per prefix at a time; not starting")
+
+    def _read(self, key: str | None = None) -> LeaseState | None:
+        key = self.key if key is None else key
+        try:
+            answer = _retrying(lambda: self.client.get_object(Bucket=self.bucket, Key=key))
             raw = answer["Body"].read(64 * 1024)
         except bce.ClientError as exc:
             if _status(exc) == 404:
@@ -328,6 +375,16 @@ def _retrying(request: Callable[[], T]) -> T:
             log.info("lease request failed (%s); trying again", _describe(exc))
             time.sleep(0.25 * 2 ** (attempt - 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def shard_count(name: str) -> int | None:
+    """N of a lease name (``all``: 1, ``shard-2-of-4``: 4); None for other names."""
+    if name == "all":
+        return 1
+    parts = name.split("-")
+    if len(parts) == 4 and parts[0] == "shard" and parts[2] == "of" and parts[3].isdigit():
+        return int(parts[3])
+    return None
 
 
 def _status(exc: bce.ClientError) -> int | None:

@@ -268,3 +268,39 @@ async def test_acquire_whose_answer_was_lost_recognises_its_own_lease(s3):
         assert KEY not in s3.list_keys(PREFIX)  # released: the ETag was the right one
     finally:
         await storage.close()
+
+
+async def test_live_lease_of_another_shard_count_refuses_the_run(s3):
+    """A live 0/2 lease overlaps shard 1/4: refused, nothing left; an expired one is not."""
+    other = f"{PREFIX}{LEASE_FOLDER}shard-0-of-2"
+    plant_lease(s3, ttl=3600, host="old-layout-host", key=other)
+    storage = storage_for(s3)
+    await storage.open()
+    try:
+        with pytest.raises(LockHeld) as refused:
+            async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
+                pass
+        assert "a run of shard 0/2" in str(refused.value)
+        assert "old-layout-host" in str(refused.value)
+        assert KEY not in s3.list_keys(PREFIX)  # our own lease was given back
+        async with storage.lease("shard-1-of-2", ttl=60, what="shard 1/2"):
+            pass  # the same shard count: no overlap
+        with pytest.raises(LockHeld, match="an unsharded run"):
+            plant_lease(s3, ttl=3600, key=f"{PREFIX}{LEASE_FOLDER}all")
+            async with storage.lease("shard-1-of-2", ttl=60, what="shard 1/2"):
+                pass
+        plant_lease(s3, ttl=0.01, key=other)
+        plant_lease(s3, ttl=0.01, key=f"{PREFIX}{LEASE_FOLDER}all")
+        lease = storage.lease("shard-1-of-4", ttl=60, what="shard 1/4")
+        wait_until(lambda: _acquired(lease), "the old leases to expire")
+        await asyncio.to_thread(lease.close)
+    finally:
+        await storage.close()
+
+
+def _acquired(lease: Any) -> bool:
+    try:
+        lease.acquire()
+    except LockHeld:
+        return False
+    return True
