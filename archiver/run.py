@@ -45,9 +45,11 @@ async def archive(config: Config, manifest: Manifest, *, storage: Storage | None
 
     Setting *interrupt* stops the run gracefully (see :mod:`archiver.scheduler`).
     With *dry_run*, poll and report what would be downloaded; write nothing at all.
-    With *shard*, *manifest* holds that shard's ids (:meth:`Shard.select`) and the run
-    lock is that shard's, so the other shards' runs go on in parallel.
+    With *shard*, only that shard's ids of *manifest* are archived (:meth:`Shard.select`)
+    and the run lock is that shard's, so the other shards' runs go on in parallel.
     """
+    if shard is not None:
+        manifest = shard.select(manifest)  # idempotent: callers may have selected already
     started = time.monotonic()
     started_at = time.time()
     storage = storage if storage is not None else make_storage(config.storage)

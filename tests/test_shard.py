@@ -124,3 +124,16 @@ def test_local_shards_lock_apart(workdir, served):
     assert free.returncode == 0, free.stderr
     done = {p.name for p in Path(workdir / "archive").iterdir() if (p / "archive.json").exists()}
     assert done == {i for i in IDS[:6] if shard_of(i, 2) == 1}
+
+
+async def test_library_archive_takes_only_its_shard(make_config, standin, tmp_path):
+    """archive(..., shard=) archives that shard's ids of a whole manifest, and says so."""
+    from archiver.run import archive
+
+    for item in IDS[:8]:
+        standin.add_job(item)
+    result = await archive(make_config(), Manifest.from_ids(IDS[:8]), shard=Shard(0, 2))
+    assert result.shard == "0/2"
+    assert sorted(i.id for i in result.items) == sorted(i for i in IDS[:8]
+                                                         if shard_of(i, 2) == 0)
+    assert (tmp_path / "archive" / ".archiver.shard-0-of-2.lock").exists()
