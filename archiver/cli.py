@@ -3,7 +3,8 @@
 Exit statuses: 0 all archived (now or before), 3 some pending and none failed,
 1 some failed or expired (verify: a problem found), 2 usage / configuration / manifest /
 credential / storage error, 74 the run is done but its report or metrics file could not
-be written, 75 another run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM.
+be written, 75 another run holds the lock (or lease) or took this run's lease over,
+130 / 143 stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from . import __version__
 from .config import DEFAULT_CONFIG_PATH, Config, load_config, os_reason
 from .errors import ArchiverError, FatalRunError, ItemError, UsageError
 from .lock import LockHeld
-from .manifest import Manifest, load_manifest
+from .manifest import Manifest
 from .models import Outcome, RunResult, iso_utc
 from .report import build_report, check_writable, json_text, write_report
 from .run import archive
 from .scheduler import Observer
+from .shard import Shard, parse_shard
+from .sources import load_manifest_from
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -57,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="archive the jobs of a manifest")
-    run.add_argument("manifest", type=Path, metavar="MANIFEST",
-                     help="YAML list of video_model_ids")
+    run.add_argument("manifest", metavar="MANIFEST", help=_MANIFEST_HELP)
     _add_config_flag(run)
+    _add_shard_flag(run)
     run.add_argument("--report", type=Path, metavar="PATH",
                      help="write a JSON report of the run (each id's outcome, files, errors)")
     run.add_argument("--metrics-file", type=Path, metavar="PATH",
@@ -70,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser(
         "verify", help="check archived files against their records (size, SHA-256)")
-    verify.add_argument("manifest", type=Path, nargs="?", metavar="MANIFEST",
+    verify.add_argument("manifest", nargs="?", metavar="MANIFEST",
                         help="only these ids (default: everything archived)")
     _add_config_flag(verify)
+    _add_shard_flag(verify)
     verify.add_argument("--deep", action="store_true",
                         help="S3: download and re-hash every object instead of comparing "
                              "S3's own checksums")
@@ -80,15 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status", help="which ids are archived, partially downloaded or absent")
-    status.add_argument("manifest", type=Path, metavar="MANIFEST")
+    status.add_argument("manifest", metavar="MANIFEST", help=_MANIFEST_HELP)
     _add_config_flag(status)
+    _add_shard_flag(status)
     status.add_argument("--remote", action="store_true",
                         help="also ask the API for each job's current status")
     _add_output_flags(status)
 
     gc = commands.add_parser(
         "gc", help="remove files left by attempts that never committed (old enough only)")
-    gc.add_argument("manifest", type=Path, nargs="?", metavar="MANIFEST",
+    gc.add_argument("manifest", nargs="?", metavar="MANIFEST",
                     help="only these ids (default: every id in the archive)")
     _add_config_flag(gc)
     gc.add_argument("--min-age", metavar="DURATION",
@@ -104,6 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where to put the archive (default: ./demo-archive)")
     _add_output_flags(demo)
     return parser
+
+
+_MANIFEST_HELP = ("YAML list of video_model_ids: a file, - (standard input), "
+                  "s3://BUCKET/KEY or an https:// URL")
+
+
+def _add_shard_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard", metavar="K/N",
+                        help="only the ids of shard K of N (0-based; auto/N: K from "
+                             "JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or "
+                             "CLOUD_RUN_TASK_INDEX)")
+
+
+def _resolve_shard(args: argparse.Namespace) -> Shard | None:
+    """The shard --shard names (kept on *args* for the metrics), or None."""
+    spec = getattr(args, "shard", None)
+    args.resolved_shard = parse_shard(spec) if spec else None
+    return args.resolved_shard  # type: ignore[no-any-return]
+
+
+def _load_manifest(spec: str, config: Config, shard: Shard | None = None) -> Manifest:
+    manifest = load_manifest_from(spec, s3=config.storage.s3)
+    return shard.select(manifest) if shard is not None else manifest
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -171,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Metrics say how the run ended, whatever ended it (even a config error).
         metrics_file = getattr(args, "metrics_file", None)
         if metrics_file is not None and status is not None and metrics_ok:
-            written = _write_metrics(metrics_file, result, status)
+            written = _write_metrics(metrics_file, result, status,
+                                     getattr(args, "resolved_shard", None))
             if not written and status in (EXIT_OK, EXIT_FAILED, EXIT_PENDING):
                 status = EXIT_IOERR
     return status
@@ -181,9 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> tuple[int, RunResult]:
     # Both inputs are checked before anything touches the network or the archive.
+    shard = _resolve_shard(args)
     config = load_config(args.config)
     install_secret_filter(config)
-    manifest = load_manifest(args.manifest)
+    manifest = _load_manifest(args.manifest, config, shard)
     # Found now, not after an hour of downloads: outputs that cannot be written.
     _check_output(args.report, "report")
     _check_output(args.metrics_file, "metrics file")
@@ -223,10 +253,10 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         result = await archive(config, manifest, observer=observer, interrupt=interrupt,
-                               dry_run=args.dry_run)
-    except (UsageError, FatalRunError) as exc:
+                               dry_run=args.dry_run, shard=args.resolved_shard)
+    except (UsageError, FatalRunError, LockHeld) as exc:
         if args.report:
-            _write_failure_report(args.report, exc)
+            _write_failure_report(args.report, exc, args.resolved_shard)
         raise
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -272,16 +302,19 @@ def _save(path: Path, what: str, write: Callable[[], None]) -> bool:
     return True
 
 
-def _write_failure_report(path: Path, exc: ArchiverError) -> None:
-    report = {"schema": 1, "archiver_version": __version__, "exit_status": EXIT_USAGE,
-              "fatal_error": str(exc), "items": [], "totals": None}
+def _write_failure_report(path: Path, exc: ArchiverError, shard: Shard | None) -> None:
+    status = EXIT_LOCKED if isinstance(exc, LockHeld) else EXIT_USAGE
+    report = {"schema": 1, "archiver_version": __version__, "exit_status": status,
+              "fatal_error": str(exc), "shard": str(shard) if shard is not None else None,
+              "items": [], "totals": None}
     _save(path, "report", lambda: write_report(path, report))
 
 
-def _write_metrics(path: Path, result: RunResult | None, status: int) -> bool:
+def _write_metrics(path: Path, result: RunResult | None, status: int,
+                   shard: Shard | None = None) -> bool:
     from .metrics import write_metrics
 
-    return _save(path, "metrics file", lambda: write_metrics(path, result, status))
+    return _save(path, "metrics file", lambda: write_metrics(path, result, status, shard=shard))
 
 
 def format_summary(result: RunResult) -> str:
@@ -303,7 +336,11 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"  ... and {len(failed) - 20} more (see --report)")
     if result.interrupted:
         lines.append("  interrupted: unfinished ids are pending; partial downloads are kept")
-    return f"archiver: {len(result.items)} id(s)\n" + "\n".join(lines)
+    if result.lease_lost:
+        lines.append("  lease lost: another run took this shard over; unfinished ids are "
+                     "pending (exit status 75)")
+    of_shard = f" of shard {result.shard}" if result.shard else ""
+    return f"archiver: {len(result.items)} id(s){of_shard}\n" + "\n".join(lines)
 
 
 def format_dry_run(result: RunResult) -> str:
@@ -340,15 +377,21 @@ def _verify(args: argparse.Namespace) -> int:
     from .storage import make_storage
     from .verify import verify
 
+    shard = _resolve_shard(args)
     config = load_config(args.config)
     install_secret_filter(config)
-    ids = [i.id for i in load_manifest(args.manifest)] if args.manifest else None
+    ids = [i.id for i in _load_manifest(args.manifest, config, shard)] \
+        if args.manifest else None
 
     async def go() -> Any:
         storage = make_storage(config.storage)
         await storage.open(readonly=True)
         try:
-            return await verify(storage, ids, deep=args.deep)  # type: ignore[arg-type]
+            targets = ids
+            if targets is None and shard is not None:
+                targets = [i for i in await storage.list_archived()  # type: ignore[attr-defined]
+                           if shard.owns(i)]
+            return await verify(storage, targets, deep=args.deep)  # type: ignore[arg-type]
         finally:
             await storage.close()
 
@@ -366,9 +409,10 @@ def _status(args: argparse.Namespace) -> int:
     from .api import AkoolClient
     from .storage import make_storage
 
+    shard = _resolve_shard(args)
     config = load_config(args.config)
     install_secret_filter(config)
-    manifest = load_manifest(args.manifest)
+    manifest = _load_manifest(args.manifest, config, shard)
     ids = [i.id for i in manifest]
 
     async def go() -> tuple[dict[str, str], dict[str, str]]:
@@ -419,7 +463,7 @@ def _gc(args: argparse.Namespace) -> int:
     install_secret_filter(config)
     min_age = parse_duration(args.min_age) if args.min_age else default_min_age(config)
     check_min_age(min_age, config)  # before reading the manifest or touching storage
-    ids = [i.id for i in load_manifest(args.manifest)] if args.manifest else None
+    ids = [i.id for i in _load_manifest(args.manifest, config)] if args.manifest else None
     result = asyncio.run(collect(config, ids, min_age=min_age, dry_run=args.dry_run))
     verb = "would remove" if args.dry_run else "removed"
     if (args.verbose or args.dry_run) and not args.quiet:

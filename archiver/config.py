@@ -257,12 +257,17 @@ class LimitsConfig(_Model):
 class RunConfig(_Model):
     """How a run behaves as a process."""
 
-    #: Lock file that keeps two runs apart. Default: ``<root>/.archiver.lock`` for local
-    #: storage; for S3, a file under ``$XDG_RUNTIME_DIR`` (or the temp dir) named after
-    #: the bucket and prefix.
+    #: Lock file (flock) that keeps two runs apart. Default: ``<root>/.archiver.lock``
+    #: for local storage; for S3, no file but a lease object under the prefix, which also
+    #: keeps out runs on other hosts (see :mod:`archiver.lease`). Setting it on S3
+    #: replaces the lease by this host-local file.
     lock_file: Path | None = None
     #: After SIGINT/SIGTERM, in-flight transfers get this long to finish, then are cancelled.
     shutdown_grace: NonNegativeFloat = 10.0
+    #: S3 (without lock_file): seconds the run's lease object lives after its last renewal
+    #: (renewed every third of it). A run killed without releasing it (SIGKILL, a pod
+    #: evicted) keeps its shard from other runs this long at most.
+    lease_ttl: Annotated[float, Field(ge=2, le=86400)] = 120.0
 
 
 class Config(_Model):

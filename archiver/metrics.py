@@ -12,18 +12,26 @@ from pathlib import Path
 
 from .models import Outcome, RunResult
 from .report import write_atomic_text
+from .shard import Shard
 
-_LAST_SUCCESS = re.compile(r"^archiver_last_success_timestamp_seconds\s+([0-9.eE+]+)\s*$", re.M)
+_LAST_SUCCESS = re.compile(
+    r"^archiver_last_success_timestamp_seconds(?:\{[^}]*\})?\s+([0-9.eE+]+)\s*$", re.M)
 
 
 def render_metrics(result: RunResult | None, exit_status: int, *, now: float,
-                   last_success: float | None) -> str:
+                   last_success: float | None, shard: Shard | None = None) -> str:
+    """The metrics text. A sharded run labels every series ``shard="2",shards="4"``:
+    N runs on one node write N files whose series must not collide, and the two labels
+    let a query count the shards (``count by (shards)``) or pick one."""
     lines: list[str] = []
+    common = f'shard="{shard.index}",shards="{shard.count}"' if shard is not None else ""
 
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
+            if common:
+                labels = f"{{{common},{labels[1:]}" if labels else f"{{{common}}}"
             lines.append(f"{name}{labels} {_number(value)}")
 
     if result is not None:
@@ -45,12 +53,12 @@ def render_metrics(result: RunResult | None, exit_status: int, *, now: float,
 
 
 def write_metrics(path: Path, result: RunResult | None, exit_status: int,
-                  now: float | None = None) -> None:
+                  now: float | None = None, shard: Shard | None = None) -> None:
     """Write the metrics file; the last-success time carries over from the previous file."""
     now = time.time() if now is None else now
     last_success = now if exit_status == 0 else _previous_success(path)
     write_atomic_text(path, render_metrics(result, exit_status, now=now,
-                                           last_success=last_success))
+                                           last_success=last_success, shard=shard))
 
 
 def _previous_success(path: Path) -> float | None:

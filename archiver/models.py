@@ -134,6 +134,10 @@ class RunResult:
     file_requests: int = 0
     #: The run was stopped early (SIGINT/SIGTERM); unfinished ids are pending.
     interrupted: bool = False
+    #: ``K/N`` when the run archived one shard of the manifest (``--shard``), else None.
+    shard: str | None = None
+    #: The run lost its S3 lease to another run and stopped early (exit status 75).
+    lease_lost: bool = False
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for i in self.items if i.outcome is outcome)
@@ -144,9 +148,12 @@ class RunResult:
 
     @property
     def exit_status(self) -> int:
-        """0 all archived, 3 some pending (none failed), 1 any failed or expired."""
+        """0 all archived, 3 some pending (none failed), 1 any failed or expired,
+        75 (none failed) the run lost its lease and stopped: another run has the shard."""
         if any(i.outcome in (Outcome.FAILED, Outcome.EXPIRED) for i in self.items):
             return 1
+        if self.lease_lost:
+            return 75
         if any(i.outcome is Outcome.PENDING for i in self.items):
             return 3
         return 0

@@ -42,6 +42,9 @@ def build_report(result: RunResult, exit_status: int, signal: str | None = None)
         "interrupted_by": signal,
         "storage": result.storage,
         "manifest": result.manifest,
+        # "2/4" when the run archived one shard (--shard), else null.
+        "shard": result.shard,
+        "lease_lost": result.lease_lost,
         "totals": totals,
         "items": [_item(i, now) for i in result.items],
     }

@@ -16,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from .api import AkoolClient
@@ -28,40 +31,61 @@ from .lock import RunLock
 from .manifest import Manifest
 from .models import RunResult
 from .scheduler import Observer, Scheduler
+from .shard import Shard
 from .storage import Storage, make_storage
+
+log = logging.getLogger(__name__)
 
 
 async def archive(config: Config, manifest: Manifest, *, storage: Storage | None = None,
                   observer: Observer | None = None,
-                  interrupt: asyncio.Event | None = None, dry_run: bool = False) -> RunResult:
+                  interrupt: asyncio.Event | None = None, dry_run: bool = False,
+                  shard: Shard | None = None) -> RunResult:
     """Archive every job of *manifest* that is not archived yet.
 
     Setting *interrupt* stops the run gracefully (see :mod:`archiver.scheduler`).
     With *dry_run*, poll and report what would be downloaded; write nothing at all.
+    With *shard*, only that shard's ids of *manifest* are archived (:meth:`Shard.select`)
+    and the run lock is that shard's, so the other shards' runs go on in parallel.
     """
+    if shard is not None:
+        manifest = shard.select(manifest)  # idempotent: callers may have selected already
     started = time.monotonic()
     started_at = time.time()
     storage = storage if storage is not None else make_storage(config.storage)
     # Fail before polling anything if the destination cannot take the results.
     await storage.open(readonly=dry_run)
+    # The scheduler stops on this: the caller's interrupt, or the lease lost to another run.
+    stop = asyncio.Event()
+    lost: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def on_lost(reason: str) -> None:  # called from the lease's renewal thread
+        lost.append(reason)
+        loop.call_soon_threadsafe(stop.set)
+
+    forward = asyncio.create_task(_forward(interrupt, stop)) if interrupt is not None else None
     try:
-        lock = contextlib.nullcontext() if dry_run else RunLock(lock_path(config, storage))
-        with lock:
-            async with (
-                AkoolClient(config.api, limit=config.concurrency.polls) as client,
-                Downloader(config.downloads, limit=config.concurrency.downloads,
-                           bandwidth=config.limits.bandwidth_bytes) as downloader,
-            ):
-                scheduler = Scheduler(config, client, downloader, storage, observer,
-                                      dry_run=dry_run)
-                items = await scheduler.run(manifest.items, interrupt)
-                api_requests, file_requests = client.requests, downloader.requests
+        async with (
+            _no_lock() if dry_run else run_lock(config, storage, shard, on_lost),
+            AkoolClient(config.api, limit=config.concurrency.polls) as client,
+            Downloader(config.downloads, limit=config.concurrency.downloads,
+                       bandwidth=config.limits.bandwidth_bytes) as downloader,
+        ):
+            scheduler = Scheduler(config, client, downloader, storage, observer,
+                                  dry_run=dry_run)
+            items = await scheduler.run(manifest.items, stop)
+            api_requests, file_requests = client.requests, downloader.requests
     finally:
+        if forward is not None:
+            forward.cancel()
         await storage.close()
     result = RunResult(items=items, duration=time.monotonic() - started, started_at=started_at,
                        storage=storage.description, manifest=manifest.source,
                        api_requests=api_requests, file_requests=file_requests,
-                       interrupted=interrupt is not None and interrupt.is_set())
+                       interrupted=interrupt is not None and interrupt.is_set(),
+                       shard=str(shard) if shard is not None else None,
+                       lease_lost=bool(lost))
     if observer is not None:
         observer.run_finished(result)
     return result
@@ -72,9 +96,54 @@ def archive_sync(config: Config, manifest: Manifest, **kwargs: object) -> RunRes
     return asyncio.run(archive(config, manifest, **kwargs))  # type: ignore[arg-type]
 
 
-def lock_path(config: Config, storage: Storage) -> Path:
+async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+@contextlib.asynccontextmanager
+async def _no_lock() -> AsyncIterator[None]:
+    yield  # a dry run writes nothing: it needs no lock and keeps no run out
+
+
+@contextlib.asynccontextmanager
+async def _flock(path: Path) -> AsyncIterator[None]:
+    with RunLock(path):
+        yield
+
+
+def run_lock(config: Config, storage: Storage, shard: Shard | None = None,
+             on_lost: Callable[[str], None] | None = None,
+             ) -> AbstractAsyncContextManager[object]:
+    """The lock that keeps other runs of the same archive (and shard) out.
+
+    The storage decides: one that offers ``lease(name, ttl=, what=, on_lost=)`` (S3)
+    gets a lease object that keeps out runs on every host, unless ``run.lock_file``
+    asks for a local file; others a ``flock`` on :func:`lock_path`. Raises
+    :class:`~archiver.lock.LockHeld` on entry if another run holds it; *on_lost* is
+    called if a lease is lost while held.
+    """
+    whole = shard is None or shard.count == 1  # 0/1 is the whole manifest
+    what = storage.description if whole else f"shard {shard} of {storage.description}"
+    lease = getattr(storage, "lease", None)
+    if config.run.lock_file is None and lease is not None:
+        name = "all" if whole else f"shard-{shard.name}"  # type: ignore[union-attr]
+        return lease(name, ttl=config.run.lease_ttl, what=what,  # type: ignore[no-any-return]
+                     on_lost=on_lost)
+    return _flock(lock_path(config, storage, None if whole else shard))
+
+
+def lock_path(config: Config, storage: Storage, shard: Shard | None = None) -> Path:
     """``run.lock_file``, else the backend's own (``<root>/.archiver.lock`` for local),
-    else a file in the runtime/temp directory named after the destination."""
+    else a file in the runtime/temp directory named after the destination. A shard
+    gets its own file next to it (``.archiver.shard-2-of-4.lock``)."""
+    path = _base_lock_path(config, storage)
+    if shard is not None and shard.count > 1:
+        path = path.with_name(f"{path.stem}.shard-{shard.name}{path.suffix}")
+    return path
+
+
+def _base_lock_path(config: Config, storage: Storage) -> Path:
     if config.run.lock_file is not None:
         return config.run.lock_file
     default = getattr(storage, "default_lock_file", None)

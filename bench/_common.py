@@ -133,7 +133,8 @@ class BenchServer:
     def __init__(self, workdir: Path, *, jobs: int, api_key: str, video_size: int = 64 * 1024,
                  no_caption_size: int | None = None, files: str = "video",
                  polls_until_done: int = 1, outcome: str = "success", latency: float = 0.0,
-                 export_dir: Path | None = None, public_base_url: str | None = None) -> None:
+                 export_dir: Path | None = None, public_base_url: str | None = None,
+                 file_rate: float | None = None) -> None:
         self.manifest = workdir / "manifest.yaml"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -148,6 +149,8 @@ class BenchServer:
             cmd += ["--export-dir", str(export_dir)]
         if public_base_url is not None:
             cmd += ["--public-base-url", public_base_url]
+        if file_rate is not None:
+            cmd += ["--file-rate", str(file_rate)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()  # the base URL: the server is up

@@ -7,6 +7,8 @@
 Differences from ``python -m archiver.testing``:
 
 - ``--no-caption-size`` (the CLI serves no-caption videos at the video size);
+- ``--file-rate`` paces each file response (bytes/s per connection, like nginx
+  ``limit_rate``);
 - ``--export-dir`` writes every result file to ``DIR/files/<id>/<name>`` (the same bytes
   the stand-in serves), so a static file server (nginx) can serve them, and
   ``--public-base-url`` makes the API answer with that server's URLs;
@@ -89,13 +91,16 @@ def main() -> None:
     parser.add_argument("--ids-file", type=Path, required=True)
     parser.add_argument("--export-dir", type=Path)
     parser.add_argument("--public-base-url")
+    parser.add_argument("--file-rate", type=float, default=None,
+                        help="bytes per second per file response (a CDN's per-connection "
+                             "limit); default: unlimited")
     args = parser.parse_args()
     files = tuple(k for k in args.files.split(",") if k)
     assert set(files) <= set(FILE_KINDS), files
 
     standin = BenchStandIn(api_key=args.api_key, latency=args.latency,
                            public_base_url=args.public_base_url,
-                           max_recorded_requests=16)
+                           max_recorded_requests=16, file_rate=args.file_rate)
     scenario = JobScenario(
         polls_until_done=args.polls_until_done, outcome=args.outcome, files=files,
         video_size=args.video_size,

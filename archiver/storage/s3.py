@@ -87,6 +87,7 @@ import stamina
 from botocore.config import Config as BotoConfig
 
 from ..errors import DownloadError, StorageUnavailable
+from ..lease import LEASE_FOLDER, S3Lease
 from ..manifest import ID_PATTERN
 from ..models import RESULT_FILES
 from .base import INFO_NAME, RECORD_NAME, SUMS_NAME, Garbage, GcResult, Partial
@@ -203,6 +204,7 @@ class S3Storage:
             self.put_args["SSEKMSKeyId"] = kms_key_id
         if storage_class is not None:
             self.put_args["StorageClass"] = storage_class
+        self._session: Any = None
         self._client: Any = None
         self._data_client: Any = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -260,27 +262,44 @@ class S3Storage:
         self._secrets = tuple(s for s in (frozen.access_key, frozen.secret_key, frozen.token)
                               if s and len(s) >= 4)
 
-        def make_client(sign_payload: bool) -> Any:
-            config = BotoConfig(
-                s3={"addressing_style": self.addressing_style,
-                    "payload_signing_enabled": sign_payload},
-                # One retry policy, ours (see module docstring): botocore makes one attempt.
-                retries={"mode": "standard", "max_attempts": 1},
-                max_pool_connections=self.max_concurrency,
-                connect_timeout=10,
-                read_timeout=60,
-            )
-            return session.client("s3", endpoint_url=self.endpoint_url,
-                                  region_name=self.region, config=config)
-
         self._close_clients()  # opened again: fresh clients
-        self._client = make_client(True)
+        self._session = session
+        self._client = self._make_client(True)
         # For PutObject and UploadPart only, which always carry x-amz-checksum-sha256: that
         # header is signed and S3 checks the body against it, so hashing the body a second
         # time for the signature (botocore does on http:// endpoints, and on https:// when
         # the checksum is the caller's) would protect nothing more and cost a SHA-256 pass.
-        self._data_client = make_client(False)
+        self._data_client = self._make_client(False)
         self._check_bucket(readonly)
+
+    def _make_client(self, sign_payload: bool, timeout: float | None = None) -> Any:
+        config = BotoConfig(
+            s3={"addressing_style": self.addressing_style,
+                "payload_signing_enabled": sign_payload},
+            # One retry policy, ours (see module docstring): botocore makes one attempt.
+            retries={"mode": "standard", "max_attempts": 1},
+            max_pool_connections=self.max_concurrency,
+            connect_timeout=timeout or 10,
+            read_timeout=timeout or 60,
+        )
+        return self._session.client("s3", endpoint_url=self.endpoint_url,
+                                    region_name=self.region, config=config)
+
+    def lease(self, name: str, *, ttl: float, what: str,
+              on_lost: Callable[[str], None] | None = None) -> S3Lease:
+        """The run lock of this storage: a lease object under the prefix (:mod:`archiver.lease`),
+        so that runs on other hosts and pods are kept out too. Call after :meth:`open`.
+
+        The lease has its own client, whose timeouts are short next to *ttl*: a renewal
+        that hangs must fail in time to be noticed.
+        """
+        client = self._make_client(True, timeout=max(1.0, min(10.0, ttl / 4)))
+        return S3Lease(client, self.bucket, f"{self.prefix}{LEASE_FOLDER}{name}", ttl=ttl,
+                       what=what, on_lost=on_lost, scrub=self._scrub,
+                       # Encryption as configured (a bucket policy may demand it); not
+                       # the storage class: a lease in GLACIER could not be read back.
+                       put_args={k: v for k, v in self.put_args.items()
+                                 if k != "StorageClass"})
 
     def _check_bucket(self, readonly: bool) -> None:
         try:

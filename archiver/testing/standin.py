@@ -449,6 +449,7 @@ class AkoolStandIn:
         public_base_url: str | None = None,
         chunk_size: int = CHUNK_SIZE,
         max_recorded_requests: int = 10_000,
+        file_rate: float | None = None,
     ) -> None:
         """Configure credentials and global behaviour.
 
@@ -458,10 +459,15 @@ class AkoolStandIn:
         request. ``public_base_url`` replaces the request's own scheme and
         host in result URLs (for a stand-in behind a proxy).
         ``max_recorded_requests`` bounds :attr:`api_requests` so that long
-        benchmarks do not grow memory without limit.
+        benchmarks do not grow memory without limit. ``file_rate`` (bytes per
+        second) paces every file response on its own, like a CDN that limits each
+        connection (nginx ``limit_rate``): N parallel downloads get N times the rate.
         """
         if chunk_size <= 0:
             raise ValueError("chunk_size must be > 0")
+        if file_rate is not None and file_rate <= 0:
+            raise ValueError("file_rate must be > 0")
+        self.file_rate = file_rate
         self.api_key = api_key
         self.token = token
         self.client_id = client_id
@@ -1009,11 +1015,22 @@ class AkoolStandIn:
 
         # For "truncate"/"stall" only the first half of the body is sent.
         stop = start + (end - start) // 2 if fault in ("truncate", "stall") else end
+        rate = self.file_rate
+        # Paced responses go in small chunks (1/20 s each) so the rate holds smoothly.
+        chunk_size = self.chunk_size if rate is None else \
+            max(1024, min(self.chunk_size, int(rate / 20)))
+        loop = asyncio.get_running_loop()
+        began, sent = loop.time(), 0
         try:
-            for chunk in file.content.iter_chunks(start, stop, self.chunk_size):
+            for chunk in file.content.iter_chunks(start, stop, chunk_size):
                 await resp.write(chunk)
                 with self._lock:
                     self._file_bytes_sent[key] += len(chunk)
+                if rate is not None:
+                    sent += len(chunk)
+                    ahead = sent / rate - (loop.time() - began)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
         except ConnectionError:
             # The client went away mid-download; nothing left to do.
             return resp

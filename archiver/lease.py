@@ -1,0 +1,411 @@
+"""One run per shard across hosts: a lease object on S3, kept with conditional writes.
+
+A ``flock`` keeps runs apart on one host only. Runs on many hosts or pods that share one
+S3 prefix keep apart with one small object per prefix and shard,
+``<prefix>.archiver-lease/<name>`` (``all`` for an unsharded run, ``shard-2-of-4`` for
+``--shard 2/4``). The same primitive Terraform's S3 backend uses for state locking:
+
+- **Acquire**: PutObject with ``If-None-Match: *``. It succeeds for exactly one run; the
+  others get 412 and read the lease. A live lease makes them stop with
+  :class:`~archiver.lock.LockHeld` (exit 75) naming the holder's host, pid and expiry.
+- **Expiry** is judged by S3's clock alone: the lease's ``LastModified`` plus the
+  holder's TTL (in the body), against the ``Date`` of the GetObject answer, plus one
+  second for the granularity of both. No host's clock skew can make a lease look expired.
+- **Takeover** of an expired lease: PutObject with ``If-Match: <the expired ETag>``. Of
+  several runs racing for it, one wins; the others get 412 and find a live lease.
+- **Renewal**: a background thread rewrites the lease every TTL/3 with ``If-Match`` on
+  the ETag it last wrote. A 412 or 404 means another run took the shard over (our lease
+  had expired: the process was frozen, or the network down, for longer than the TTL),
+  and so does failing to renew for 3/4 of the TTL: the run is told to stop (no new
+  poll or download; what is in flight may still commit, which is safe because
+  ``archive.json`` is written with ``If-None-Match: *``).
+- **Other shard counts**: once it holds its lease, a run lists the lease folder and gives
+  its lease back (LockHeld) if a live lease of another N exists: ``1/2`` and ``2/4`` own
+  overlapping ids. Each writes before it looks, so two such runs cannot miss each other.
+- **Release**: DeleteObject with ``If-Match``, so a run that lost its lease never deletes
+  its successor's. A store that refuses conditional deletes (HTTP 501) gets a read
+  (is the lease still ours?) followed by a plain delete; the gap between the two is one
+  round trip, and only matters if the lease expired within it - which renewal prevents
+  unless the process stalled for a whole TTL at exactly that moment.
+
+A request that reached S3 but whose answer was lost (a timeout) is recognised on the
+next attempt: the lease then holds our own random owner token, and we adopt its ETag.
+
+A pod killed by SIGKILL or the OOM killer cannot release its lease: the next run of its
+shard waits (exit 75) until the lease expires, at most ``run.lease_ttl`` seconds later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import functools
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import botocore.exceptions as bce
+
+from . import __version__
+from .errors import StorageUnavailable
+from .lock import LockHeld
+from .models import iso_utc
+
+log = logging.getLogger(__name__)
+
+#: The folder of lease objects under the prefix. Its name can never be an id (ids have
+#: no dot), so the skip check, verify, status and gc never take a lease for an item.
+LEASE_FOLDER = ".archiver-lease/"
+#: One second for the granularity of LastModified and Date (both whole seconds).
+_CLOCK_MARGIN = 1.0
+_CONFLICT = {412, 409}  # 409: ConditionalRequestConflict (a concurrent conditional write)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """What a GetObject of the lease found."""
+
+    body: dict[str, Any]
+    etag: str
+    expires: float  # S3 time
+    now: float  # S3 time of the answer
+
+    @property
+    def expired(self) -> bool:
+        return self.now > self.expires
+
+    def describe(self) -> str:
+        host = self.body.get("host", "an unknown host")
+        pid = self.body.get("pid", "?")
+        since = self.body.get("acquired_at", "?")
+        return f"host {host} (pid {pid}, since {since}); its lease expires at " \
+               f"{iso_utc(self.expires)} unless renewed"
+
+
+class S3Lease:
+    """``async with S3Lease(...)``: hold the lease for the block, or raise LockHeld.
+
+    *client* is a boto3 S3 client whose timeouts are short next to *ttl* (a renewal that
+    hangs for a whole TTL would let another run take over unnoticed); the lease closes
+    it on exit. *on_lost* is called (from the renewal thread) once, with a reason, if
+    the lease is lost while held.
+    """
+
+    def __init__(self, client: Any, bucket: str, key: str, *, ttl: float, what: str,
+                 on_lost: Callable[[str], None] | None = None,
+                 scrub: Callable[[str], str] = lambda s: s,
+                 put_args: dict[str, str] | None = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.ttl = ttl
+        self.what = what
+        self.owner = secrets.token_hex(16)
+        self.lost: str | None = None
+        self._on_lost = on_lost
+        self._scrub = scrub
+        #: Encryption settings: a bucket policy may refuse unencrypted writes.
+        self._put_args = put_args or {}
+        self._etag: str | None = None
+        self._acquired_at = iso_utc(time.time())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> S3Lease:
+        try:
+            await asyncio.to_thread(self.acquire)
+        except BaseException:
+            self.client.close()
+            raise
+        self._thread = threading.Thread(target=self._renew_loop, name="archiver-lease",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Stop renewing, release the lease if it is still ours, close the client."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            if self._etag is not None and self.lost is None:
+                self.release()
+        finally:
+            self.client.close()
+
+    # -------------------------------------------------------------------- acquire
+
+    def acquire(self) -> None:
+        """Take the lease, then make sure no live lease of another shard layout overlaps
+        it; raise LockHeld (holding nothing) if either fails."""
+        self._take()
+        try:
+            self._check_layout()
+        except BaseException:
+            self.release()
+            self._etag = None
+            raise
+
+    def _take(self) -> None:
+        """Create the lease, or take over an expired one; raise LockHeld if it is live."""
+        for _ in range(5):
+            try:
+                self._etag = _retrying(functools.partial(self._put, IfNoneMatch="*"))
+                log.debug("lease %s acquired", self.where)
+                return
+            except bce.ClientError as exc:
+                if _status(exc) not in _CONFLICT:
+                    raise self._unavailable("create", exc) from None
+            except bce.BotoCoreError as exc:
+                raise self._unavailable("create", exc) from None
+            current = self._read()
+            if current is None:
+                continue  # released between our write and our read: try again
+            if current.body.get("owner") == self.owner:
+                self._etag = current.etag  # our own write, whose answer was lost
+                return
+            if not current.expired:
+                raise LockHeld(f"{self.what} is held by another archiver run on "
+                               f"{current.describe()}; not starting a second one "
+                               f"(lease {self.where})")
+            try:
+                self._etag = _retrying(functools.partial(self._put, IfMatch=current.etag))
+            except bce.ClientError as exc:
+                if _status(exc) in _CONFLICT | {404}:
+                    continue  # another run took it over first, or it was released
+                raise self._unavailable("take over", exc) from None
+            except bce.BotoCoreError as exc:
+                raise self._unavailable("take over", exc) from None
+            log.warning("took over the expired lease of %s from %s", self.what,
+                        current.describe().split(";")[0])
+            return
+        raise LockHeld(f"the lease of {self.what} keeps changing hands; not starting "
+                       f"(lease {self.where})")
+
+    def _check_layout(self) -> None:
+        """Refuse to run beside a live lease of another shard count on this prefix.
+
+        ``--shard 1/2`` and ``--shard 2/4`` (or an unsharded run) own overlapping ids:
+        run together they would archive those twice. Each run writes its own lease first
+        and looks for the others second, so of two such runs starting together at least
+        the later one sees the earlier (both may see each other and both stop: exit 75,
+        try again). Expired leases, and names this version does not write, are ignored.
+        """
+        folder, _, name = self.key.rpartition("/")
+        mine = shard_count(name)
+        if mine is None:
+            return
+        try:
+            page = _retrying(lambda: self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=folder + "/", MaxKeys=1000))
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            raise self._unavailable("list the leases beside", exc) from None
+        for obj in page.get("Contents", []):
+            other = str(obj["Key"]).rpartition("/")[2]
+            count = shard_count(other)
+            if count is None or count == mine:
+                continue
+            current = self._read(str(obj["Key"]))
+            if current is not None and not current.expired:
+                what = "an unsharded run" if count == 1 else f"a run of shard " \
+                    f"{other.removeprefix('shard-').replace('-of-', '/')}"
+                raise LockHeld(
+                    f"{what} holds s3://{self.bucket}/{obj['Key']} on {current.describe()}; "
+                    f"{self.what} would archive some of its ids too: use one shard count "
+                    "per prefix at a time; not starting")
+
+    def _read(self, key: str | None = None) -> LeaseState | None:
+        key = self.key if key is None else key
+        try:
+            answer = _retrying(lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+            raw = answer["Body"].read(64 * 1024)
+        except bce.ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise self._unavailable("read", exc) from None
+        except bce.BotoCoreError as exc:
+            raise self._unavailable("read", exc) from None
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                body = {}
+        except ValueError:
+            body = {}  # not ours to interpret; it still expires like any lease
+        ttl = body.get("ttl_s")
+        ttl = float(ttl) if isinstance(ttl, int | float) and ttl > 0 else self.ttl
+        modified = answer["LastModified"].timestamp()
+        return LeaseState(body=body, etag=answer["ETag"], expires=modified + ttl +
+                          _CLOCK_MARGIN, now=_server_time(answer) or time.time())
+
+    def _put(self, **condition: str) -> str:
+        now = time.time()
+        body = {
+            "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+            "what": self.what, "acquired_at": self._acquired_at, "renewed_at": iso_utc(now),
+            # By the holder's clock, for people; other runs judge expiry by S3's clock.
+            "expires_at": iso_utc(now + self.ttl), "ttl_s": self.ttl,
+            "archiver_version": __version__,
+        }
+        answer = self.client.put_object(
+            Bucket=self.bucket, Key=self.key, Body=json.dumps(body).encode(),
+            ContentType="application/json", **self._put_args, **condition)
+        return str(answer["ETag"])
+
+    # ---------------------------------------------------------------------- renew
+
+    def _renew_loop(self) -> None:
+        interval = self.ttl / 3
+        last_ok = time.monotonic()
+        wait = interval
+        while not self._stop.wait(wait):
+            try:
+                self._etag = self._put(IfMatch=str(self._etag))
+                last_ok, wait = time.monotonic(), interval
+                continue
+            except bce.ClientError as exc:
+                if _status(exc) in _CONFLICT | {404}:
+                    self._renewal_refused(exc)
+                    if self.lost is not None:
+                        return
+                    continue
+                problem = _describe(exc)
+            except bce.BotoCoreError as exc:
+                problem = _describe(exc)
+            late = time.monotonic() - last_ok
+            if late > self.ttl * 0.75:
+                self._lose(f"could not renew it for {late:.0f}s ({problem})")
+                return
+            log.info("could not renew the lease of %s (%s); trying again", self.what,
+                     self._scrub(problem))
+            wait = min(interval, 1.0)
+
+    def _renewal_refused(self, exc: bce.ClientError) -> None:
+        try:
+            current = self._read()
+        except StorageUnavailable:
+            current = None
+        if current is not None and current.body.get("owner") == self.owner:
+            self._etag = current.etag  # our previous renewal landed; its answer was lost
+            return
+        who = f"taken over by {current.describe().split(';')[0]}" if current is not None \
+            else "deleted"
+        self._lose(f"it was {who} ({_describe(exc)})")
+
+    def _lose(self, reason: str) -> None:
+        self.lost = reason
+        log.error("lost the lease of %s: %s; stopping: no new poll or download",
+                  self.what, self._scrub(reason))
+        if self._on_lost is not None:
+            self._on_lost(reason)
+
+    # -------------------------------------------------------------------- release
+
+    def release(self) -> None:
+        """Delete the lease if it is still ours; never raises (the TTL cleans up)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self._etag)
+            log.debug("lease %s released", self.where)
+            return
+        except bce.ClientError as exc:
+            status = _status(exc)
+            if status in _CONFLICT | {404}:
+                log.warning("the lease of %s was no longer ours at the end of the run; "
+                            "left it alone", self.what)
+                return
+            if status != 501:
+                self._release_failed(exc)
+                return
+        except bce.BotoCoreError as exc:
+            self._release_failed(exc)
+            return
+        self._release_unconditionally()
+
+    def _release_unconditionally(self) -> None:
+        """For stores without conditional deletes: read, then delete if still ours."""
+        try:
+            current = self._read()
+            if current is not None and current.body.get("owner") == self.owner:
+                self.client.delete_object(Bucket=self.bucket, Key=self.key)
+        except (StorageUnavailable, bce.BotoCoreError, bce.ClientError) as exc:
+            self._release_failed(exc)
+
+    def _release_failed(self, exc: BaseException) -> None:
+        log.warning("could not release the lease %s (%s); it expires within %gs",
+                    self.where, self._scrub(_describe(exc)), self.ttl)
+
+    def _unavailable(self, action: str, exc: BaseException) -> StorageUnavailable:
+        return StorageUnavailable(self._scrub(
+            f"cannot {action} the lease {self.where}: {_describe(exc)}"))
+
+
+T = TypeVar("T")
+_ATTEMPTS = 4
+
+
+def _retrying(request: Callable[[], T]) -> T:
+    """*request*, tried again (4 attempts, 0.25 s doubling) on throttling, 5xx and
+    connection errors. A conditional write whose answer was lost and which is tried
+    again gets 412: the callers then find their own owner token in the lease."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return request()
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            status = _status(exc) if isinstance(exc, bce.ClientError) else None
+            transient = status is None or status == 429 or (status >= 500 and status != 501)
+            if not transient or attempt == _ATTEMPTS or isinstance(exc, bce.NoCredentialsError):
+                raise
+            log.info("lease request failed (%s); trying again", _describe(exc))
+            time.sleep(0.25 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def shard_count(name: str) -> int | None:
+    """N of a lease name (``all``: 1, ``shard-2-of-4``: 4); None for other names."""
+    if name == "all":
+        return 1
+    parts = name.split("-")
+    if len(parts) == 4 and parts[0] == "shard" and parts[2] == "of" and parts[3].isdigit():
+        return int(parts[3])
+    return None
+
+
+def _status(exc: bce.ClientError) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if status is None and exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+        return 404
+    return int(status) if status is not None else None
+
+
+def _server_time(answer: dict[str, Any]) -> float | None:
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not date:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(date).astimezone(dt.UTC).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, bce.ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+    return type(exc).__name__ if not str(exc) else str(exc)
