@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
     parser.add_argument("--api-key", default="test-key", help="accepted x-api-key")
     parser.add_argument("--token", default="test-token", help="accepted Bearer token")
-    parser.add_argument("--client-id", default="test-client-id", help="getToken clientId")
+    parser.add_argument("--client-id", default="standin-clientid", help="getToken clientId")
     parser.add_argument(
-        "--client-secret", default="test-client-secret", help="getToken clientSecret"
+        "--client-secret", default="standin-client-secret-24", help="getToken clientSecret"
     )
     parser.add_argument("--jobs", type=int, default=10, help="number of generated jobs")
     parser.add_argument(
