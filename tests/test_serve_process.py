@@ -1,0 +1,175 @@
+"""`archiver serve` as a real process: SIGKILL mid-way loses nothing, SIGTERM exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from archiver.journal import Journal
+from archiver.serve import JOURNAL_NAME
+from archiver.testing.standin import AkoolStandIn, generated_job_id
+from tests.conftest import API_KEY, CLI_ENV, run_cli, write_yaml
+
+SECRET_ENV = {"TEST_WEBHOOK_SECRET": "standin-client-secret-24"}
+#: Every command reading a configuration with a webhook: section needs its variables.
+ENV = {**CLI_ENV, **SECRET_ENV}
+
+
+@pytest.fixture
+def serve_dir(workdir: Path) -> Path:
+    """workdir's archiver.yaml plus a webhook: section (secret from the environment)."""
+    path = workdir / "archiver.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["webhook"] = {"client_id": "standin-clientid",
+                       "client_secret": "${TEST_WEBHOOK_SECRET}", "repoll_interval": 0.5}
+    data["concurrency"] = {"polls": 16, "downloads": 8}
+    write_yaml(path, data)
+    return workdir
+
+
+class ServeProcess:
+    """A running `archiver serve`, its webhook URL read from its first stdout line."""
+
+    def __init__(self, cwd: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "archiver", "serve", "-c", "archiver.yaml",
+             "--listen", "127.0.0.1:0", *extra],
+            cwd=cwd, env={**os.environ, **ENV},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert "listening on " in line, self.finish()
+        self.url = line.split("listening on ", 1)[1].strip()
+
+    def finish(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, err
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServeProcess]]:
+    started: list[ServeProcess] = []
+    yield started
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait(timeout=30)
+
+
+async def journal_rows(root: Path) -> dict[str, str]:
+    async with Journal(root / JOURNAL_NAME) as journal:
+        return {r.id: r.outcome or r.state for r in await journal.jobs()}
+
+
+async def wait_all_archived(root: Path, ids: list[str]) -> None:
+    deadline = time.monotonic() + 90  # hang guard
+    while True:
+        if (root / JOURNAL_NAME).exists():
+            found = await journal_rows(root)
+            if all(found.get(i) in ("archived", "already_archived") for i in ids):
+                return
+        assert time.monotonic() < deadline, "not all archived before the hang guard"
+        await asyncio.sleep(0.05)
+
+
+async def test_sigkill_mid_way_then_restart_loses_nothing(
+        served: tuple[AkoolStandIn, str], serve_dir: Path,
+        processes: list[ServeProcess]) -> None:
+    """Every callback answered 200 before a SIGKILL is archived after the restart."""
+    standin, _ = served
+    standin.latency = 0.01  # keep the worker busy when the kill comes
+    jobs = [generated_job_id(i, "kill") for i in range(300)]
+    for job in jobs:
+        standin.add_job(job, video_size=2048)
+    first = ServeProcess(serve_dir)
+    processes.append(first)
+    accepted: list[str] = []
+
+    async def deliver(sender: object, job: str) -> None:
+        try:
+            answer = await standin.deliver(sender, job)  # type: ignore[arg-type]
+        except Exception:  # the connection died with the server: Akool will retry
+            return
+        if answer.status == 200:
+            accepted.append(job)
+
+    async with standin.callbacks(first.url, connections=20) as sender:
+        tasks = [asyncio.create_task(deliver(sender, j)) for j in jobs]
+        while len(accepted) < 100:
+            await asyncio.sleep(0.005)
+        first.proc.kill()
+        await asyncio.gather(*tasks)
+    first.proc.wait(timeout=30)
+    root = serve_dir / "archive"
+    archived_before = [j for j in jobs if (root / j / "archive.json").exists()]
+    assert len(archived_before) < len(jobs)  # the kill did come mid-way
+    # Every 200 is in the journal, whatever the kill interrupted.
+    assert set(accepted) <= set(await journal_rows(root))
+
+    second = ServeProcess(serve_dir)
+    processes.append(second)
+    async with standin.callbacks(second.url) as sender:
+        # Akool retries what got no 200; the rest comes from the journal alone.
+        for job in set(jobs) - set(accepted):
+            assert (await standin.deliver(sender, job)).status == 200
+        await wait_all_archived(root, jobs)
+    status, _ = second.finish()
+    assert status == 0
+    verify = run_cli("verify", "-c", "archiver.yaml", cwd=serve_dir, env=ENV)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def test_sigterm_exits_0_and_logs_no_secret(
+        served: tuple[AkoolStandIn, str], serve_dir: Path,
+        processes: list[ServeProcess]) -> None:
+    """SIGTERM ends the server with 0; JSON log lines name the callback, never a secret."""
+    standin, _ = served
+    job = generated_job_id(1, "term")
+    standin.add_job(job, video_size=2048)
+    proc = ServeProcess(serve_dir, "-v", "--log-format", "json")
+    processes.append(proc)
+    async with standin.callbacks(proc.url) as sender:
+        assert (await standin.deliver(sender, job)).status == 200
+        assert (await sender.post(sender.tampered(sender.body(job)))).status == 401
+        await wait_all_archived(serve_dir / "archive", [job])
+    status, err = proc.finish(signal.SIGTERM)
+    assert status == 0, err
+    lines = [json.loads(line) for line in err.splitlines()]
+    messages = " ".join(line["message"] for line in lines)
+    assert f"callback: {job} status 3 (new)" in messages and "bad_signature" in messages
+    for secret in ("standin-client-secret-24", API_KEY):
+        assert secret not in err
+
+
+async def test_run_from_journal_archives_what_serve_left_pending(
+        served: tuple[AkoolStandIn, str], serve_dir: Path,
+        processes: list[ServeProcess]) -> None:
+    """`run --from-journal` takes the journal's pending ids; exit 75 while serve holds the lock."""
+    standin, _ = served
+    job = generated_job_id(1, "cron")
+    standin.add_job(job, outcome="never")
+    proc = ServeProcess(serve_dir)
+    processes.append(proc)
+    async with standin.callbacks(proc.url) as sender:
+        assert (await sender.notify(job, 2)).status == 200
+    locked = run_cli("run", "--from-journal", "-c", "archiver.yaml", cwd=serve_dir, env=ENV)
+    assert locked.returncode == 75, locked.stderr
+    assert proc.finish()[0] == 0
+    standin.add_job(job, video_size=2048)  # the job finished; its callback was lost
+    done = run_cli("run", "--from-journal", "-c", "archiver.yaml", cwd=serve_dir, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert (serve_dir / "archive" / job / "archive.json").is_file()
+    both = run_cli("run", "x.yaml", "--from-journal", "-c", "archiver.yaml", cwd=serve_dir, env=ENV)
+    assert both.returncode == 2 and "not both" in both.stderr
