@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="archive sample jobs from a built-in Akool stand-in (no account needed)")
     demo.add_argument("dir", nargs="?", type=Path, default=Path("demo-archive"),
                       help="where to put the archive (default: ./demo-archive)")
+    demo.add_argument("--serve", action="store_true",
+                      help="show `archiver serve`: the stand-in sends signed webhooks")
     _add_output_flags(demo)
     return parser
 
@@ -143,7 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: RunResult | None = None
     metrics_ok = True  # False once the metrics path is known to be unwritable
     try:
-        if args.command == "demo":
+        if args.command == "demo" and args.serve:
+            from .demo import run_demo_serve
+
+            status = run_demo_serve(args.dir, quiet=args.quiet)
+        elif args.command == "demo":
             from .demo import run_demo
 
             display = _progress_display(args)

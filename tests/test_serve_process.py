@@ -173,3 +173,13 @@ async def test_run_from_journal_archives_what_serve_left_pending(
     assert (serve_dir / "archive" / job / "archive.json").is_file()
     both = run_cli("run", "x.yaml", "--from-journal", "-c", "archiver.yaml", cwd=serve_dir, env=ENV)
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_demo_serve_shows_the_whole_loop_offline(tmp_path: Path) -> None:
+    """`archiver demo --serve` archives the sample jobs from signed callbacks, exit 0."""
+    result = run_cli("demo", "--serve", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "out").glob("*/archive.json"))) == 5
+    assert "forged signature -> HTTP 401" in result.stderr
+    assert "replayed -> HTTP 409" in result.stderr
+    assert "failed: Akool job failed" in result.stdout
