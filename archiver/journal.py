@@ -30,7 +30,7 @@ import enum
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS health (k TEXT PRIMARY KEY, v REAL NOT NULL);
 #: A later callback replaces the recorded status only if it ranks higher: a late retry
 #: of "processing" must not undo "success", and the first final word (3 or 4) stands.
 _RANK = {2: 0, 3: 1, 4: 1}
+
+
+#: One write of a group commit: runs on the journal thread inside the transaction.
+_Write = Callable[[sqlite3.Connection, float], Any]
 
 
 class JournalError(FatalRunError):
@@ -114,7 +118,7 @@ class Journal:
         self._repoll = repoll_interval
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
-        self._batch: list[tuple[Notification, asyncio.Future[Recorded]]] = []
+        self._batch: list[tuple[_Write, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Journal:
@@ -172,20 +176,28 @@ class Journal:
         together (group commit). Raises :class:`JournalError` if the commit failed:
         then nothing of it is recorded and the caller must not answer 200.
         """
+        return await self._write(lambda db, now: self._record_one(db, note, now))
+
+    async def _write(self, write: _Write) -> Any:
+        """Run *write* in the next group commit; return its result once committed."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Recorded] = loop.create_future()
-        self._batch.append((note, future))
+        future: asyncio.Future[Any] = loop.create_future()
+        self._batch.append((write, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         # Shielded: a client hanging up must not cancel what others wait for.
         return await asyncio.shield(future)
 
     async def _flush(self) -> None:
+        # Every write waiting (callbacks, the worker's outcomes) goes in one transaction:
+        # one fsync for all, and the worker's updates never queue a callback behind fsyncs.
         while self._batch:
             batch, self._batch = self._batch, []
             try:
-                results = await self._call(self._write_batch, [n for n, _ in batch], time.time())
-            except JournalError as exc:
+                results = await self._call(self._write_batch, [w for w, _ in batch], time.time())
+            except Exception as exc:  # JournalError, or a bug: no waiter may hang
+                if not isinstance(exc, JournalError):
+                    exc = JournalError(f"journal {self.path}: {type(exc).__name__}")
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -194,11 +206,11 @@ class Journal:
                 if not future.done():
                     future.set_result(result)
 
-    def _write_batch(self, notes: list[Notification], now: float) -> list[Recorded]:
+    def _write_batch(self, writes: list[_Write], now: float) -> list[Any]:
         db = self._connection()
         db.execute("BEGIN IMMEDIATE")
         try:
-            results = [self._record_one(db, note, now) for note in notes]
+            results = [write(db, now) for write in writes]
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -263,10 +275,10 @@ class Journal:
 
     async def finish(self, job_id: str, outcome: str, error: str | None = None) -> None:
         """Mark a pending row done with its *outcome* (committed before returning)."""
-        await self._call(self._execute, "UPDATE jobs SET state = 'done', outcome = ?, "
-                         "error = ?, done_at = ?, attempts = attempts + 1 "
-                         "WHERE id = ? AND state = 'pending'",
-                         (outcome, error, time.time(), job_id))
+        await self._write(lambda db, now: db.execute(
+            "UPDATE jobs SET state = 'done', outcome = ?, error = ?, done_at = ?, "
+            "attempts = attempts + 1 WHERE id = ? AND state = 'pending'",
+            (outcome, error, now, job_id)).rowcount)
 
     async def retry_later(self, job_id: str, delay: float, error: str | None = None,
                           seen_status: int | None = None) -> None:
@@ -276,27 +288,17 @@ class Journal:
         If a callback changed its status since the worker took it (*seen_status*), the
         row stays due as that callback made it: news must not wait a re-poll interval.
         """
-        await self._call(self._execute, "UPDATE jobs SET attempts = attempts + 1, error = ?, "
-                         "next_attempt = CASE WHEN ? IS NULL OR status = ? THEN ? "
-                         "ELSE next_attempt END WHERE id = ? AND state = 'pending'",
-                         (error, seen_status, seen_status, time.time() + delay, job_id))
+        await self._write(lambda db, now: db.execute(
+            "UPDATE jobs SET attempts = attempts + 1, error = ?, "
+            "next_attempt = CASE WHEN ? IS NULL OR status = ? THEN ? ELSE next_attempt END "
+            "WHERE id = ? AND state = 'pending'",
+            (error, seen_status, seen_status, now + delay, job_id)).rowcount)
 
     async def prune(self, before_ms: int) -> int:
         """Forget deliveries stamped before *before_ms*: too old to pass the freshness
         check, so they can no longer be replayed."""
-        return await self._call(self._execute, "DELETE FROM deliveries WHERE timestamp < ?",
-                                (before_ms,))
-
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> int:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            count = db.execute(sql, args).rowcount
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return count
+        return await self._write(lambda db, now: db.execute(
+            "DELETE FROM deliveries WHERE timestamp < ?", (before_ms,)).rowcount)
 
     # ----------------------------------------------------------------- health
 
@@ -317,8 +319,8 @@ class Journal:
 
     def _probe(self) -> None:
         # A real row, fsynced like a callback: an empty transaction would touch no disk.
-        self._execute("INSERT OR REPLACE INTO health (k, v) VALUES ('probe', ?)",
-                      (time.time(),))
+        self._write_batch([lambda db, now: db.execute(
+            "INSERT OR REPLACE INTO health (k, v) VALUES ('probe', ?)", (now,))], time.time())
 
 
 def _row(values: dict[str, Any]) -> JobRow:
