@@ -183,3 +183,28 @@ def test_demo_serve_shows_the_whole_loop_offline(tmp_path: Path) -> None:
     assert "forged signature -> HTTP 401" in result.stderr
     assert "replayed -> HTTP 409" in result.stderr
     assert "failed: Akool job failed" in result.stdout
+
+
+def test_serve_usage_errors_are_one_line_exit_2(serve_dir: Path) -> None:
+    """No webhook section, a short client id, a bad --listen, a busy port: exit 2, one line."""
+    import socket
+
+    data = yaml.safe_load((serve_dir / "archiver.yaml").read_text())
+    bad_id = {**data, "webhook": {**data["webhook"], "client_id": "short"}}
+    write_yaml(serve_dir / "bad-id.yaml", bad_id)
+    write_yaml(serve_dir / "no-webhook.yaml", {k: v for k, v in data.items() if k != "webhook"})
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cases = {
+            ("-c", "no-webhook.yaml"): "needs a webhook: section",
+            ("-c", "bad-id.yaml"): "webhook.client_id must be 16 bytes",
+            ("-c", "archiver.yaml", "--listen", "nowhere"): "--listen",
+            ("-c", "archiver.yaml", "--listen", f"127.0.0.1:{port}"): "cannot listen on",
+        }
+        for args, words in cases.items():
+            result = run_cli("serve", *args, cwd=serve_dir, env=ENV)
+            assert result.returncode == 2, (args, result.stderr)
+            assert words in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+            assert "standin-client-secret-24" not in result.stderr
