@@ -18,7 +18,7 @@ import yaml
 from archiver.journal import Journal
 from archiver.serve import JOURNAL_NAME
 from archiver.testing.standin import AkoolStandIn, generated_job_id
-from tests.conftest import API_KEY, CLI_ENV, run_cli, write_yaml
+from tests.conftest import API_KEY, CLI_ENV, config_dict, run_cli, write_yaml
 
 SECRET_ENV = {"TEST_WEBHOOK_SECRET": "standin-client-secret-24"}
 #: Every command reading a configuration with a webhook: section needs its variables.
@@ -208,3 +208,42 @@ def test_serve_usage_errors_are_one_line_exit_2(serve_dir: Path) -> None:
             assert result.returncode == 2, (args, result.stderr)
             assert words in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
             assert "standin-client-secret-24" not in result.stderr
+
+
+async def test_standin_cli_plays_akool_and_sigterm_mid_work_resumes(tmp_path: Path) -> None:
+    """`python -m archiver.testing --webhook-url` feeds a real server; SIGTERM mid-work
+    exits 0 and a restart archives the rest from the journal."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = config_dict(f"http://127.0.0.1:{port}", tmp_path / "archive",
+                         run={"shutdown_grace": 0.5})
+    config["api"]["api_key"] = "${TEST_AKOOL_KEY}"
+    config["webhook"] = {"client_id": "standin-clientid",
+                         "client_secret": "${TEST_WEBHOOK_SECRET}"}
+    write_yaml(tmp_path / "archiver.yaml", config)
+    first = ServeProcess(tmp_path)
+    standin = subprocess.Popen(
+        [sys.executable, "-m", "archiver.testing", "--port", str(port), "--api-key", API_KEY,
+         "--jobs", "40", "--latency", "0.05", "--video-size", "2048",
+         "--ids-file", str(tmp_path / "ids.yaml"), "--webhook-url", first.url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        root = tmp_path / "archive"
+        deadline = time.monotonic() + 60  # hang guard
+        while not (root / JOURNAL_NAME).exists() or len(await journal_rows(root)) < 40:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        status, err = first.finish(signal.SIGTERM)
+        assert status == 0, err
+        ids = [str(i) for i in yaml.safe_load((tmp_path / "ids.yaml").read_text())["videos"]]
+        second = ServeProcess(tmp_path)
+        try:
+            await wait_all_archived(root, ids)
+        finally:
+            assert second.finish(signal.SIGTERM)[0] == 0
+    finally:
+        standin.terminate()
+        standin.wait(timeout=30)
