@@ -4,6 +4,7 @@ Exit statuses: 0 all archived (now or before), 3 some pending and none failed,
 1 some failed or expired (verify: a problem found), 2 usage / configuration / manifest /
 credential / storage error, 74 the run is done but its report or metrics file could not
 be written, 75 another run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM.
+``serve`` ends with 0 on SIGINT / SIGTERM: the normal end of a server.
 """
 
 from __future__ import annotations

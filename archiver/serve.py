@@ -2,7 +2,8 @@
 
 Three parts, one process:
 
-- the **intake** (aiohttp): ``POST webhook.path`` checks size and shape, the signature
+- the **intake** (aiohttp, on its own thread and event loop, owning the journal; see
+  :class:`IntakeThread`): ``POST webhook.path`` checks size and shape, the signature
   (constant time), the timestamp, decrypts (:mod:`archiver.webhook`), rejects replays and
   records the callback in the :class:`~archiver.journal.Journal` - committed to disk -
   before answering 200. Nothing is recorded for a callback that is refused;
