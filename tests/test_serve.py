@@ -186,7 +186,7 @@ async def test_statuses_2_3_4_and_lost_callbacks(
     standin.add_job(processing, video_size=4096)
     standin.add_job(lost, video_size=4096, polls_until_done=2)
     standin.add_job(failed, outcome="failed", error_reason="face not\ndetected")
-    async with serve(webhook={"repoll_interval": 0.2}) as (_, url), \
+    async with serve(webhook={"repoll_interval": 0.2}) as (server, url), \
             CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
         for job in (processing, lost):
             assert (await sender.notify(job, 2)).status == 200
@@ -194,7 +194,12 @@ async def test_statuses_2_3_4_and_lost_callbacks(
         # `processing` gets its 3; `lost` never does: only the re-poll can find it done.
         assert (await standin.deliver(sender, processing)).status == 200
         await wait_for(all_done(tmp_path / "archive", 3))
+        # A late retry of "processing" after "success" changes nothing.
+        late = await sender.notify(processing, 2)
+        assert (late.status, late.text) == (200, "ok\n")
+        assert server.counters.recorded["duplicate"] == 1
     jobs = await rows(tmp_path / "archive")
+    assert jobs[processing].status == 3 and jobs[processing].state == "done"
     assert jobs[processing].outcome == jobs[lost].outcome == "archived"
     assert jobs[failed].outcome == "failed" and "face not\ndetected" in jobs[failed].error
     assert not (tmp_path / "archive" / failed).exists()
