@@ -108,6 +108,7 @@ async def test_sigkill_mid_way_then_restart_loses_nothing(
     async with standin.callbacks(first.url, connections=20) as sender:
         tasks = [asyncio.create_task(deliver(sender, j)) for j in jobs]
         while len(accepted) < 100:
+            assert not all(t.done() for t in tasks), "the server stopped answering early"
             await asyncio.sleep(0.005)
         first.proc.kill()
         await asyncio.gather(*tasks)
