@@ -4,7 +4,8 @@ Exit statuses: 0 all archived (now or before), 3 some pending and none failed,
 1 some failed or expired (verify: a problem found), 2 usage / configuration / manifest /
 credential / storage error, 74 the run is done but its report or metrics file could not
 be written, 75 another run holds the lock (or lease) or took this run's lease over,
-130 / 143 stopped by SIGINT / SIGTERM.
+130 / 143 stopped by SIGINT / SIGTERM. ``serve`` ends with 0 on SIGINT / SIGTERM: the
+normal end of a server.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ EXIT_LOCKED = 75  # EX_TEMPFAIL: cron will simply try again next time
 EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("archiver")
+#: --from-journal without a path: the journal `archiver serve` uses for this configuration.
+_DEFAULT_JOURNAL = Path("\0default-journal")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="archive the jobs of a manifest")
-    run.add_argument("manifest", metavar="MANIFEST", help=_MANIFEST_HELP)
+    run.add_argument("manifest", metavar="MANIFEST", nargs="?", help=_MANIFEST_HELP)
+    run.add_argument("--from-journal", nargs="?", const=_DEFAULT_JOURNAL, type=Path,
+                     metavar="JOURNAL",
+                     help="instead of a manifest: the ids `archiver serve` accepted and has "
+                          "not finished (default: its journal for this configuration)")
     _add_config_flag(run)
     _add_shard_flag(run)
     run.add_argument("--report", type=Path, metavar="PATH",
@@ -103,10 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="list what would be removed; remove nothing")
     _add_output_flags(gc)
 
+    serve = commands.add_parser(
+        "serve", help="receive Akool's webhooks and archive each job as it finishes")
+    _add_config_flag(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT",
+                       help="address to listen on (default: webhook.listen, 127.0.0.1:8080)")
+    _add_output_flags(serve)
+
     demo = commands.add_parser(
         "demo", help="archive sample jobs from a built-in Akool stand-in (no account needed)")
     demo.add_argument("dir", nargs="?", type=Path, default=Path("demo-archive"),
                       help="where to put the archive (default: ./demo-archive)")
+    demo.add_argument("--serve", action="store_true",
+                      help="show `archiver serve`: the stand-in sends signed webhooks")
     _add_output_flags(demo)
     return parser
 
@@ -158,7 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: RunResult | None = None
     metrics_ok = True  # False once the metrics path is known to be unwritable
     try:
-        if args.command == "demo":
+        if args.command == "demo" and args.serve:
+            from .demo import run_demo_serve
+
+            status = run_demo_serve(args.dir, quiet=args.quiet)
+        elif args.command == "demo":
             from .demo import run_demo
 
             display = _progress_display(args)
@@ -170,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _status(args)
         elif args.command == "gc":
             status = _gc(args)
+        elif args.command == "serve":
+            status = _serve(args)
         else:
             status, result = _run(args)
     except KeyboardInterrupt:
@@ -213,7 +235,7 @@ def _run(args: argparse.Namespace) -> tuple[int, RunResult]:
     shard = _resolve_shard(args)
     config = load_config(args.config)
     install_secret_filter(config)
-    manifest = _load_manifest(args.manifest, config, shard)
+    manifest = _manifest_or_journal(args, config, shard)
     # Found now, not after an hour of downloads: outputs that cannot be written.
     _check_output(args.report, "report")
     _check_output(args.metrics_file, "metrics file")
@@ -270,6 +292,65 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
     if not args.quiet:
         print(format_dry_run(result) if args.dry_run else format_summary(result))
     return status, result
+
+
+def _manifest_or_journal(args: argparse.Namespace, config: Config,
+                         shard: Shard | None) -> Manifest:
+    if args.from_journal is None:
+        if args.manifest is None:
+            raise UsageError("run needs a MANIFEST (or --from-journal)")
+        return _load_manifest(args.manifest, config, shard)
+    if args.manifest is not None:
+        raise UsageError("give either a MANIFEST or --from-journal, not both")
+    from .journal import pending_ids
+    from .serve import journal_path
+    from .storage import make_storage
+
+    path = args.from_journal
+    if path == _DEFAULT_JOURNAL:
+        path = journal_path(config, make_storage(config.storage))
+    ids = asyncio.run(pending_ids(path))
+    log.info("%s: %d pending id(s)", path, len(ids))
+    manifest = Manifest.from_ids(ids, source=str(path))
+    return shard.select(manifest) if shard is not None else manifest
+
+
+# ---------------------------------------------------------------------- serve
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import Server
+
+    config = load_config(args.config)
+    install_secret_filter(config)
+    if config.webhook is None:
+        raise UsageError(f"{args.config}: archiver serve needs a webhook: section "
+                         "(client_id, client_secret)")
+    server = Server(config, args.listen)
+    loop_status = asyncio.run(_serve_async(server))
+    return loop_status
+
+
+async def _serve_async(server: Any) -> int:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if server.stop.is_set():
+            os.write(2, b"archiver: second signal, exiting at once\n")
+            os._exit(128 + signum)
+        log.warning("received %s: no new callbacks; finishing work in flight (send it "
+                    "again to exit at once)", signal.Signals(signum).name)
+        server.stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await server.serve_until_stopped()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    # A stop on request is the normal end of a server: whatever was not finished is
+    # pending in the journal, and the next start resumes it.
+    return EXIT_OK
 
 
 class _OutputPathError(UsageError):
@@ -586,5 +667,8 @@ def _route_logs(handler: logging.Handler) -> None:
 
 def install_secret_filter(config: Config) -> None:
     secrets = [s.get_secret_value() for s in (config.api.api_key, config.api.token) if s]
+    if config.webhook is not None:
+        secrets += [config.webhook.client_secret.get_secret_value(),
+                    config.webhook.client_id.get_secret_value()]
     for handler in logging.getLogger("archiver").handlers:
         handler.filters[:] = [SecretFilter(secrets)]

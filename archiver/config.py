@@ -270,6 +270,63 @@ class RunConfig(_Model):
     lease_ttl: Annotated[float, Field(ge=2, le=86400)] = 120.0
 
 
+class WebhookConfig(_Model):
+    """``archiver serve``: where Akool's callbacks arrive and how they are checked."""
+
+    #: Akool's clientId (16 bytes: the AES-CBC IV) and clientSecret (the AES key, 24 bytes).
+    client_id: SecretStr
+    client_secret: SecretStr
+    #: Listen address when --listen is not given.
+    listen: str = "127.0.0.1:8080"
+    #: The URL path Akool POSTs to (the rest of webhookUrl is your proxy's business).
+    path: str = "/akool/webhook"
+    #: Largest body accepted, in bytes (a callback is a few hundred bytes).
+    max_body: Annotated[int, Field(ge=256, le=16 * MiB)] = 64 * 1024
+    #: Reject callbacks whose timestamp is further than this from now (seconds, either way).
+    max_age: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 300.0
+    #: The SQLite journal. Default: ``<root>/.archiver-journal.sqlite3`` for local storage,
+    #: ``$XDG_STATE_HOME/archiver/journal-<hash of bucket+prefix>.sqlite3`` for S3.
+    journal: Path | None = None
+    #: Re-poll jobs heard of but not final (lost callbacks) this often, in seconds.
+    repoll_interval: Annotated[float, Field(gt=0)] = 300.0
+
+    @field_validator("max_body", mode="before")
+    @classmethod
+    def _body_size(cls, value: object) -> int:
+        if not isinstance(value, int | str):
+            raise ValueError("must be a size like 64KiB or 65536")
+        return parse_size(value)
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", value) or value in ("/healthz", "/metrics"):
+            raise ValueError("must be a URL path like /akool/webhook (not /healthz or /metrics)")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> WebhookConfig:
+        from .webhook import check_credentials
+
+        check_credentials(self.client_id.get_secret_value(),
+                          self.client_secret.get_secret_value())
+        return self
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) -> (host, port); ValueError if malformed."""
+    match = re.fullmatch(r"\[?([^\[\]\s]*?)\]?:(\d{1,5})", value)
+    if match is None or not 0 <= int(match.group(2)) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080, 0.0.0.0:8080)")
+    return match.group(1) or "0.0.0.0", int(match.group(2))
+
+
 class Config(_Model):
     """The whole configuration. ``Config(api={"api_key": "..."})`` works for libraries."""
 
@@ -280,6 +337,8 @@ class Config(_Model):
     downloads: DownloadConfig = DownloadConfig()
     limits: LimitsConfig = LimitsConfig()
     storage: StorageConfig = StorageConfig()
+    #: Only ``archiver serve`` needs it.
+    webhook: WebhookConfig | None = None
 
 
 # --------------------------------------------------------------------------- loading

@@ -84,3 +84,83 @@ def _explain(result: RunResult, directory: Path, expected_failures: set[str]) ->
     else:
         lines.append("Run the demo again: everything archived is skipped, nothing is downloaded.")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- demo --serve
+
+def run_demo_serve(directory: Path, *, quiet: bool = False) -> int:
+    """``archiver demo --serve``: the webhook loop, offline. 0 when it went as designed."""
+    return asyncio.run(_demo_serve(directory, quiet))
+
+
+async def _demo_serve(directory: Path, quiet: bool) -> int:
+    import dataclasses
+
+    from .journal import Journal
+    from .serve import Server
+    from .testing.standin import AkoolStandIn, sample_jobs
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(text, file=sys.stderr)
+
+    key = "demo-" + secrets.token_hex(16)
+    # Fresh webhook credentials of Akool's sizes: a 16-byte client id, a 24-byte secret.
+    standin = AkoolStandIn(api_key=key, client_id=secrets.token_hex(8),
+                           client_secret=secrets.token_hex(12))
+    # A callback comes when the job is final, so the API already says so on the first poll.
+    jobs = {i: dataclasses.replace(s, polls_until_done=1) for i, s in sample_jobs().items()}
+    standin.add_jobs(jobs)
+    async with standin.serve() as base_url:
+        config = Config.model_validate({
+            "api": {"base_url": base_url, "api_key": key},
+            "polling": {"interval": 0.2, "max_interval": 1, "deadline": 60},
+            "downloads": {"allow_private": True},
+            "storage": {"local": {"root": str(directory)}},
+            "webhook": {"client_id": standin.client_id, "client_secret": standin.client_secret,
+                        "listen": "127.0.0.1:0"},
+        })
+        from .cli import install_secret_filter
+
+        install_secret_filter(config)
+        server = Server(config)
+        async with server.running() as url, standin.callbacks(url) as sender:
+            say(f"archiver demo --serve: Akool stand-in at {base_url}, archiver serve at {url}")
+            for job_id in jobs:
+                answer = await standin.deliver(sender, job_id)
+                say(f"  callback {job_id} -> HTTP {answer.status}")
+            first = next(iter(jobs))
+            forged = await sender.post(sender.tampered(sender.body(first)))
+            say(f"  forged signature -> HTTP {forged.status} (refused, nothing recorded)")
+            stale = await sender.post(sender.stale(first, 3600))
+            say(f"  an hour-old callback -> HTTP {stale.status} (refused)")
+            delivered = await sender.notify(first, 3, url=standin.file_url(first, "video"))
+            replay = await sender.replay(delivered)
+            say(f"  a duplicate -> HTTP {delivered.status} (harmless); the same body replayed "
+                f"-> HTTP {replay.status}")
+            assert server.journal_path is not None
+            async with Journal(server.journal_path) as journal:
+                rows = await _wait_done(journal, len(jobs))
+    if rows is None:
+        say("archiver demo --serve: not everything finished in time")
+        return 1
+    if not quiet:
+        for row in rows:
+            detail = f": {row.error}" if row.error else ""
+            print(f"  {row.id}  {row.outcome}{detail}")
+        print(f"Journal: {server.journal_path}. Archive: {directory}/. One job fails on "
+              "Akool's side on purpose.")
+    wanted = {i: ("failed" if s.outcome == "failed" else "archived") for i, s in jobs.items()}
+    got = {row.id: row.outcome for row in rows}
+    ok = all(got.get(i) in (w, "already_archived") if w == "archived" else got.get(i) == w
+             for i, w in wanted.items())
+    return 0 if ok and {forged.status, stale.status, replay.status} <= {401, 409} else 1
+
+
+async def _wait_done(journal: object, count: int) -> list | None:  # type: ignore[type-arg]
+    for _ in range(600):  # 60 s at most
+        rows = await journal.jobs()  # type: ignore[attr-defined]
+        if len(rows) >= count and all(r.state == "done" for r in rows):
+            return rows
+        await asyncio.sleep(0.1)
+    return None

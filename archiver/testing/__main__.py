@@ -6,6 +6,9 @@ Example (a benchmark's server process)::
 
 The first line printed is the base URL; then come the job ids, one per line,
 unless ``--ids-file`` writes them as a YAML manifest (``videos: [...]``) instead.
+With ``--webhook-url URL`` it then plays Akool's webhook: one signed, encrypted callback
+per job (status 3, or 4 with ``--outcome failed``) POSTed to URL, e.g. an
+``archiver serve`` to test end to end.
 The server runs until SIGINT or SIGTERM.
 """
 
@@ -41,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
     parser.add_argument("--api-key", default="test-key", help="accepted x-api-key")
     parser.add_argument("--token", default="test-token", help="accepted Bearer token")
-    parser.add_argument("--client-id", default="test-client-id", help="getToken clientId")
+    parser.add_argument("--client-id", default="standin-clientid", help="getToken clientId")
     parser.add_argument(
-        "--client-secret", default="test-client-secret", help="getToken clientSecret"
+        "--client-secret", default="standin-client-secret-24", help="getToken clientSecret"
     )
     parser.add_argument("--jobs", type=int, default=10, help="number of generated jobs")
     parser.add_argument(
@@ -68,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the ids as a YAML manifest here instead of printing them",
     )
     parser.add_argument("--namespace", default="standin", help="seed of the deterministic job ids")
+    parser.add_argument(
+        "--webhook-url",
+        help="once serving, POST each job's final callback there, signed and encrypted "
+        "with --client-id / --client-secret (as Akool calls a job's webhookUrl)",
+    )
     return parser
 
 
@@ -111,7 +119,19 @@ async def _serve(args: argparse.Namespace) -> None:
         print(base_url, flush=True)
         if args.ids_file is None:
             print("\n".join(ids), flush=True)
+        if args.webhook_url:
+            await _deliver_all(standin, args.webhook_url, ids)
         await stop.wait()
+
+
+async def _deliver_all(standin: AkoolStandIn, url: str, ids: list[str]) -> None:
+    """One callback per job, all at once; each answer goes to stderr."""
+    async with standin.callbacks(url) as sender:
+        answers = await asyncio.gather(*(standin.deliver(sender, i) for i in ids),
+                                       return_exceptions=True)
+    for job_id, answer in zip(ids, answers, strict=True):
+        status = answer if isinstance(answer, BaseException) else answer.status
+        print(f"callback {job_id}: {status}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,12 +37,15 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from archiver.testing.media import CHUNK_SIZE, SyntheticMp4, srt_text
+
+if TYPE_CHECKING:
+    from archiver.testing.callbacks import CallbackSender, Delivery
 
 __all__ = [
     "API_MESSAGES",
@@ -441,8 +444,9 @@ class AkoolStandIn:
         self,
         api_key: str | None = "test-key",
         token: str | None = "test-token",
-        client_id: str | None = "test-client-id",
-        client_secret: str | None = "test-client-secret",
+        # 16 and 24 bytes: also the AES IV and key of webhook callbacks (callbacks.py).
+        client_id: str | None = "standin-clientid",
+        client_secret: str | None = "standin-client-secret-24",
         *,
         latency: float = 0.0,
         fail_all_with_code: int | None = None,
@@ -651,6 +655,31 @@ class AkoolStandIn:
         if base is None:
             raise RuntimeError("the stand-in is not serving; pass base_url")
         return base.rstrip("/") + self.file_path(job_id, name)
+
+    # -------------------------------------------------------------- webhooks
+
+    def callbacks(self, webhook_url: str, *, connections: int = 100) -> CallbackSender:
+        """A sender of signed, encrypted callbacks to *webhook_url* with this stand-in's
+        ``client_id`` / ``client_secret`` (``async with standin.callbacks(url) as s``)."""
+        from archiver.testing.callbacks import CallbackSender
+
+        if self.client_id is None or self.client_secret is None:
+            raise RuntimeError("callbacks need client_id and client_secret")
+        return CallbackSender(webhook_url, self.client_id, self.client_secret,
+                              connections=connections)
+
+    async def deliver(self, sender: CallbackSender, job_id: str) -> Delivery:
+        """Tell *sender*'s receiver what Akool would once *job_id* is final: status 3
+        with the video URL, or 4 with the reason (the job's scenario decides)."""
+        with self._lock:
+            scen = self._jobs[job_id].scenario
+        if scen.outcome == "failed":
+            return await sender.notify(job_id, 4, extra={
+                "error_code": scen.error_code, "error_reason": scen.error_reason})
+        if scen.outcome == "never":
+            return await sender.notify(job_id, 2)
+        url = self.file_url(job_id, "video") if "video" in scen.files else None
+        return await sender.notify(job_id, 3, url=url)
 
     @staticmethod
     def mirror_path(job_id: str, name: str) -> str:
