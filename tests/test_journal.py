@@ -34,10 +34,11 @@ async def test_prune_forgets_only_deliveries_too_old_to_replay(tmp_path: Path) -
     """prune() drops deliveries stamped before the cut-off and keeps the recent ones."""
     old = int((time.time() - 3600) * 1000)
     async with Journal(tmp_path / "j.sqlite3") as journal:
+        recent = note("b", 2, "2")  # one timestamp: the same delivery, sent twice
         await journal.record(note("a", 2, "1", old))
-        await journal.record(note("b", 2, "2"))
+        await journal.record(recent)
         assert await journal.prune(int((time.time() - 600) * 1000)) == 1
-        assert await journal.record(note("b", 2, "2")) is Recorded.REPLAY
+        assert await journal.record(recent) is Recorded.REPLAY
         # The job rows are not deliveries: both stay.
         assert {r.id for r in await journal.jobs()} == {"a", "b"}
 
