@@ -474,6 +474,10 @@ _MIN_SEGMENT = 1024 * 1024
 _READ_BACK = 1024 * 1024
 #: The checked prefix is made durable and recorded (for a resume) about this often.
 _MARK_STEP = 64 * 1024 * 1024
+#: Pieces per connection. Equal ranges, one per connection, would all finish at the
+#: end, and hashing (in order) could only start then; with several pieces per
+#: connection, taken lowest first, the checked prefix follows the downloads closely.
+_PIECES_PER_CONNECTION = 4
 
 
 class _NoRanges(TransientDownloadError):
@@ -492,8 +496,10 @@ class _Range:
 class _Segmented:
     """Fetches bytes ``[first, total)`` of one file as several ranges at once.
 
-    Range 0 is the answer already received (a 200, or the 206 of a resume) read up to
-    its range's end; the others are asked for with ``Range: bytes=a-b`` and ``If-Range``.
+    The bytes are split into pieces (a few per connection); *count* connections each
+    take the lowest piece nobody has taken yet, until none is left. Piece 0 is the
+    answer already received (a 200, or the 206 of a resume) read up to the piece's end;
+    the others are asked for with ``Range: bytes=a-b`` and ``If-Range``.
     Each range is written by position (:meth:`FileSink.write_at`) and, when its
     connection breaks, asked for again from where it stopped. One task reads the file
     back in order behind the ranges, feeding the hash and the content check, and every
@@ -518,7 +524,9 @@ class _Segmented:
         self._listener, self._carry = listener, carry
         self._total = total
         self._validator = _validator(resp)
-        step = -(-(total - first) // count)
+        self._count = count
+        pieces = max(count, min(count * _PIECES_PER_CONNECTION, (total - first) // _MIN_SEGMENT))
+        step = -(-(total - first) // pieces)
         bounds = [*range(first, total, step), total]
         self._ranges = [_Range(i, a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
         #: Bytes hashed and checked, in order, from 0.
@@ -527,6 +535,9 @@ class _Segmented:
         self._progress = asyncio.Event()
         #: Range 0 is reading its answer on to the end: Range is not honoured.
         self._single = False
+        #: A 206 came: the server honours Range (a 200 from now on is no fallback).
+        self._ranged = False
+        self._taken = 1  # pieces handed out; piece 0 is the first answer's
         self._mark: asyncio.Task[None] | None = None
 
     async def run(self) -> int:
@@ -543,7 +554,7 @@ class _Segmented:
 
     async def _gather(self) -> None:
         tasks = [asyncio.ensure_future(self._first()), asyncio.ensure_future(self._read_back())]
-        tasks += [asyncio.ensure_future(self._other(r)) for r in self._ranges[1:]]
+        tasks += [asyncio.ensure_future(self._worker()) for _ in range(self._count - 1)]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -563,7 +574,7 @@ class _Segmented:
 
     async def _keep_prefix(self, exc: BaseException) -> None:
         """After a failure worth resuming, record how far the bytes are checked."""
-        if isinstance(exc, _NoRanges):
+        if isinstance(exc, _NoRanges) or self._single:
             self._carry.single = True
         if isinstance(exc, Exception) and (not isinstance(exc, TransientDownloadError)
                                            or isinstance(exc, _StalePartial)):
@@ -584,12 +595,24 @@ class _Segmented:
             if first.stored == self._total and _overran(protocol):
                 raise _Overrun(f"{self._shown}: the server sent more than its Content-Length "
                                f"({self._total} bytes); what arrived was dropped")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.info("%s: range 0 cut at byte %d: %s", self._remote.name, first.stored,
-                     describe_transport_error(exc))
+        except _StalePartial:
+            raise  # an overrun: nothing of this answer is to be trusted
+        except (aiohttp.ClientError, TimeoutError, TransientDownloadError) as exc:
+            # Cut, or stopped at its piece's end just before the news that Range is
+            # ignored made it the only stream: either way, asked for again below.
+            why = exc if isinstance(exc, DownloadError) else describe_transport_error(exc)
+            log.info("%s: range 0 ended at byte %d: %s", self._remote.name, first.stored, why)
         finally:
             self._resp.close()  # a range cut short: the rest is for the other connections
         await self._other(first)
+        await self._worker()
+
+    async def _worker(self) -> None:
+        """One connection's work: the lowest piece not taken yet, until none is left."""
+        while not self._single and self._taken < len(self._ranges):
+            part = self._ranges[self._taken]
+            self._taken += 1
+            await self._other(part)
 
     async def _other(self, part: _Range) -> None:
         """Ask for what is missing of *part* until it is all stored (bounded retries)."""
@@ -599,8 +622,9 @@ class _Segmented:
             try:
                 await self._fetch(part)
             except _NoRanges:
-                if part.index == 1 and self._ranges[0].stored < self._ranges[0].end \
-                        and not self._single and self._ranges[0].end < self._total:
+                if self._single and part.index > 0:
+                    return  # range 0 reads everything already
+                if not self._ranged and self._ranges[0].stored < self._ranges[0].end < self._total:
                     log.info("%s: the server ignores Range; one connection", self._remote.name)
                     self._single = True
                     self._ranges[0].end = self._total
@@ -626,6 +650,7 @@ class _Segmented:
         async with await self._dl._get(self._remote.url, headers) as resp:
             protocol = resp.connection.protocol if resp.connection else None
             self._check_answer(resp, part)
+            self._ranged = True
             await self._pump(part, resp, bounded=True)
         if _overran(protocol):
             raise _Overrun(f"{self._shown}: the server sent more than its Content-Length "

@@ -99,7 +99,7 @@ async def test_server_ignoring_range_falls_back_to_one_stream(standin, make_conf
     """A server answering 200 to Range requests: the file still arrives whole and correct."""
     standin.add_job(ID1, video_size=SIZE, ignore_range=True)
     result = await archive(make_config(downloads=SEGMENTED), Manifest.from_ids([ID1]))
-    assert result.items[0].outcome is Outcome.ARCHIVED
+    assert result.items[0].outcome is Outcome.ARCHIVED, result.items[0].error
     assert archived_sha(tmp_path / "archive", ID1) == (standin.file_sha256(ID1, "video"),) * 2
     assert standin.file_ranges  # ranges were tried, and their 200s recognised
 
