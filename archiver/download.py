@@ -336,6 +336,10 @@ class Downloader:
         return size
 
 
+#: Chunks up to this size are hashed on the event loop (tens of microseconds).
+_INLINE_HASH = 128 * 1024
+
+
 class _ChunkStore:
     """Hashes and stores chunks one step behind the network.
 
@@ -354,6 +358,11 @@ class _ChunkStore:
         self._pending = asyncio.ensure_future(self._store(chunk))
 
     async def _store(self, chunk: bytes) -> None:
+        if len(chunk) <= _INLINE_HASH:
+            # Hashing a small chunk here costs less than handing it to a thread and back.
+            self._hasher.update(chunk)
+            await self._sink.write(chunk)
+            return
         loop = asyncio.get_running_loop()
         await asyncio.gather(loop.run_in_executor(None, self._hasher.update, chunk),
                              self._sink.write(chunk))

@@ -1,6 +1,7 @@
 """Workload 8, per-item overhead: `archiver run` against the tightest bare loop (issue 13).
 
     python bench/bench_per_item.py [--jobs 10000] [--rounds 3] [--latency 0.02] [--quick]
+                                   [--before DIR]
 
 JOBS ids, each done after 3 polls (statuses 1, 2, 3) with one 64 KiB video; the Akool
 stand-in (its own process) adds LATENCY seconds to every API answer. Per round,
@@ -12,6 +13,9 @@ alternating which goes first, the stand-in reset before each and a fresh folder 
   whole durable commit (file fsync + rename, ``info.json`` and ``SHA256SUMS`` atomic and
   fsynced, folder fsync, ``archive.json`` the same way, folder fsync).
 
+With ``--before DIR`` (a copy of another version's ``archiver`` package, e.g.
+``git archive OLD archiver | tar -x -C DIR``), that version runs in the same rounds too.
+
 Target: archiver wall <= 1.3 x the bare loop's.
 """
 
@@ -19,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -51,6 +57,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2,000 ids, 1 round: a smoke run")
+    parser.add_argument("--before", type=Path, help="also run the archiver package in DIR")
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.rounds = 2000, 1
@@ -81,11 +88,12 @@ def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer
         assert stats["api_calls"] == POLLS * jobs and stats["file_requests"] == jobs, stats
         return m
 
-    def archiver() -> Measure:
+    def archiver(path: Path | None = None) -> Measure:
         shutil.rmtree(root, ignore_errors=True)
         server.reset()
         settle()
-        m = measure(archiver_cmd(server.manifest, config, report_path))
+        env = None if path is None else {**os.environ, "PYTHONPATH": str(path.resolve())}
+        m = measure(archiver_cmd(server.manifest, config, report_path), env=env)
         totals = json.loads(report_path.read_text())["totals"]
         assert m.returncode == 0 and totals["archived"] == jobs, (m, totals)
         shutil.rmtree(root, ignore_errors=True)
@@ -103,13 +111,17 @@ def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer
         shutil.rmtree(bare_root, ignore_errors=True)
         return checked(m)
 
-    results: dict[str, list[Measure]] = {"archiver": [], "tight bare loop": []}
+    order: list[tuple[str, Callable[[], Measure]]] = [
+        ("archiver", archiver), ("tight bare loop", bare)]
+    if args.before is not None:
+        order.append(("archiver before", lambda: archiver(args.before)))
+    results: dict[str, list[Measure]] = {name: [] for name, _ in order}
     for n in range(args.rounds):
-        order = [("archiver", archiver), ("tight bare loop", bare)]
-        for name, run in order if n % 2 == 0 else reversed(order):
+        for name, run in order[n % len(order):] + order[:n % len(order)]:
             results[name].append(run())
-        print(f"round {n + 1}: archiver {results['archiver'][-1].wall:.2f}s, "
-              f"bare {results['tight bare loop'][-1].wall:.2f}s", file=sys.stderr, flush=True)
+        print(f"round {n + 1}: " + ", ".join(f"{name} {runs[-1].wall:.2f}s"
+                                             for name, runs in results.items()),
+              file=sys.stderr, flush=True)
     return results
 
 
@@ -125,6 +137,9 @@ def report(args: argparse.Namespace, results: dict[str, list[Measure]]) -> None:
     print(rows_table(["", "wall s", "CPU s", "peak RSS MiB"], rows))
     print(f"archiver / tight bare loop wall = {a / b:.2f} "
           f"(target <= 1.30: {verdict(a / b <= 1.3)})")
+    if "archiver before" in results:
+        c = median([m.wall for m in results["archiver before"]])
+        print(f"archiver before / tight bare loop wall = {c / b:.2f}")
     print("per-round ratios: " + ", ".join(
         f"{x.wall / y.wall:.2f}"
         for x, y in zip(results["archiver"], results["tight bare loop"], strict=True)))
