@@ -2,6 +2,7 @@
 
     python bench/_bare_archive_tight.py BASE_URL API_KEY MANIFEST ROOT
                                         [--in-flight 64] [--api 64] [--files 16]
+                                        [--force-close]
 
 IN_FLIGHT ids at once under one semaphore; per id: poll back to back until status 3
 (the stand-in says 1, 2, 3), GET each result file hashing while receiving (chunks past
@@ -9,6 +10,8 @@ IN_FLIGHT ids at once under one semaphore; per id: poll back to back until statu
 fsync the file, rename it; write + fsync + rename ``info.json`` and ``SHA256SUMS``; fsync
 the folder; write + fsync + rename ``archive.json``; fsync the folder. The API key goes
 only to the API (a second session fetches the files). Prints the number of ids archived.
+With ``--force-close`` the file session opens a new connection per file, as the
+archiver does (since issue 9: bytes past one body can never pass for the next answer).
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ async def main() -> None:
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--api", type=int, default=64)
     parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--force-close", action="store_true")
     args = parser.parse_args()
     ids = [str(i) for i in yaml.safe_load(args.manifest.read_text())["videos"]]
     args.root.mkdir(parents=True, exist_ok=True)
@@ -133,7 +137,8 @@ async def main() -> None:
 
     api = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.api),
                                 headers={"x-api-key": args.api_key})
-    files = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.files),
+    files = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.files,
+                                                                 force_close=args.force_close),
                                   auto_decompress=False, read_bufsize=2**18)
 
     async def one(job_id: str) -> None:
