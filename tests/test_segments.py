@@ -8,6 +8,7 @@ set low, and ranges are 1 MiB or more.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -197,3 +198,55 @@ async def test_s3_sink_keeps_one_stream(standin, make_config, s3: S3Fixture):
         await storage.close()
     assert record.sha256 == standin.file_sha256(ID1, "video")
     assert standin.file_ranges == []
+
+
+class _RangeOverrun:
+    """A raw HTTP server: whole answers are honest; every 206 sends bytes past its
+    Content-Length right after the declared body (a wrong Content-Length)."""
+
+    def __init__(self) -> None:
+        self.data = mp4_bytes(SIZE, seed=b"overrun")
+        self.ranges = 0
+
+    async def handle(self, reader: Any, writer: Any) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+            common = b"Content-Type: video/mp4\r\nETag: \"o\"\r\nAccept-Ranges: bytes\r\n"
+            wanted = [line for line in head.split("\r\n") if line.startswith("range:")]
+            if not wanted:
+                writer.write(b"HTTP/1.1 200 OK\r\n" + common
+                             + b"Content-Length: %d\r\n\r\n" % len(self.data) + self.data)
+            else:
+                self.ranges += 1
+                first, _, last = wanted[0].split("=")[1].strip().partition("-")
+                start, end = int(first), int(last) + 1
+                writer.write(b"HTTP/1.1 206 Partial Content\r\n" + common
+                             + b"Content-Range: bytes %d-%d/%d\r\n" % (start, end - 1, SIZE)
+                             + b"Content-Length: %d\r\n\r\n" % (end - start)
+                             + self.data[start:end] + b"GARBAGE" * 100)
+            await writer.drain()
+        except (ConnectionError, OSError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_range_answer_longer_than_its_content_length_is_never_committed(
+        standin, make_config, tmp_path):
+    """A range answer with bytes past its Content-Length: dropped, nothing committed."""
+    hostile = _RangeOverrun()
+    server = await asyncio.start_server(hostile.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        standin.add_job(ID1, redirects={"video": f"http://127.0.0.1:{port}/video.mp4"})
+        config = make_config(downloads={**SEGMENTED, "retries": {"attempts": 2,
+                                                                 "wait_initial": 0.01,
+                                                                 "wait_max": 0.05}})
+        result = await archive(config, Manifest.from_ids([ID1]))
+    item = result.items[0]
+    assert item.outcome is Outcome.FAILED
+    assert "more than its Content-Length" in item.error
+    assert hostile.ranges > 0
+    folder = tmp_path / "archive" / ID1
+    assert not (folder / "archive.json").exists() and not (folder / "video.mp4").exists()
+    assert not folder.exists() or not any(folder.iterdir())
