@@ -144,8 +144,14 @@ class DownloadConfig(_Model):
     max_file_size: int = 20 * 1024**3
     #: Fetch result files from loopback, private, link-local... addresses too.
     allow_private: bool = False
+    #: A file with more than this many bytes left to fetch is fetched over several
+    #: connections (``downloads.segments``) when its server honours Range requests.
+    segment_threshold: int = 64 * 1024**2
+    #: Connections per large file (1 = always one stream). Memory per file is about
+    #: two ``chunk_size`` buffers per segment.
+    segments: Annotated[int, Field(ge=1, le=16)] = 4
 
-    @field_validator("max_file_size", mode="before")
+    @field_validator("max_file_size", "segment_threshold", mode="before")
     @classmethod
     def _size(cls, value: object) -> int:
         if not isinstance(value, int | str):

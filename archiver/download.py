@@ -22,6 +22,14 @@ No file may exceed ``downloads.max_file_size``, declared or streamed. Unless
 ``downloads.allow_private`` is set, result files are fetched only from public
 addresses: IP literals are checked before each request (redirects included) and names
 at connect time, by the resolver (:class:`~archiver._http.PublicOnlyResolver`).
+
+A file with more than ``downloads.segment_threshold`` bytes left to fetch, whose server
+gives a strong validator and a length, is fetched over ``downloads.segments`` connections
+when the storage can write by position (:class:`_Segmented`): the first answer goes on
+as the first range, the others are asked with ``Range`` + ``If-Range``. The bytes are
+read back in order behind the ranges to be hashed and checked, so memory stays a few
+chunks per range. A server that ignores Range gets one stream; a file that changed
+between the requests is dropped and fetched again from zero.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import asyncio
 import contextlib
 import fnmatch
 import hashlib
+import itertools
 import logging
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -186,8 +195,17 @@ class Downloader:
                     log.info("%s: resuming at byte %d", remote.name, offset)
                 if listener is not None:
                     listener.started(None if expected is None else offset + expected, offset)
-                size = offset + await self._stream(resp, sink, hasher, check, listener,
-                                                   _Cap(remote.name, shown, cap, offset))
+                segments = self._segments(resp, sink, expected, carry)
+                if segments > 1:
+                    assert expected is not None
+                    size = await _Segmented(
+                        self, remote, resp, sink, hasher, check, listener,
+                        first=offset, total=offset + expected, count=segments,
+                        carry=carry).run()
+                    protocol = None  # each range checked its own connection
+                else:
+                    size = offset + await self._stream(resp, sink, hasher, check, listener,
+                                                       _Cap(remote.name, shown, cap, offset))
             if _overran(protocol):
                 raise _Overrun(f"{shown}: the server sent more than its Content-Length "
                                f"({expected} bytes); what arrived was dropped")
@@ -219,6 +237,16 @@ class Downloader:
         log.debug("stored %s (%d bytes) from %s", remote.name, size, shown)
         return FileRecord(name=remote.name, size=size, sha256=hasher.hexdigest(),
                           source_url=shown, extra=extra)
+
+    def _segments(self, resp: aiohttp.ClientResponse, sink: FileSink, expected: int | None,
+                  carry: _Carry) -> int:
+        """How many connections to fetch this answer's bytes over (1: just this one)."""
+        config = self._config
+        if (config.segments < 2 or carry.single or expected is None
+                or expected <= config.segment_threshold or _validator(resp) is None
+                or not getattr(sink, "supports_positional_writes", False)):
+            return 1
+        return max(1, min(config.segments, expected // _MIN_SEGMENT))
 
     async def probe(self, remote: RemoteFile) -> int | None:
         """The size the file host announces for *remote* (HEAD), or None if it does not say."""
@@ -308,6 +336,10 @@ class Downloader:
         return size
 
 
+#: Chunks up to this size are hashed on the event loop (tens of microseconds).
+_INLINE_HASH = 128 * 1024
+
+
 class _ChunkStore:
     """Hashes and stores chunks one step behind the network.
 
@@ -326,6 +358,11 @@ class _ChunkStore:
         self._pending = asyncio.ensure_future(self._store(chunk))
 
     async def _store(self, chunk: bytes) -> None:
+        if len(chunk) <= _INLINE_HASH:
+            # Hashing a small chunk here costs less than handing it to a thread and back.
+            self._hasher.update(chunk)
+            await self._sink.write(chunk)
+            return
         loop = asyncio.get_running_loop()
         await asyncio.gather(loop.run_in_executor(None, self._hasher.update, chunk),
                              self._sink.write(chunk))
@@ -377,11 +414,13 @@ class _Overrun(_StalePartial):
 class _Carry:
     """What one attempt hands the next for the same file (a resume in this run)."""
 
-    __slots__ = ("boxes",)
+    __slots__ = ("boxes", "single")
 
     def __init__(self) -> None:
         #: The MP4 box walk over the bytes stored so far, so a resume keeps checking.
         self.boxes: Mp4Boxes | None = None
+        #: The server does not honour Range for this file: fetch it over one connection.
+        self.single = False
 
 
 class _Cap:
@@ -434,3 +473,340 @@ def _host_matches(host: str, port: int | None, pattern: str) -> bool:
     if name.startswith("*."):
         return host.endswith(name[1:]) or fnmatch.fnmatchcase(host, name)
     return host == name
+
+
+# ------------------------------------------------- one large file over several connections
+
+#: No range is made smaller than this: below it a connection costs more than it brings.
+_MIN_SEGMENT = 1024 * 1024
+#: Bytes read back per step to be hashed in order. 4 MiB rather than 1: a quarter of the
+#: thread hops, which without a per-connection cap made segments measurably slower
+#: than one stream on 2 cores.
+_READ_BACK = 4 * 1024 * 1024
+#: The checked prefix is made durable and recorded (for a resume) about this often.
+_MARK_STEP = 64 * 1024 * 1024
+#: Pieces per connection. Equal ranges, one per connection, would all finish at the
+#: end, and hashing (in order) could only start then; with several pieces per
+#: connection, taken lowest first, the checked prefix follows the downloads closely.
+_PIECES_PER_CONNECTION = 4
+
+
+class _NoRanges(TransientDownloadError):
+    """The server does not honour Range for this file: fetch it again over one stream."""
+
+
+class _Range:
+    """One range of the file: bytes ``[start, end)``, of which ``[start, stored)`` are written."""
+
+    __slots__ = ("end", "index", "start", "stored")
+
+    def __init__(self, index: int, start: int, end: int) -> None:
+        self.index, self.start, self.end, self.stored = index, start, end, start
+
+
+class _Segmented:
+    """Fetches bytes ``[first, total)`` of one file as several ranges at once.
+
+    The bytes are split into pieces (a few per connection); *count* connections each
+    take the lowest piece nobody has taken yet, until none is left. Piece 0 is the
+    answer already received (a 200, or the 206 of a resume) read up to the piece's end;
+    the others are asked for with ``Range: bytes=a-b`` and ``If-Range``.
+    Each range is written by position (:meth:`FileSink.write_at`) and, when its
+    connection breaks, asked for again from where it stopped. One task reads the file
+    back in order behind the ranges, feeding the hash and the content check, and every
+    ``_MARK_STEP`` bytes has the sink record the checked prefix: what a later attempt or
+    run resumes from (bytes past it are never trusted). So memory stays about two chunks
+    per range plus one read-back block, whatever the file size.
+
+    Answers are checked against the first: a 206 must have the exact Content-Range
+    asked for, the same total and the same validator; a 200 with the same validator
+    means Range is ignored (one stream: range 0 reads on to the end if it still can,
+    otherwise the file is fetched again over one connection); anything else means the
+    file changed (:class:`_StalePartial`: everything is dropped, fetched from zero).
+    """
+
+    def __init__(self, downloader: Downloader, remote: RemoteFile,
+                 resp: aiohttp.ClientResponse, sink: FileSink, hasher: Any,
+                 check: ContentCheck, listener: TransferListener | None, *,
+                 first: int, total: int, count: int, carry: _Carry) -> None:
+        self._dl, self._config = downloader, downloader._config
+        self._remote, self._shown = remote, redact_url(remote.url)
+        self._resp, self._sink, self._hasher, self._check = resp, sink, hasher, check
+        self._listener, self._carry = listener, carry
+        self._total = total
+        self._validator = _validator(resp)
+        self._count = count
+        pieces = max(count, min(count * _PIECES_PER_CONNECTION, (total - first) // _MIN_SEGMENT))
+        step = -(-(total - first) // pieces)
+        bounds = [*range(first, total, step), total]
+        self._ranges = [_Range(i, a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+        #: Bytes hashed and checked, in order, from 0.
+        self.hashed = first
+        self._marked = first
+        self._progress = asyncio.Event()
+        #: Range 0 is reading its answer on to the end: Range is not honoured.
+        self._single = False
+        #: A 206 came: the server honours Range (a 200 from now on is no fallback).
+        self._ranged = False
+        self._taken = 1  # pieces handed out; piece 0 is the first answer's
+        self._mark: asyncio.Task[None] | None = None
+
+    async def run(self) -> int:
+        """Fetch, hash and check every range; the file's size. The caller commits."""
+        # Recorded before any write by position: a run that dies from here on resumes
+        # after the checked prefix, never onto the bytes written out of order.
+        await self._sink.mark_prefix(self.hashed)
+        try:
+            await self._gather()
+        except BaseException as exc:
+            await self._keep_prefix(exc)
+            raise
+        return self._total
+
+    async def _gather(self) -> None:
+        tasks = [asyncio.ensure_future(self._first()), asyncio.ensure_future(self._read_back())]
+        tasks += [asyncio.ensure_future(self._worker()) for _ in range(self._count - 1)]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            # Let every write in flight finish before the caller commits or aborts.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._mark is not None:
+                await asyncio.gather(self._mark, return_exceptions=True)
+                tasks.append(self._mark)  # a failed mark aborted the sink: it must surface
+        errors = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
+        if errors:
+            raise _worst(errors)
+        if self.hashed != self._total:  # every task ended, yet something is missing
+            raise TransientDownloadError(f"{self._shown}: ranges ended at byte {self.hashed} "
+                                         f"of {self._total}")
+
+    async def _keep_prefix(self, exc: BaseException) -> None:
+        """After a failure worth resuming, record how far the bytes are checked."""
+        if isinstance(exc, _NoRanges) or self._single:
+            self._carry.single = True
+        if isinstance(exc, Exception) and (not isinstance(exc, TransientDownloadError)
+                                           or isinstance(exc, _StalePartial)):
+            return  # nothing is kept
+        # The MP4 box walk has seen exactly the bytes up to self.hashed: the next
+        # attempt resumes there and carries on with it.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._sink.mark_prefix(self.hashed))
+
+    # ------------------------------------------------------------- the ranges
+
+    async def _first(self) -> None:
+        """Range 0: the answer already received, then (if cut) asked for again."""
+        first = self._ranges[0]
+        try:
+            protocol = self._resp.connection.protocol if self._resp.connection else None
+            await self._pump(first, self._resp, bounded=False)
+            if first.stored == self._total and _overran(protocol):
+                raise _Overrun(f"{self._shown}: the server sent more than its Content-Length "
+                               f"({self._total} bytes); what arrived was dropped")
+        except _StalePartial:
+            raise  # an overrun: nothing of this answer is to be trusted
+        except (aiohttp.ClientError, TimeoutError, TransientDownloadError) as exc:
+            # Cut, or stopped at its piece's end just before the news that Range is
+            # ignored made it the only stream: either way, asked for again below.
+            why = exc if isinstance(exc, DownloadError) else describe_transport_error(exc)
+            log.info("%s: range 0 ended at byte %d: %s", self._remote.name, first.stored, why)
+        finally:
+            self._resp.close()  # a range cut short: the rest is for the other connections
+        await self._other(first)
+        await self._worker()
+
+    async def _worker(self) -> None:
+        """One connection's work: the lowest piece not taken yet, until none is left."""
+        while not self._single and self._taken < len(self._ranges):
+            part = self._ranges[self._taken]
+            self._taken += 1
+            await self._other(part)
+
+    async def _other(self, part: _Range) -> None:
+        """Ask for what is missing of *part* until it is all stored (bounded retries)."""
+        failures = 0
+        while part.stored < part.end and not (self._single and part.index > 0):
+            before = part.stored
+            try:
+                await self._fetch(part)
+            except _NoRanges:
+                if self._single and part.index > 0:
+                    return  # range 0 reads everything already
+                if not self._ranged and self._ranges[0].stored < self._ranges[0].end < self._total:
+                    log.info("%s: the server ignores Range; one connection", self._remote.name)
+                    self._single = True
+                    self._ranges[0].end = self._total
+                    return
+                raise
+            except _StalePartial:
+                raise
+            except (aiohttp.ClientError, TimeoutError, TransientDownloadError) as exc:
+                failures = 0 if part.stored > before else failures + 1
+                if failures >= self._config.retries.attempts:
+                    why = exc if isinstance(exc, DownloadError) else describe_transport_error(exc)
+                    raise TransientDownloadError(
+                        f"{self._shown}: bytes {part.stored}-{part.end - 1}: {why}") from None
+                log.info("%s: range %d cut at byte %d; asking for the rest",
+                         self._remote.name, part.index, part.stored)
+                retry = self._config.retries
+                await asyncio.sleep(min(retry.wait_initial * 2 ** failures, retry.wait_max))
+
+    async def _fetch(self, part: _Range) -> None:
+        assert self._validator is not None
+        headers = {"Range": f"bytes={part.stored}-{part.end - 1}",
+                   "If-Range": self._validator}
+        async with await self._dl._get(self._remote.url, headers) as resp:
+            protocol = resp.connection.protocol if resp.connection else None
+            self._check_answer(resp, part)
+            self._ranged = True
+            await self._pump(part, resp, bounded=True)
+        if _overran(protocol):
+            raise _Overrun(f"{self._shown}: the server sent more than its Content-Length "
+                           f"for bytes {part.start}-{part.end - 1}; what arrived was dropped")
+
+    def _check_answer(self, resp: aiohttp.ClientResponse, part: _Range) -> None:
+        status, shown = resp.status, self._shown
+        if status in (200, 206) and _validator(resp) not in (None, self._validator):
+            raise _StalePartial(f"{shown}: the file changed while it was fetched in ranges")
+        if status == 200:
+            raise _NoRanges(f"{shown}: the server ignores Range")
+        if status == 206:
+            want = f"bytes {part.stored}-{part.end - 1}/{self._total}"
+            got = resp.headers.get("Content-Range", "")
+            if got == want and resp.content_length in (None, part.end - part.stored):
+                return
+            if not got.endswith(f"/{self._total}"):
+                raise _StalePartial(f"{shown}: the file changed while it was fetched in "
+                                    f"ranges (Content-Range {got!r})")
+            raise _NoRanges(f"{shown}: asked for {want!r}, got {got!r}")
+        if status in (412, 416):
+            raise _StalePartial(f"{shown}: the file changed while it was fetched in ranges "
+                                f"(HTTP {status})")
+        _resume_from(resp, None, shown)  # raises the error that fits the status
+        raise DownloadError(f"{shown}: HTTP {status}")
+
+    async def _pump(self, part: _Range, resp: aiohttp.ClientResponse, *, bounded: bool) -> None:
+        """Write *resp*'s body at *part*'s position until the range is stored.
+
+        A *bounded* answer (a range asked for) sending more than asked is an overrun;
+        the first answer is simply not read past its range's end.
+        """
+        chunk_size = self._config.chunk_size
+        pieces: list[bytes] = []
+        buffered = 0
+        received = part.stored
+        store = _RangeStore(self._sink, part, self._progress)
+        bucket = self._dl._bucket
+        try:
+            async for data in resp.content.iter_any():
+                if part.index > 0 and self._single:
+                    break  # range 0 reads everything now
+                if received + len(data) > part.end:
+                    if bounded or part.end == self._total:
+                        raise _Overrun(f"{self._shown}: more bytes than asked for in "
+                                       f"bytes {part.start}-{part.end - 1}")
+                    data = data[:part.end - received]
+                received += len(data)
+                pieces.append(data)
+                buffered += len(data)
+                if self._listener is not None:
+                    self._listener.advanced(len(data))
+                if bucket is not None:
+                    await bucket.acquire(len(data))
+                if buffered >= chunk_size or received >= part.end:
+                    await store.put(b"".join(pieces))
+                    pieces.clear()
+                    buffered = 0
+                if received >= part.end:
+                    break
+        except (aiohttp.ClientError, TimeoutError):
+            if pieces:  # a good prefix of the range: kept, so the retry asks for the rest
+                await store.put(b"".join(pieces))
+            await store.drain()
+            raise
+        except BaseException:
+            await store.settle()
+            raise
+        if pieces:
+            await store.put(b"".join(pieces))
+        await store.drain()
+        if part.stored < part.end and not (part.index > 0 and self._single):
+            raise TransientDownloadError(f"{self._shown}: bytes {part.start}-{part.end - 1} "
+                                         f"ended at {part.stored}")
+
+    # --------------------------------------------------- hash and check, in order
+
+    def _frontier(self) -> int:
+        """Where the bytes stored without a gap from the start end."""
+        for part in self._ranges:
+            if part.stored < part.end or part.end == self._total:
+                return part.stored
+        return self._total
+
+    async def _read_back(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.hashed < self._total:
+            frontier = self._frontier()
+            if frontier <= self.hashed:
+                self._progress.clear()
+                await self._progress.wait()
+                continue
+            while self.hashed < frontier:
+                data = await self._sink.read_at(self.hashed,
+                                                min(_READ_BACK, frontier - self.hashed))
+                if not data:
+                    raise DownloadError(f"{self._remote.name}: stored bytes vanished at "
+                                        f"{self.hashed}")
+                await loop.run_in_executor(None, self._hasher.update, data)
+                self._check.feed(data)
+                self.hashed += len(data)
+            if self._mark is not None and self._mark.done() and self._mark.exception():
+                raise self._mark.exception()  # type: ignore[misc]
+            if self.hashed - self._marked >= _MARK_STEP and (self._mark is None
+                                                            or self._mark.done()):
+                self._marked = self.hashed
+                self._mark = asyncio.ensure_future(self._sink.mark_prefix(self.hashed))
+
+
+class _RangeStore:
+    """Writes one range's chunks by position, one step behind its network reads."""
+
+    def __init__(self, sink: FileSink, part: _Range, progress: asyncio.Event) -> None:
+        self._sink, self._part, self._progress = sink, part, progress
+        self._pending: asyncio.Future[None] | None = None
+        self._at = part.stored
+
+    async def put(self, chunk: bytes) -> None:
+        await self.drain()
+        at, self._at = self._at, self._at + len(chunk)
+        self._pending = asyncio.ensure_future(self._write(at, chunk))
+
+    async def _write(self, at: int, chunk: bytes) -> None:
+        await self._sink.write_at(at, chunk)
+        self._part.stored = at + len(chunk)
+        self._progress.set()
+
+    async def drain(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    async def settle(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(pending)
+
+
+def _worst(errors: list[BaseException]) -> BaseException:
+    """The error that says most about a failed segmented fetch: a permanent one first,
+    then a changed file, then any other."""
+    for kind in (lambda e: not isinstance(e, TransientDownloadError),
+                 lambda e: isinstance(e, _StalePartial)):
+        for exc in errors:
+            if kind(exc):
+                return exc
+    return errors[0]

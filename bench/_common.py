@@ -192,13 +192,16 @@ def proc_cpu(pid: int) -> float:
 class Nginx:
     """nginx (Debian package ``nginx``) serving *root* on a loopback port, one worker."""
 
-    def __init__(self, workdir: Path, root: Path) -> None:
+    def __init__(self, workdir: Path, root: Path, *, port: int | None = None,
+                 limit_rate: str | None = None) -> None:
+        """*limit_rate* (nginx units, e.g. ``50m``) caps each connection, as CDNs do."""
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(exe).exists():
             raise RuntimeError("nginx not found: apt-get install -y nginx "
                                "(or pass --file-server standin)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        rate = f"limit_rate {limit_rate};" if limit_rate else ""
         prefix = workdir / "nginx"
         (prefix / "tmp").mkdir(parents=True, exist_ok=True)
         conf = prefix / "nginx.conf"
@@ -225,6 +228,7 @@ http {{
     server {{
         listen 127.0.0.1:{self.port};
         root {root};
+        {rate}
     }}
 }}
 """)

@@ -54,6 +54,9 @@ class Partial:
     head: bytes = b""
     #: The whole file was received and checked; only the item's commit was missing.
     complete: bool = False
+    #: The temporary file may hold bytes past *size* (a download over several
+    #: connections stopped): they are no prefix to trust, and the sink cuts them off.
+    cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,33 @@ class GcResult:
 
 
 class FileSink(Protocol):
-    """A file being written. Data is invisible under its final name until :meth:`commit`."""
+    """A file being written. Data is invisible under its final name until :meth:`commit`.
+
+    A sink writes sequentially (:meth:`write`). One whose :attr:`supports_positional_writes`
+    is true can also be written out of order - several ranges of one file fetched at
+    once - with :meth:`write_at`, read back with :meth:`read_at` (the caller hashes the
+    bytes in order), and told with :meth:`mark_prefix` how far the bytes are contiguous
+    and checked. A sink uses one mode or the other, never both.
+    """
+
+    #: Whether :meth:`write_at`, :meth:`read_at` and :meth:`mark_prefix` work (local
+    #: disk: yes; S3: no - a multipart upload takes its parts in order here).
+    supports_positional_writes: bool
 
     async def write(self, chunk: bytes) -> None:
         """Append *chunk*. Called with chunks of about ``downloads.chunk_size`` bytes."""
+
+    async def write_at(self, offset: int, chunk: bytes) -> None:
+        """Write *chunk* at byte *offset* (positional sinks only; see the class docstring)."""
+
+    async def read_at(self, offset: int, size: int) -> bytes:
+        """Read back up to *size* bytes written at *offset* (positional sinks only)."""
+
+    async def mark_prefix(self, size: int) -> None:
+        """The first *size* bytes are contiguous and checked: make them durable and record
+        them, so that a later attempt or run resumes after them and trusts nothing past
+        them (positional sinks only). :meth:`abort` with *keep* keeps just that prefix.
+        """
 
     async def commit(self, size: int, sha256: str) -> dict[str, Any]:
         """Check *size* bytes were written and make the file durable.

@@ -21,7 +21,10 @@ name replace whatever entry has that name, a planted link included, never its ta
 Blocking file work runs in threads, grouped so that each step is one thread hop: opening a
 file with its sidecar, each chunk, closing with its fsync, and the whole commit (metadata
 files, renames, folder fsync, record). A hop per system call (aiofiles' way) cost more
-than the work itself for 10,000 small items.
+than the work itself for 10,000 small items. A file that arrives in one chunk goes
+further: the chunk is held in memory and written, fsynced and renamed in the item's
+commit hop (still durable before it is named), so a small item costs two hops - open and
+commit - and no hop at all is spent looking for a partial where there is no sidecar.
 """
 
 from __future__ import annotations
@@ -267,6 +270,14 @@ class LocalItemWriter:
         self._pending_small: list[tuple[str, bytes]] = []
 
     async def partial(self, name: str) -> Partial | None:
+        # No sidecar, no partial - the case of nearly every new item: one lstat here costs
+        # less than a thread hop. (Whatever is there - a link - is judged in the thread.)
+        try:
+            os.lstat(self.folder / sidecar_name(name))
+        except FileNotFoundError:
+            return None
+        except OSError:
+            pass
         return await asyncio.to_thread(_read_partial, self.folder, name)
 
     async def open_file(self, name: str, *, resume: Partial | None = None,
@@ -303,7 +314,15 @@ class LocalItemWriter:
 
 
 class LocalFileSink:
-    """One media file being written under its temporary name."""
+    """One media file being written under its temporary name.
+
+    Written in order (:meth:`write`) or, for a file fetched over several connections, by
+    position (:meth:`write_at`). In the second mode the sidecar records the contiguous,
+    checked prefix (:meth:`mark_prefix`, after an ``fdatasync``): a run that stops
+    however it stops resumes after that prefix, and whatever lies past it is cut off.
+    """
+
+    supports_positional_writes = True
 
     def __init__(self, folder: Path, name: str) -> None:
         self.folder = folder
@@ -319,6 +338,14 @@ class LocalFileSink:
         self._writes = 0
         self._has_sidecar = False
         self._meta: dict[str, Any] = {}
+        #: A read-only descriptor of the temporary, opened by the first read_at().
+        self._reader: int | None = None
+        #: The first chunk, held until a second comes or the item commits: a file that
+        #: arrives in one chunk (most subtitles, small videos) then costs no thread hop
+        #: of its own - it is written, fsynced and renamed in the item's commit hop.
+        self._held: bytes | None = None
+        #: commit() left the flush + fsync + close to the item's commit (one chunk).
+        self._sync_at_commit = False
 
     async def open(self, resume: Partial | None, validator: str | None, source: str) -> None:
         self._meta = {"source": source, "validator": validator}
@@ -336,12 +363,19 @@ class LocalFileSink:
         with _folder(self.folder, create=True) as dir_fd:
             assert dir_fd is not None  # created
             if resume is not None:
-                fd = _open_existing(dir_fd, temp_name(self.name), os.O_WRONLY | os.O_APPEND,
+                # Not O_APPEND: on Linux pwrite() to such a file appends, wherever it
+                # was asked to write. write() goes on from the end all the same.
+                fd = _open_existing(dir_fd, temp_name(self.name), os.O_WRONLY,
                                     single_link=True)
-                self._file = os.fdopen(fd, "ab")
+                self._file = os.fdopen(fd, "wb")  # an fd is never truncated by fdopen
                 self._written = os.fstat(fd).st_size
+                if resume.cut and self._written > resume.size:
+                    # Bytes past the checked prefix of a segmented download: not trusted.
+                    os.ftruncate(fd, resume.size)
+                    self._written = resume.size
                 if self._written != resume.size:
                     raise DownloadError(f"{self.temp} changed while resuming")
+                self._file.seek(resume.size)
                 self._write_sidecar_at(dir_fd, self._meta)
             else:
                 self._file = os.fdopen(_create_fresh(dir_fd, temp_name(self.name)), "wb")
@@ -359,14 +393,25 @@ class LocalFileSink:
         self._has_sidecar = True
 
     async def write(self, chunk: bytes) -> None:
+        if self._writes == 0 and self._held is None:
+            self._held = chunk
+            self._written += len(chunk)
+            self._writes = 1
+            return
         try:
             await asyncio.to_thread(self._write_sync, chunk)
         except OSError as exc:
             await self.abort()
             raise _write_error(self.final, exc) from None
 
+    def _write_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and self._file is not None:
+            self._file.write(held)
+
     def _write_sync(self, chunk: bytes) -> None:
         assert self._file is not None
+        self._write_held()
         self._file.write(chunk)
         self._written += len(chunk)
         self._writes += 1
@@ -381,10 +426,77 @@ class LocalFileSink:
                              self._written - self._written_back, os.POSIX_FADV_DONTNEED)
             self._written_back = self._written
 
+    async def write_at(self, offset: int, chunk: bytes) -> None:
+        try:
+            await asyncio.to_thread(self._write_at_sync, offset, chunk)
+        except OSError as exc:
+            await self.abort()
+            raise _write_error(self.final, exc) from None
+        # Counted here, in the event loop: several writes run in threads at once.
+        self._written = max(self._written, offset + len(chunk))
+
+    def _write_at_sync(self, offset: int, chunk: bytes) -> None:
+        assert self._file is not None
+        view = memoryview(chunk)
+        while view:
+            done = os.pwrite(self._file.fileno(), view, offset)
+            view, offset = view[done:], offset + done
+
+    async def read_at(self, offset: int, size: int) -> bytes:
+        try:
+            return await asyncio.to_thread(self._read_at_sync, offset, size)
+        except OSError as exc:
+            await self.abort()
+            raise _write_error(self.final, exc) from None
+
+    def _read_at_sync(self, offset: int, size: int) -> bytes:
+        if self._reader is None:
+            with _folder(self.folder) as dir_fd:
+                if dir_fd is None:
+                    raise FileNotFoundError(errno.ENOENT, "the item folder is gone",
+                                            str(self.folder))
+                self._reader = _open_existing(dir_fd, temp_name(self.name), os.O_RDONLY,
+                                              single_link=True)
+        data = os.pread(self._reader, size, offset)
+        end = offset + len(data)
+        if _FADVISE and end - self._written_back >= WRITEBACK_STEP:
+            # Read back and hashed: start writing it back and let it leave the page cache.
+            os.posix_fadvise(self._reader, self._written_back, end - self._written_back,
+                             os.POSIX_FADV_DONTNEED)
+            self._written_back = end
+        return data
+
+    async def mark_prefix(self, size: int) -> None:
+        try:
+            await asyncio.to_thread(self._mark_prefix_sync, size)
+        except OSError as exc:
+            await self.abort()
+            raise _write_error(self.final, exc) from None
+
+    def _mark_prefix_sync(self, size: int) -> None:
+        assert self._file is not None
+        # Durable before it is named: the sidecar never claims bytes a crash could lose.
+        os.fdatasync(self._file.fileno())
+        self._meta["prefix"] = size
+        self._write_sidecar(self._meta)
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(OSError):
+                os.close(reader)
+
     async def commit(self, size: int, sha256: str) -> dict[str, Any]:
         if self._written != size:
             await self.abort()
             raise DownloadError(f"{self.final.name}: wrote {self._written} bytes, expected {size}")
+        if self._writes <= 1 and not self._has_sidecar:
+            # One chunk and nothing recorded for a resume: writing it, the fsync and the
+            # close wait for the item's commit hop, where they come before the rename -
+            # still durable before it is named, one thread hop instead of three.
+            self._sync_at_commit = True
+            self.state = "complete"
+            return {}
         try:
             await asyncio.to_thread(self._commit_sync, size, sha256)
         except (OSError, DownloadError) as exc:
@@ -397,17 +509,27 @@ class LocalFileSink:
 
     def _commit_sync(self, size: int, sha256: str) -> None:
         assert self._file is not None
+        self._write_held()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
+        self._close_reader()
         if self._writes <= 1 and not self._has_sidecar:
             return  # one chunk: cheaper to fetch again than to record
+        if "prefix" in self._meta:
+            self._meta["prefix"] = size  # all of it is checked now
         # Complete and checked: if the run stops before the item commits, the next
         # run can use this file as it is.
         self._write_sidecar({**self._meta, "complete": True, "size": size, "sha256": sha256})
 
     def make_final_sync(self, dir_fd: int) -> None:
+        if self._sync_at_commit and self._file is not None:
+            self._write_held()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
         # Replaces whatever has the final name - a planted link too - never its target.
         os.replace(temp_name(self.name), self.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         with contextlib.suppress(FileNotFoundError):
@@ -422,7 +544,17 @@ class LocalFileSink:
         await asyncio.to_thread(self._abort_sync, file, keep)
 
     def _abort_sync(self, file: BinaryIO | None, keep: bool) -> None:
+        self._close_reader()
+        held, self._held = self._held, None
+        if file is not None and keep and held is not None:
+            with contextlib.suppress(OSError):
+                file.write(held)  # a good prefix: kept for a resume like any other bytes
         if file is not None:
+            with contextlib.suppress(OSError):
+                if keep and "prefix" in self._meta:
+                    # Written by position: only the prefix marked checked is worth keeping.
+                    file.flush()
+                    os.ftruncate(file.fileno(), self._meta["prefix"])
             with contextlib.suppress(OSError):
                 file.close()
         try:
@@ -588,21 +720,32 @@ def _read_partial(folder: Path, name: str) -> Partial | None:
     with temp:
         try:
             size = os.fstat(temp.fileno()).st_size
-            if not isinstance(meta, dict) or size == 0:
+            if not isinstance(meta, dict):
+                return None
+            on_disk = size
+            prefix = meta.get("prefix")
+            if prefix is not None:
+                # Written by position: only the prefix marked checked counts.
+                if not isinstance(prefix, int) or isinstance(prefix, bool) or prefix < 0:
+                    return None
+                size = min(size, prefix)
+            if size == 0:
                 return None
             hasher = hashlib.sha256()
             head = b""
-            while block := temp.read(_HASH_BLOCK):
+            left = size
+            while left and (block := temp.read(min(_HASH_BLOCK, left))):
                 if not head:
                     head = block[:4096]
                 hasher.update(block)
+                left -= len(block)
         except OSError:
             return None
     complete = bool(meta.get("complete")) and meta.get("size") == size \
         and meta.get("sha256") == hasher.hexdigest()
     return Partial(name=name, size=size, validator=meta.get("validator"),
                    source=str(meta.get("source", "")), hasher=hasher, head=head,
-                   complete=complete)
+                   complete=complete and on_disk == size, cut=on_disk > size)
 
 
 def _sha256_file(folder: Path, name: str) -> str:

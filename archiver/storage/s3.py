@@ -973,6 +973,10 @@ def _consume(future: asyncio.Future[Any]) -> None:
 class S3FileSink:
     """One media file streaming into S3: one PutObject, or a multipart upload."""
 
+    #: Parts go up in order as the bytes stream: a large file is fetched over one
+    #: connection (ranges as parts would be possible, but are not done).
+    supports_positional_writes = False
+
     def __init__(self, storage: S3Storage, key: str) -> None:
         self._storage = storage
         self.key = key

@@ -164,6 +164,11 @@ class JobScenario:
     expired: bool = False
     #: Whether file URLs carry a CloudFront-like ``?Expires=&Signature=`` query.
     signed_urls: bool = True
+    #: File kind or name -> faults, one per request that carries a ``Range`` header
+    #: (after ``file_faults``): to cut one range of a file fetched over several connections.
+    range_faults: dict[str, list[FileFault]] = field(default_factory=dict)
+    #: Whether file answers ignore ``Range`` (a full 200 every time, as some servers do).
+    ignore_range: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,7 @@ class _JobState:
     api_faults: deque[ApiFault]
     file_faults: dict[str, deque[FileFault]]
     redirects: dict[str, str]
+    range_faults: dict[str, deque[FileFault]] = field(default_factory=dict)
     answered: int = 0
     files: dict[str, _File] = field(default_factory=dict)
 
@@ -491,6 +497,7 @@ class AkoolStandIn:
         self._polls: Counter[str] = Counter()
         self._file_requests: Counter[tuple[str, str]] = Counter()
         self._file_bytes_sent: Counter[tuple[str, str]] = Counter()
+        self._file_ranges: list[tuple[str, str, str]] = []
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded_requests)
         self._app: web.Application | None = None
 
@@ -544,6 +551,10 @@ class AkoolStandIn:
                 for n, faults in scen.file_faults.items()
             },
             redirects={_canonical_name(n): url for n, url in scen.redirects.items()},
+            range_faults={
+                _canonical_name(n): deque(_check_file_fault(f) for f in faults)
+                for n, faults in scen.range_faults.items()
+            },
         )
         state.files = self._build_files(job_id, scen, create_time)
         with self._lock:
@@ -713,6 +724,12 @@ class AkoolStandIn:
             return Counter(self._file_bytes_sent)
 
     @property
+    def file_ranges(self) -> list[tuple[str, str, str]]:
+        """Snapshot: (id, file name, Range header) of each file request with a Range."""
+        with self._lock:
+            return list(self._file_ranges)
+
+    @property
     def api_requests(self) -> list[RecordedRequest]:
         """Snapshot of the most recent API requests, oldest first."""
         with self._lock:
@@ -730,6 +747,7 @@ class AkoolStandIn:
             self._polls.clear()
             self._file_requests.clear()
             self._file_bytes_sent.clear()
+            self._file_ranges.clear()
             self._requests.clear()
 
     # --------------------------------------------------------------- serving
@@ -971,8 +989,11 @@ class AkoolStandIn:
         job_id = request.match_info["job_id"]
         name = request.match_info["name"]
         key = (job_id, name)
+        ranged = request.headers.get("Range")
         with self._lock:
             self._file_requests[key] += 1
+            if ranged:
+                self._file_ranges.append((job_id, name, ranged))
             state = self._jobs.get(job_id)
             file = state.files.get(name) if state is not None else None
             fault: FileFault | None = None
@@ -981,6 +1002,9 @@ class AkoolStandIn:
             if state is not None and file is not None and not mirror:
                 faults = state.file_faults.get(name)
                 fault = faults.popleft() if faults else None
+                range_faults = state.range_faults.get(name) if ranged else None
+                if fault is None and range_faults:
+                    fault = range_faults.popleft()
                 redirect = state.redirects.get(name)
                 expired = state.scenario.expired
 
@@ -1015,7 +1039,8 @@ class AkoolStandIn:
         size = file.content.size
         start, end, status = 0, size, 200
         range_header = request.headers.get("Range")
-        if range_header and self._if_range_ok(request, file):
+        ignore = self._ignores_range(key)
+        if range_header and not ignore and self._if_range_ok(request, file):
             try:
                 parsed = _parse_range(range_header, size)
             except _Unsatisfiable:
@@ -1034,7 +1059,8 @@ class AkoolStandIn:
         resp.content_length = end - start
         resp.etag = file.etag
         resp.last_modified = file.last_modified
-        resp.headers["Accept-Ranges"] = "bytes"
+        if not ignore:
+            resp.headers["Accept-Ranges"] = "bytes"
         if status == 206:
             resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         await resp.prepare(request)
@@ -1078,6 +1104,11 @@ class AkoolStandIn:
             return resp
         await resp.write_eof()
         return resp
+
+    def _ignores_range(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            state = self._jobs.get(key[0])
+        return state is not None and state.scenario.ignore_range
 
     @staticmethod
     def _if_range_ok(request: web.Request, file: _File) -> bool:
