@@ -73,7 +73,8 @@ _BATCHES = 2
 #: and the GIL from the worker: 2 x 64 jobs in flight gave an accept p99 of 50-120 ms,
 #: 1 x 4 of ~22 ms, archiving no slower (bench/bench_serve.py, 2 cores).
 _BUSY_BATCH = 4
-#: A commit wait above this counts as "busy" ...
+#: A commit wait this much above what the disk takes (twice the journal's commit floor:
+#: a slow disk alone must not throttle archiving) counts as "busy" ...
 _SLOW_ACCEPT = 0.010
 #: ... for this many seconds after.
 _BUSY_HOLD = 2.0
@@ -159,7 +160,7 @@ class Intake:
             log.error("callback for %s not recorded: %s", note.job_id, exc)
             self._counters.rejected["journal_error"] += 1
             return web.Response(status=503, text="journal unavailable, try again\n")
-        if time.monotonic() - started > _SLOW_ACCEPT:
+        if time.monotonic() - started > _SLOW_ACCEPT + 2 * self._journal.commit_floor:
             self._counters.slow_accept_at = time.monotonic()
         if recorded is Recorded.REPLAY:
             return self._reject(request, CallbackRejected(
