@@ -53,3 +53,16 @@ async def test_retry_later_does_not_delay_news_that_came_meanwhile(tmp_path: Pat
         await journal.retry_later("b", 3600, "still processing", seen_status=2)
         due = await journal.due(time.time(), 10)
     assert [r.id for r in due] == ["a"] and due[0].status == 3
+
+
+async def test_commit_floor_follows_fast_commits_at_once_and_slow_ones_slowly(
+        tmp_path: Path) -> None:
+    """The commit floor is set by a real commit, drops to a faster one, creeps up 1 %."""
+    async with Journal(tmp_path / "j.sqlite3") as journal:
+        assert journal.commit_floor == 0.0
+        await journal.record(note("job1", 3, "n1"))
+        assert journal.commit_floor > 0.0
+        journal._note_commit(1e-6)  # faster than any real commit
+        assert journal.commit_floor == 1e-6
+        journal._note_commit(1.000001)
+        assert abs(journal.commit_floor - 0.010001) < 1e-9

@@ -276,3 +276,15 @@ async def test_healthz_reports_unreachable_storage(
         async with http.get(health) as resp:
             status, text = resp.status, await resp.text()
     assert status == 503 and text.startswith("storage:") and "archive" in text
+
+
+def test_worker_takes_one_small_batch_while_callbacks_wait() -> None:
+    """After a slow commit the worker takes one small batch; two full ones once it is past."""
+    from archiver import serve as serve_module
+    counters = serve_module.Counters()
+    full = serve_module.batch_limits(counters, time.monotonic())
+    counters.slow_accept_at = time.monotonic()
+    busy = serve_module.batch_limits(counters, time.monotonic())
+    later = serve_module.batch_limits(counters, time.monotonic() + 3600)
+    assert full == later == (serve_module._BATCHES, serve_module._BATCH)
+    assert busy == (1, serve_module._BUSY_BATCH) and busy[1] < serve_module._BATCH
