@@ -340,7 +340,27 @@ class Downloader:
 _INLINE_HASH = 128 * 1024
 
 
-class _ChunkStore:
+class _OneBehind:
+    """One store job in flight at a time, one step behind the network reads."""
+
+    def __init__(self) -> None:
+        self._pending: asyncio.Future[Any] | None = None
+
+    async def drain(self) -> None:
+        """Wait until every chunk handed over is stored (errors surface here)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    async def settle(self) -> None:
+        """On cancellation or error: let a write in flight finish before the sink is aborted."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(pending)
+
+
+class _ChunkStore(_OneBehind):
     """Hashes and stores chunks one step behind the network.
 
     Chunk N is hashed (in a thread: ``sha256.update`` releases the GIL on large buffers)
@@ -349,9 +369,9 @@ class _ChunkStore:
     """
 
     def __init__(self, sink: FileSink, hasher: Any) -> None:
+        super().__init__()
         self._sink = sink
         self._hasher = hasher
-        self._pending: asyncio.Future[Any] | None = None
 
     async def put(self, chunk: bytes) -> None:
         await self.drain()
@@ -366,19 +386,6 @@ class _ChunkStore:
         loop = asyncio.get_running_loop()
         await asyncio.gather(loop.run_in_executor(None, self._hasher.update, chunk),
                              self._sink.write(chunk))
-
-    async def drain(self) -> None:
-        """Wait until every chunk handed over is hashed and stored (errors surface here)."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
-
-    async def settle(self) -> None:
-        """On cancellation or error: let a write in flight finish before the sink is aborted."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(pending)
 
 
 def _resume_from(resp: aiohttp.ClientResponse, partial: Partial | None,
@@ -771,12 +778,12 @@ class _Segmented:
                 self._mark = asyncio.ensure_future(self._sink.mark_prefix(self.hashed))
 
 
-class _RangeStore:
+class _RangeStore(_OneBehind):
     """Writes one range's chunks by position, one step behind its network reads."""
 
     def __init__(self, sink: FileSink, part: _Range, progress: asyncio.Event) -> None:
+        super().__init__()
         self._sink, self._part, self._progress = sink, part, progress
-        self._pending: asyncio.Future[None] | None = None
         self._at = part.stored
 
     async def put(self, chunk: bytes) -> None:
@@ -788,17 +795,6 @@ class _RangeStore:
         await self._sink.write_at(at, chunk)
         self._part.stored = at + len(chunk)
         self._progress.set()
-
-    async def drain(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
-
-    async def settle(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(pending)
 
 
 def _worst(errors: list[BaseException]) -> BaseException:
