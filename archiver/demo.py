@@ -11,6 +11,7 @@ import asyncio
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import Config
 from .manifest import Manifest, ManifestItem
@@ -43,13 +44,7 @@ async def _demo(directory: Path, quiet: bool, observer: Observer | None) -> int:
         items.append(ManifestItem(job_id, label))
 
     async with standin.serve() as base_url:
-        config = Config.model_validate({
-            "api": {"base_url": base_url, "api_key": key},
-            "polling": {"interval": 0.2, "max_interval": 1, "deadline": 60},
-            # The stand-in's files are on loopback, which downloads refuse by default.
-            "downloads": {"allow_private": True},
-            "storage": {"local": {"root": str(directory)}},
-        })
+        config = _demo_config(base_url, key, directory)
         install_secret_filter(config)
         if not quiet:
             print(f"archiver demo: Akool stand-in at {base_url}, {len(items)} sample jobs "
@@ -112,14 +107,9 @@ async def _demo_serve(directory: Path, quiet: bool) -> int:
     jobs = {i: dataclasses.replace(s, polls_until_done=1) for i, s in sample_jobs().items()}
     standin.add_jobs(jobs)
     async with standin.serve() as base_url:
-        config = Config.model_validate({
-            "api": {"base_url": base_url, "api_key": key},
-            "polling": {"interval": 0.2, "max_interval": 1, "deadline": 60},
-            "downloads": {"allow_private": True},
-            "storage": {"local": {"root": str(directory)}},
-            "webhook": {"client_id": standin.client_id, "client_secret": standin.client_secret,
-                        "listen": "127.0.0.1:0"},
-        })
+        config = _demo_config(base_url, key, directory, webhook={
+            "client_id": standin.client_id, "client_secret": standin.client_secret,
+            "listen": "127.0.0.1:0"})
         from .cli import install_secret_filter
 
         install_secret_filter(config)
@@ -164,3 +154,15 @@ async def _wait_done(journal: object, count: int) -> list | None:  # type: ignor
             return rows
         await asyncio.sleep(0.1)
     return None
+
+
+def _demo_config(base_url: str, key: str, directory: Path, **sections: Any) -> Config:
+    """The demo's configuration: fast polling against the stand-in, *sections* added."""
+    return Config.model_validate({
+        "api": {"base_url": base_url, "api_key": key},
+        "polling": {"interval": 0.2, "max_interval": 1, "deadline": 60},
+        # The stand-in's files are on loopback, which downloads refuse by default.
+        "downloads": {"allow_private": True},
+        "storage": {"local": {"root": str(directory)}},
+        **sections,
+    })
