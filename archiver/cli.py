@@ -29,12 +29,12 @@ import stamina
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, Config, load_config, os_reason
 from .errors import ArchiverError, FatalRunError, ItemError, UsageError
+from .events import Observer
 from .lock import LockHeld
 from .manifest import Manifest
 from .models import Outcome, RunResult, iso_utc
 from .report import build_report, check_writable, json_text, write_report
 from .run import archive
-from .scheduler import Observer
 from .shard import Shard, parse_shard
 from .sources import load_manifest_from
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .events import Observer
 from .manifest import Manifest, ManifestItem
 from .models import Outcome, RunResult
 from .run import archive
-from .scheduler import Observer
 
 
 def run_demo(directory: Path, *, quiet: bool = False, observer: Observer | None = None) -> int:

@@ -19,8 +19,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from .events import Observer
 from .models import ItemResult, Outcome, RunResult
-from .scheduler import Observer
 
 
 class ProgressDisplay(Observer):

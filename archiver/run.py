@@ -27,10 +27,11 @@ from pathlib import Path
 from .api import AkoolClient
 from .config import Config
 from .download import Downloader
+from .events import Observer
 from .lock import RunLock
 from .manifest import Manifest
 from .models import RunResult
-from .scheduler import Observer, Scheduler
+from .scheduler import Scheduler
 from .shard import Shard
 from .storage import Storage, make_storage
 

@@ -14,11 +14,11 @@ never followed.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .record import ArchiveRecord, RecordError
 from .storage.base import INFO_NAME, NOT_A_FILE, RECORD_NAME, SUMS_NAME, is_temporary
 
 METADATA = frozenset({INFO_NAME, SUMS_NAME, RECORD_NAME})
@@ -93,11 +93,12 @@ async def _verify_item(reader: ArchiveReader, item_id: str, deep: bool,
         return  # not archived: nothing to verify (status tells which ids are missing)
     result.items += 1
     try:
-        record = json.loads(raw)
-        entries = {e["name"]: e for e in record["files"]}
-    except (ValueError, KeyError, TypeError):
-        result.problems.append(Problem(item_id, RECORD_NAME, "record", "unreadable archive.json"))
+        record = ArchiveRecord.parse(raw)
+    except RecordError as exc:
+        result.problems.append(Problem(item_id, RECORD_NAME, "record",
+                                       f"unreadable archive.json: {exc}"))
         return
+    entries = {f.name: f for f in record.files}
     present = await reader.list_files(item_id)
     for name, entry in entries.items():
         result.files += 1
@@ -108,12 +109,12 @@ async def _verify_item(reader: ArchiveReader, item_id: str, deep: bool,
             result.problems.append(Problem(
                 item_id, name, "corrupted", "not a regular file (a symbolic link?); not followed"))
             continue
-        if present[name] != entry.get("size"):
+        if present[name] != entry.size:
             result.problems.append(Problem(
                 item_id, name, "corrupted",
-                f"size {present[name]}, archive.json says {entry.get('size')}"))
+                f"size {present[name]}, archive.json says {entry.size}"))
             continue
-        problem = await reader.check_file(item_id, entry, deep)
+        problem = await reader.check_file(item_id, entry.to_json(), deep)
         if problem is not None:
             result.problems.append(Problem(item_id, name, "corrupted", problem))
         else:
