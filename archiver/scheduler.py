@@ -250,7 +250,7 @@ class Scheduler:
 
     def _backoff(self, polls: int) -> float:
         polling = self._config.polling
-        base = min(polling.max_interval, polling.interval * 2 ** min(polls - 1, 30))
+        base = min(polling.max_interval, polling.interval * 2.0 ** min(polls - 1, 30))
         # +-10% jitter so thousands of jobs created together do not poll in lockstep.
         return min(polling.max_interval, base * random.uniform(0.9, 1.1))
 

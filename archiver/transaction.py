@@ -42,13 +42,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Failures a later run may get past, using the bytes already stored: interruption, the
-#: item's time limit, network or API trouble, a refused URL Akool may renew.
-_RESUMABLE = (TransientDownloadError, TransientAPIError, UrlGone, ItemTimeout, Interrupted,
-              FatalRunError)
+#: item's time limit, network or API trouble, a refused URL Akool may renew ...
+_RESUMABLE_ITEM_ERRORS: tuple[type[ItemError], ...] = (
+    TransientDownloadError, TransientAPIError, UrlGone, ItemTimeout, Interrupted)
+#: ... and whatever stopped the whole run.
+_RESUMABLE = (*_RESUMABLE_ITEM_ERRORS, FatalRunError)
 
 #: The report's ``error.kind`` of those failures: an item that ended with one of these
 #: is worth another attempt (``archiver serve`` keeps its job pending).
-RESUMABLE_KINDS = frozenset(cls.kind for cls in _RESUMABLE if issubclass(cls, ItemError))
+RESUMABLE_KINDS = frozenset(cls.kind for cls in _RESUMABLE_ITEM_ERRORS)
 
 
 def keeps_partials(outcome: Outcome | None, error: BaseException) -> bool:
