@@ -311,7 +311,7 @@ def _status(args: argparse.Namespace) -> ExitStatus:
         storage = make_storage(config.storage)
         await storage.open(readonly=True)
         try:
-            states: dict[str, str] = await storage.item_states(ids)  # type: ignore[attr-defined]
+            states = await storage.item_states(ids)  # type: ignore[attr-defined]
         finally:
             await storage.close()
         remote: dict[str, str] = {}
