@@ -100,7 +100,7 @@ async def test_gc_s3_removes_only_old_uncommitted_leftovers(tmp_path, s3):
         if len(listed) == 1:
             put(s3, f"akool/{ID5}/video.mp4", b"failed attempt")
 
-    storage._client.meta.events.register("after-call.s3.ListObjectsV2", run_starts)
+    storage.bucket.client.meta.events.register("after-call.s3.ListObjectsV2", run_starts)
     try:
         raced = await storage.collect_garbage([ID5], 1, dry_run=False)
     finally:

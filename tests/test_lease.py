@@ -61,7 +61,7 @@ async def test_acquire_refuse_release(s3):
     storage = storage_for(s3, sse="AES256", storage_class="GLACIER")
     await storage.open()
     try:
-        async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4") as held:
+        async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4") as held:
             body = json.loads(s3.read(KEY))
             assert body["owner"] == held.owner
             assert body["host"] == socket.gethostname() and body["pid"] == os.getpid()
@@ -70,15 +70,15 @@ async def test_acquire_refuse_release(s3):
             assert head["ServerSideEncryption"] == "AES256"  # a bucket policy may demand it
             assert head.get("StorageClass", "STANDARD") == "STANDARD"  # readable at once
             with pytest.raises(LockHeld) as refused:
-                async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
+                async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4"):
                     pass
             message = str(refused.value)
             assert f"host {socket.gethostname()}" in message and "expires at" in message
             assert json.loads(s3.read(KEY))["owner"] == held.owner  # untouched
-            async with storage.lease("shard-2-of-4", ttl=60, what="shard 2/4"):
+            async with storage.run_lock("shard-2-of-4", ttl=60, what="shard 2/4"):
                 pass  # another shard: its own lease
         assert KEY not in s3.list_keys(PREFIX)
-        async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
+        async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4"):
             pass
     finally:
         await storage.close()
@@ -89,7 +89,7 @@ async def test_lease_is_renewed_on_its_etag(s3):
     storage = storage_for(s3)
     await storage.open()
     try:
-        async with storage.lease("shard-1-of-4", ttl=3, what="shard 1/4"):
+        async with storage.run_lock("shard-1-of-4", ttl=3, what="shard 1/4"):
             first = s3.client.head_object(Bucket=s3.bucket, Key=KEY)
             wait_until(lambda: s3.client.head_object(Bucket=s3.bucket, Key=KEY)["ETag"]
                        != first["ETag"], "a renewal")
@@ -106,10 +106,10 @@ async def test_take_over_only_after_expiry_and_only_once(s3):
     await storage.open()
     try:
         with pytest.raises(LockHeld, match="dead-host"):
-            async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
+            async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4"):
                 pass
         plant_lease(s3, ttl=0.2)  # now the dead run's lease runs out almost at once
-        leases = [storage.lease("shard-1-of-4", ttl=60, what="shard 1/4") for _ in range(4)]
+        leases = [storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4") for _ in range(4)]
 
         def acquire_when_expired(lease: Any) -> str:
             while True:
@@ -139,7 +139,7 @@ async def test_renewal_conflict_reports_loss_and_leaves_the_successor(s3):
     lost = threading.Event()
     reasons: list[str] = []
     try:
-        async with storage.lease("shard-1-of-4", ttl=2, what="shard 1/4",
+        async with storage.run_lock("shard-1-of-4", ttl=2, what="shard 1/4",
                                  on_lost=lambda r: (reasons.append(r), lost.set())) as held:
             plant_lease(s3, ttl=60, host="successor-host")
             await asyncio.to_thread(lost.wait, 30)
@@ -257,7 +257,7 @@ async def test_acquire_whose_answer_was_lost_recognises_its_own_lease(s3):
     storage = storage_for(s3)
     await storage.open()
     try:
-        lease = storage.lease("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
         lease.client = _AnswerLost(lease.client)
         await asyncio.to_thread(lease.acquire)
         assert lease.client.lost == 1
@@ -278,20 +278,20 @@ async def test_live_lease_of_another_shard_count_refuses_the_run(s3):
     await storage.open()
     try:
         with pytest.raises(LockHeld) as refused:
-            async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
+            async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4"):
                 pass
         assert "a run of shard 0/2" in str(refused.value)
         assert "old-layout-host" in str(refused.value)
         assert KEY not in s3.list_keys(PREFIX)  # our own lease was given back
-        async with storage.lease("shard-1-of-2", ttl=60, what="shard 1/2"):
+        async with storage.run_lock("shard-1-of-2", ttl=60, what="shard 1/2"):
             pass  # the same shard count: no overlap
         with pytest.raises(LockHeld, match="an unsharded run"):
             plant_lease(s3, ttl=3600, key=f"{PREFIX}{LEASE_FOLDER}all")
-            async with storage.lease("shard-1-of-2", ttl=60, what="shard 1/2"):
+            async with storage.run_lock("shard-1-of-2", ttl=60, what="shard 1/2"):
                 pass
         plant_lease(s3, ttl=0.01, key=other)
         plant_lease(s3, ttl=0.01, key=f"{PREFIX}{LEASE_FOLDER}all")
-        lease = storage.lease("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
         wait_until(lambda: _acquired(lease), "the old leases to expire")
         await asyncio.to_thread(lease.close)
     finally:

@@ -25,7 +25,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from archiver.errors import StorageUnavailable
-from archiver.storage.s3 import RetryPolicy, S3Storage, _is_transient, composite_checksum
+from archiver.storage.s3 import RetryPolicy, S3Storage, composite_checksum, is_transient
 from archiver.testing.standin import AkoolStandIn
 
 from .conftest import API_KEY, ID1, ID2, ID3, config_dict, run_cli, write_yaml
@@ -139,18 +139,18 @@ def _client_error(code: str, status: int) -> bce.ClientError:
 
 def test_retry_classification():
     """Throttling, 5xx, connection errors and FlexibleChecksumError retry; denials do not."""
-    assert _is_transient(_client_error("SlowDown", 503))
-    assert _is_transient(_client_error("InternalError", 500))
-    assert _is_transient(_client_error("ConditionalRequestConflict", 409))
-    assert _is_transient(bce.EndpointConnectionError(endpoint_url="http://x"))
-    assert _is_transient(bce.ConnectionClosedError(endpoint_url="http://x"))
-    assert _is_transient(bce.ReadTimeoutError(endpoint_url="http://x"))
-    assert _is_transient(bce.FlexibleChecksumError(error_msg="bad checksum"))
-    assert not _is_transient(_client_error("AccessDenied", 403))
-    assert not _is_transient(_client_error("NoSuchBucket", 404))
-    assert not _is_transient(_client_error("PreconditionFailed", 412))
-    assert not _is_transient(bce.SSLError(endpoint_url="https://x", error="cert"))
-    assert not _is_transient(bce.NoCredentialsError())
+    assert is_transient(_client_error("SlowDown", 503))
+    assert is_transient(_client_error("InternalError", 500))
+    assert is_transient(_client_error("ConditionalRequestConflict", 409))
+    assert is_transient(bce.EndpointConnectionError(endpoint_url="http://x"))
+    assert is_transient(bce.ConnectionClosedError(endpoint_url="http://x"))
+    assert is_transient(bce.ReadTimeoutError(endpoint_url="http://x"))
+    assert is_transient(bce.FlexibleChecksumError(error_msg="bad checksum"))
+    assert not is_transient(_client_error("AccessDenied", 403))
+    assert not is_transient(_client_error("NoSuchBucket", 404))
+    assert not is_transient(_client_error("PreconditionFailed", 412))
+    assert not is_transient(bce.SSLError(endpoint_url="https://x", error="cert"))
+    assert not is_transient(bce.NoCredentialsError())
 
 
 def test_composite_checksum_format():
@@ -176,7 +176,7 @@ async def test_throttled_part_upload_is_retried(s3):
             return AWSResponse(request.url, 503, {}, _Raw(body))
         return None
 
-    storage._data_client.meta.events.register("before-send.s3.UploadPart", throttle)
+    storage.bucket.data_client.meta.events.register("before-send.s3.UploadPart", throttle)
     started = time.monotonic()
     try:
         writer = storage.item(ID1)
@@ -216,7 +216,8 @@ async def test_store_ignoring_if_none_match_still_works(s3):
     def drop_condition(params: dict[str, Any], **_: Any) -> None:
         params.pop("IfNoneMatch", None)
 
-    storage._data_client.meta.events.register("provide-client-params.s3.PutObject", drop_condition)
+    storage.bucket.data_client.meta.events.register(
+        "provide-client-params.s3.PutObject", drop_condition)
     try:
         for record in (b"first", b"second"):
             writer = storage.item(ID1)
@@ -500,7 +501,7 @@ async def test_store_refusing_if_none_match_falls_back(s3):
             return AWSResponse(request.url, 501, {}, _Raw(body))
         return None
 
-    storage._data_client.meta.events.register("before-send.s3.PutObject", refuse)
+    storage.bucket.data_client.meta.events.register("before-send.s3.PutObject", refuse)
     try:
         for item in (ID1, ID2):
             await storage.item(item).commit(b"{}")

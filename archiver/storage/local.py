@@ -36,13 +36,14 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..config import os_reason
 from ..errors import DownloadError, StorageUnavailable
-from .base import NOT_A_FILE, RECORD_NAME, Partial, is_temporary
+from .base import NOT_A_FILE, RECORD_NAME, GcResult, ItemState, Partial, flock, is_temporary
 
 TEMP_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
@@ -72,13 +73,29 @@ def sidecar_name(name: str) -> str:
 class LocalStorage:
     """Archive under ``root/<video_model_id>/``."""
 
+    #: An interrupted file keeps its bytes and sidecar for the next attempt to resume.
+    resumable = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.description = str(self.root)
 
-    @property
-    def default_lock_file(self) -> Path:
+    def default_lock_path(self) -> Path:
+        """``<root>/.archiver.lock``: the lock lives with the archive it guards."""
         return self.root / LOCK_NAME
+
+    def run_lock(self, name: str, *, ttl: float, what: str,
+                 on_lost: Callable[[str], None] | None = None,
+                 ) -> AbstractAsyncContextManager[object]:
+        """A ``flock`` on ``<root>/.archiver.lock`` (a shard's: ``.archiver.shard-2-of-4.lock``).
+
+        Disks are not shared between hosts here, so a file lock keeps every other run
+        out; it cannot be lost while held (*ttl* and *on_lost* do not apply).
+        """
+        path = self.default_lock_path()
+        if name != "all":
+            path = path.with_name(f"{path.stem}.{name}{path.suffix}")
+        return flock(path)
 
     async def open(self, readonly: bool = False) -> None:
         if not readonly:  # a dry run or verify must not even create the root
@@ -138,9 +155,9 @@ class LocalStorage:
 
         return await asyncio.to_thread(scan)
 
-    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
-        def scan() -> dict[str, str]:
-            states = {}
+    async def item_states(self, ids: Iterable[str]) -> dict[str, ItemState]:
+        def scan() -> dict[str, ItemState]:
+            states: dict[str, ItemState] = {}
             for item_id in ids:
                 folder = self.root / item_id
                 if _committed(folder):
@@ -169,7 +186,7 @@ class LocalStorage:
     # Self-contained (imports inside), so that it stays clear of the rest of the module.
 
     async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
-                              dry_run: bool) -> Any:
+                              dry_run: bool) -> GcResult:
         """Remove the temporaries (``.NAME.part``, ``.NAME.part.json``, ``.NAME.tmp``) of
         ids without ``archive.json`` whose every entry is older than *min_age* seconds,
         then their folder if it is empty. Returns a :class:`~archiver.storage.base.GcResult`.
@@ -183,11 +200,10 @@ class LocalStorage:
         wanted = None if ids is None else list(ids)
         return await asyncio.to_thread(self._collect_sync, wanted, min_age, dry_run)
 
-    def _collect_sync(self, ids: list[str] | None, min_age: float, dry_run: bool) -> Any:
+    def _collect_sync(self, ids: list[str] | None, min_age: float, dry_run: bool) -> GcResult:
         import time
 
         from ..manifest import ID_PATTERN
-        from .base import GcResult
 
         result = GcResult()
         cutoff = time.time() - min_age
