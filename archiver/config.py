@@ -29,6 +29,7 @@ from pydantic import (
 
 from .errors import ConfigError
 from .limits import parse_rate, parse_size
+from .retry import RetryPolicy
 
 DEFAULT_CONFIG_PATH = Path("archiver.yaml")
 
@@ -55,16 +56,6 @@ class _Model(BaseModel):
         return data
 
 
-class RetryConfig(_Model):
-    """Bounds for retrying transient failures of one request."""
-
-    attempts: Annotated[int, Field(ge=1, le=100)] = 5
-    wait_initial: NonNegativeFloat = 1.0
-    wait_max: NonNegativeFloat = 60.0
-    #: Give up retrying one request after this many seconds in all.
-    timeout: PositiveFloat = 300.0
-
-
 class ApiConfig(_Model):
     """Where Akool is and how to authenticate."""
 
@@ -73,7 +64,7 @@ class ApiConfig(_Model):
     token: SecretStr | None = None
     connect_timeout: PositiveFloat = 10.0
     read_timeout: PositiveFloat = 30.0
-    retries: RetryConfig = RetryConfig()
+    retries: RetryPolicy = RetryPolicy()
     #: Cap on API requests per second across the whole run (None: no cap).
     requests_per_second: PositiveFloat | None = None
 
@@ -132,7 +123,7 @@ class DownloadConfig(_Model):
     read_timeout: PositiveFloat = 60.0
     #: One item (all its files) may take at most this long, retries included.
     item_timeout: PositiveFloat = 3600.0
-    retries: RetryConfig = RetryConfig(attempts=4)
+    retries: RetryPolicy = RetryPolicy(attempts=4)
     #: Redirects followed per request (only to http/https).
     max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
     #: If set, result files (and redirect targets) may only come from these hosts;
