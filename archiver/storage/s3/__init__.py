@@ -22,13 +22,14 @@ not report checksums gets ``false``, and the computed value is recorded).
 
 Failure handling:
 
-- Requests are retried in :class:`S3Bucket`, with bounded attempts and time, on
-  throttling (SlowDown, 503 and friends), connection errors and ``FlexibleChecksumError``;
-  botocore's own retry loop is switched off so that there is exactly one, explicit,
-  retry policy.
+- Requests are retried in :class:`S3Bucket` through :func:`archiver.retry.with_retries_sync`,
+  within ``storage.s3.retries`` (attempts and time), on throttling (SlowDown, 503 and
+  friends), connection errors and ``FlexibleChecksumError``; botocore's own retry loop
+  is switched off so that there is exactly one, explicit, retry policy. The run lease
+  uses the same policy.
 - botocore exceptions never leave this package: :meth:`S3Storage.open` and the reads
   raise :class:`~archiver.errors.StorageUnavailable` (exit 2), item operations
-  :class:`~archiver.errors.DownloadError`. Messages name the bucket and key, never
+  :class:`~archiver.errors.StorageError`. Messages name the bucket and key, never
   credentials.
 - Failed items never delete final keys, only abort their own multipart uploads
   (:mod:`.writer` says why); ``archiver gc`` reaps what nobody committed.
@@ -38,12 +39,12 @@ from __future__ import annotations
 
 from .multipart import MAX_PARTS, S3FileSink, composite_checksum
 from .reader import ITEM_NAMES, MEDIA_NAMES, PROBE_PREFIX, S3Reader
-from .requests import RetryPolicy, S3Bucket, is_transient
+from .requests import S3_RETRIES, S3Bucket, is_transient
 from .store import S3Storage
 from .writer import S3ItemWriter
 
 __all__ = [
-    "ITEM_NAMES", "MAX_PARTS", "MEDIA_NAMES", "PROBE_PREFIX", "RetryPolicy", "S3Bucket",
+    "ITEM_NAMES", "MAX_PARTS", "MEDIA_NAMES", "PROBE_PREFIX", "S3_RETRIES", "S3Bucket",
     "S3FileSink", "S3ItemWriter", "S3Reader", "S3Storage", "composite_checksum",
     "is_transient",
 ]

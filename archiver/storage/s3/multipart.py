@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import DownloadError
+from ...errors import StorageError
 from .buffers import PartBuffer
 from .requests import BOTO_ERRORS, Cleanups, S3Bucket, b64, consume, shielded
 
@@ -116,7 +116,7 @@ class S3FileSink:
 
     async def _send_part(self) -> None:
         if self._next_part > MAX_PARTS:
-            raise DownloadError(
+            raise StorageError(
                 f"{self.key}: more than {MAX_PARTS} parts of {self._part_size} bytes; "
                 "raise storage.s3.part_size")
         if self._upload_id is None:
@@ -151,7 +151,7 @@ class S3FileSink:
                 continue
             del self._inflight[future]
             if wrapper.cancelled():
-                raise DownloadError(f"{self.key}: upload aborted")
+                raise StorageError(f"{self.key}: upload aborted")
             exc = wrapper.exception()
             if exc is not None:
                 if isinstance(exc, BOTO_ERRORS):
@@ -177,7 +177,7 @@ class S3FileSink:
             self._bucket.buffers.give_back(data)
         reported = answer.get("ChecksumSHA256")
         if reported is not None and reported != checksum:
-            raise DownloadError(f"{self.key}: S3 reported checksum {reported} for part "
+            raise StorageError(f"{self.key}: S3 reported checksum {reported} for part "
                                 f"{number}, expected {checksum}")
         return Part(number, str(answer["ETag"]), checksum, digest)
 
@@ -187,7 +187,7 @@ class S3FileSink:
         self._check_open()
         try:
             if self._written != size:
-                raise DownloadError(f"{self.key}: wrote {self._written} bytes, expected {size}")
+                raise StorageError(f"{self.key}: wrote {self._written} bytes, expected {size}")
             if self._upload_id is None and self._create is None:
                 data, self._buffer = self._buffer, None
                 self._final = self._bucket.submit(self._put_single_sync, data, sha256)
@@ -243,7 +243,7 @@ class S3FileSink:
     def _check_reported(self, reported: str | None, expected: str) -> None:
         # Compare the base64 digests: HEAD and GetObjectAttributes may omit the "-N".
         if reported is not None and reported.split("-")[0] != expected.split("-")[0]:
-            raise DownloadError(f"{self.key}: S3 reports checksum {reported}, "
+            raise StorageError(f"{self.key}: S3 reports checksum {reported}, "
                                 f"computed {expected} while streaming")
 
     def _facts(self, answer: dict[str, Any], *, checksum: str, kind: str,
@@ -300,4 +300,4 @@ class S3FileSink:
 
     def _check_open(self) -> None:
         if self.done or self._abort_future is not None:
-            raise DownloadError(f"{self.key}: file already committed or aborted")
+            raise StorageError(f"{self.key}: file already committed or aborted")

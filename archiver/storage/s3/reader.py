@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from ...errors import StorageUnavailable
 from ...manifest import ID_PATTERN
 from ...models import RESULT_FILES
+from ...retry import with_retries_sync
 from ..base import INFO_NAME, RECORD_NAME, SUMS_NAME, Garbage, GcResult, ItemState
 from .requests import BOTO_ERRORS, S3Bucket, b64, describe, is_transient
 
@@ -196,27 +197,31 @@ class S3Reader:
 
     def _gc_item(self, item_id: str, cutoff: float, result: GcResult) -> None:
         """Delete one id's leftovers, listing its folder again right before every try."""
-        retry = self._bucket.retry
-        for attempt in range(1, retry.attempts + 1):
+        def look_then_delete() -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
             # A run may have written to this id since the last listing: look again.
             garbage = _item_garbage(self._gc_folder(item_id), cutoff)
             if not garbage:
-                return
+                return None
             try:
                 # One attempt per listing: a retry after a backoff must list again first.
-                answer = self._bucket.delete_many_once([o["Key"] for o in garbage])
+                return garbage, self._bucket.delete_many_once([o["Key"] for o in garbage])
             except BOTO_ERRORS as exc:
-                if attempt < retry.attempts and is_transient(exc):
-                    time.sleep(min(retry.wait_max, retry.wait_initial * 2 ** (attempt - 1)))
-                    continue
-                result.failures.extend(self._cannot_delete(garbage, exc))
-                return
-            self._gc_deleted(garbage, item_id, answer, result)
-            if RECORD_NAME in self._gc_folder(item_id):
-                # Committed while gc deleted (see collect_garbage): say so loudly.
-                result.failures.append(f"{item_id}: committed by a run while gc removed "
-                                       "its objects; check it with archiver verify")
+                raise _DeleteFailed(garbage, exc) from exc
+
+        try:
+            done = with_retries_sync(look_then_delete, policy=self._bucket.retry,
+                                     retryable=_DeleteFailed.transient)
+        except _DeleteFailed as failed:
+            result.failures.extend(self._cannot_delete(failed.garbage, failed.cause))
             return
+        if done is None:
+            return
+        garbage, answer = done
+        self._gc_deleted(garbage, item_id, answer, result)
+        if RECORD_NAME in self._gc_folder(item_id):
+            # Committed while gc deleted (see collect_garbage): say so loudly.
+            result.failures.append(f"{item_id}: committed by a run while gc removed "
+                                   "its objects; check it with archiver verify")
 
     def _gc_probes(self, probes: list[dict[str, Any]], result: GcResult) -> None:
         """Delete leftover write probes: their names are unique, nobody else uses them."""
@@ -287,6 +292,21 @@ class S3Reader:
                         result.failures.append(f"cannot abort the {found.where}: {problem}")
                         continue
                 result.removed.append(found)
+
+
+class _DeleteFailed(Exception):
+    """DeleteObjects of one id's leftovers failed: retried (after listing again) only if
+    the request's failure is transient; listing failures are not wrapped, so not retried
+    a second time."""
+
+    def __init__(self, garbage: list[dict[str, Any]], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.garbage = garbage
+        self.cause = cause
+
+    @staticmethod
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, _DeleteFailed) and is_transient(exc.cause)
 
 
 def _item_garbage(objects: dict[str, dict[str, Any]],

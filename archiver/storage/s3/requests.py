@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions as bce
-import stamina
 from botocore.config import Config as BotoConfig
 
-from ...errors import DownloadError, StorageUnavailable
+from ...errors import StorageError, StorageUnavailable
+from ...retry import RetryPolicy, with_retries_sync
 from .buffers import BufferPool, BufferReader, PartBuffer
 
 log = logging.getLogger(__name__)
@@ -89,14 +89,8 @@ def b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bounds for retrying one S3 request: attempts and total time, then backoff (seconds)."""
-
-    attempts: int = 5
-    timeout: float = 120.0
-    wait_initial: float = 0.5
-    wait_max: float = 10.0
+#: ``storage.s3.retries`` by default: bounds for one S3 request.
+S3_RETRIES = RetryPolicy(attempts=5, timeout=120.0, wait_initial=0.5, wait_max=10.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +211,9 @@ class S3Bucket:
                    "payload_signing_enabled": sign_payload}
         config = BotoConfig(
             s3=s3,
-            # One retry policy, ours: botocore makes one attempt.
-            retries={"mode": "standard", "max_attempts": 1},
+            # One retry policy, ours: botocore makes one attempt. (Not "max_attempts": 1,
+            # which botocore reads as one *retry*: every request was sent twice per try.)
+            retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=self.max_concurrency,
             connect_timeout=timeout or 10,
             read_timeout=timeout or 60,
@@ -257,22 +252,16 @@ class S3Bucket:
 
     def call(self, method: Callable[..., dict[str, Any]], **params: Any) -> dict[str, Any]:
         """One S3 request, retried on transient failures within :attr:`retry`'s bounds."""
-        retry = self.retry
         body = params.get("Body")
-        for attempt in stamina.retry_context(
-            on=is_transient, attempts=retry.attempts, timeout=retry.timeout,
-            wait_initial=retry.wait_initial, wait_max=retry.wait_max,
-            wait_jitter=retry.wait_initial,
-        ):
-            with attempt:
-                if attempt.num > 1:
-                    log.info("retrying S3 %s of %s (attempt %d)",
-                             getattr(method, "__name__", "request"),
-                             params.get("Key", self.name), attempt.num)
-                    if isinstance(body, BufferReader):
-                        body.seek(0)  # botocore starts where the failed attempt stopped
-                return method(**params)
-        raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises
+
+        def again(attempt: int) -> None:
+            log.info("retrying S3 %s of %s (attempt %d)", getattr(method, "__name__", "request"),
+                     params.get("Key", self.name), attempt)
+            if isinstance(body, BufferReader):
+                body.seek(0)  # botocore starts where the failed attempt stopped
+
+        return with_retries_sync(lambda: method(**params), policy=self.retry,
+                                 retryable=is_transient, on_retry=again)
 
     def put(self, key: str, data: bytes | PartBuffer, *, sha256_hex: str | None = None,
             if_none_match: bool = False, extra: dict[str, str] | None = None,
@@ -281,7 +270,7 @@ class S3Bucket:
         digest = data.sha256() if isinstance(data, PartBuffer) else hashlib.sha256(data).digest()
         if sha256_hex is not None and digest.hex() != sha256_hex:
             # The bytes in hand are not the bytes the downloader hashed: never store them.
-            raise DownloadError(f"{key}: buffered bytes do not match the download's SHA-256")
+            raise StorageError(f"{key}: buffered bytes do not match the download's SHA-256")
         checksum = b64(digest)
         body = data.reader() if isinstance(data, PartBuffer) else data
         params: dict[str, Any] = dict(
@@ -339,22 +328,16 @@ class S3Bucket:
 
     def sha256(self, key: str) -> str:
         """Download *key* and return its SHA-256, retrying a transfer that fails midway."""
-        retry = self.retry
-        for attempt in stamina.retry_context(
-            on=is_transient, attempts=retry.attempts, timeout=retry.timeout,
-            wait_initial=retry.wait_initial, wait_max=retry.wait_max,
-            wait_jitter=retry.wait_initial,
-        ):
-            with attempt:
-                # ChecksumMode: botocore also checks a whole-object checksum as it reads,
-                # raising FlexibleChecksumError on a mismatch - retried here, whole.
-                answer = self.client.get_object(Bucket=self.name, Key=key,
-                                                ChecksumMode="ENABLED")
-                hasher = hashlib.sha256()
-                for block in answer["Body"].iter_chunks(1024 * 1024):
-                    hasher.update(block)
-                return hasher.hexdigest()
-        raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises
+        def download() -> str:
+            # ChecksumMode: botocore also checks a whole-object checksum as it reads,
+            # raising FlexibleChecksumError on a mismatch - retried here, whole.
+            answer = self.client.get_object(Bucket=self.name, Key=key, ChecksumMode="ENABLED")
+            hasher = hashlib.sha256()
+            for block in answer["Body"].iter_chunks(1024 * 1024):
+                hasher.update(block)
+            return hasher.hexdigest()
+
+        return with_retries_sync(download, policy=self.retry, retryable=is_transient)
 
     def pages(self, prefix: str, **params: Any) -> Iterator[dict[str, Any]]:
         """ListObjectsV2 pages of everything under *prefix* (each request retried)."""
@@ -426,9 +409,9 @@ class S3Bucket:
 
     # ------------------------------------------------------------------ wording
 
-    def item_error(self, action: str, key: str, exc: BaseException) -> DownloadError:
+    def item_error(self, action: str, key: str, exc: BaseException) -> StorageError:
         """The error an item fails with when a request about *key* failed."""
-        return DownloadError(self.scrub(
+        return StorageError(self.scrub(
             f"S3 {action} of s3://{self.name}/{key} failed: {describe(exc)}"))
 
     def unavailable(self, doing: str, exc: BaseException) -> StorageUnavailable:

@@ -13,12 +13,13 @@ import botocore.exceptions as bce
 
 from ...errors import StorageUnavailable
 from ...lease import LEASE_FOLDER, S3Lease
+from ...retry import RetryPolicy
 from ..base import GcResult, ItemState
 from .reader import PROBE_PREFIX, S3Reader
 from .requests import (
     BOTO_ERRORS,
+    S3_RETRIES,
     Connection,
-    RetryPolicy,
     S3Bucket,
     describe,
     error_code,
@@ -69,7 +70,7 @@ class S3Storage:
         self.bucket = S3Bucket(
             bucket, Connection(endpoint_url, region, profile, addressing_style),
             description=self.description, put_args=put_args, part_size=part_size,
-            max_concurrency=max_concurrency, retry=retry or RetryPolicy())
+            max_concurrency=max_concurrency, retry=retry or S3_RETRIES)
         self.reader = S3Reader(self.bucket, prefix)
 
     @classmethod
@@ -78,7 +79,8 @@ class S3Storage:
         return cls(cfg.bucket, cfg.prefix, endpoint_url=cfg.endpoint_url, region=cfg.region,
                    profile=cfg.profile, addressing_style=cfg.addressing_style, sse=cfg.sse,
                    kms_key_id=cfg.kms_key_id, storage_class=cfg.storage_class,
-                   part_size=cfg.part_size, parts_in_flight=cfg.parts_in_flight)
+                   part_size=cfg.part_size, parts_in_flight=cfg.parts_in_flight,
+                   retry=cfg.retries)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.description!r})"
@@ -164,7 +166,8 @@ class S3Storage:
                        # Encryption as configured (a bucket policy may demand it); not
                        # the storage class: a lease in GLACIER could not be read back.
                        put_args={k: v for k, v in self.bucket.put_args.items()
-                                 if k != "StorageClass"})
+                                 if k != "StorageClass"},
+                       retry=self.bucket.retry)
 
     # ---------------------------------------------------------------- skip check
 

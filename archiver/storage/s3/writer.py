@@ -30,7 +30,7 @@ from typing import Any
 
 import botocore.exceptions as bce
 
-from ...errors import DownloadError
+from ...errors import StorageError
 from ..base import RECORD_NAME, Partial
 from .multipart import S3FileSink
 from .requests import BOTO_ERRORS, S3Bucket, error_code, http_status, shielded
@@ -69,7 +69,7 @@ class S3ItemWriter:
                         validator: str | None = None, source: str = "") -> S3FileSink:
         self._check_usable()
         if resume is not None:  # partial() never offers one: appending would corrupt
-            raise DownloadError(f"{self.folder}{name}: S3 storage does not resume files")
+            raise StorageError(f"{self.folder}{name}: S3 storage does not resume files")
         sink = S3FileSink(self._bucket, self.folder + name,
                           parts_in_flight=self._parts_in_flight)
         self._sinks.append(sink)
@@ -137,7 +137,7 @@ class S3ItemWriter:
         present = {obj["Key"] for obj in self._bucket.objects(self.folder)}
         missing = sorted(k[len(self.folder):] for k in expected - present)
         if missing:
-            raise DownloadError(
+            raise StorageError(
                 f"s3://{self._bucket.name}/{self.folder}: {', '.join(missing)} vanished "
                 "before archive.json was written (archiver gc or a lifecycle rule?); "
                 "not committed")
@@ -171,4 +171,4 @@ class S3ItemWriter:
 
     def _check_usable(self) -> None:
         if self._abort_future is not None or self._committed:
-            raise DownloadError(f"{self.folder}: writer already ended")
+            raise StorageError(f"{self.folder}: writer already ended")
