@@ -17,8 +17,10 @@ from typing import Any
 import botocore.exceptions as bce
 import pytest
 
+from archiver.errors import StorageUnavailable
 from archiver.lease import LEASE_FOLDER
 from archiver.lock import LockHeld
+from archiver.retry import RetryPolicy
 from archiver.shard import shard_of
 from archiver.storage.s3 import S3Storage
 
@@ -266,6 +268,46 @@ async def test_acquire_whose_answer_was_lost_recognises_its_own_lease(s3):
         assert json.loads(s3.read(KEY))["owner"] == lease.owner
         await asyncio.to_thread(lease.close)
         assert KEY not in s3.list_keys(PREFIX)  # released: the ETag was the right one
+    finally:
+        await storage.close()
+
+
+class _Throttled:
+    """A real client whose first *times* PutObject requests get 503 SlowDown."""
+
+    def __init__(self, client: Any, times: int) -> None:
+        self._client = client
+        self.left = times
+        self.sends = 0
+
+    def put_object(self, **params: Any) -> Any:
+        self.sends += 1
+        if self.left:
+            self.left -= 1
+            raise bce.ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
+        return self._client.put_object(**params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+async def test_lease_requests_retry_within_the_storage_policy(s3):
+    """storage.s3.retries bounds the lease's requests: 2 attempts take one 503, not two."""
+    storage = storage_for(s3, retry=RetryPolicy(attempts=2, wait_initial=0.01, wait_max=0.02))
+    await storage.open()
+    try:
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease.client = _Throttled(lease.client, times=1)
+        await asyncio.to_thread(lease.acquire)
+        assert lease.client.sends == 2
+        await asyncio.to_thread(lease.close)
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease.client = _Throttled(lease.client, times=2)
+        with pytest.raises(StorageUnavailable, match="SlowDown"):
+            await asyncio.to_thread(lease.acquire)
+        assert lease.client.sends == 2
+        assert KEY not in s3.list_keys(PREFIX)
     finally:
         await storage.close()
 

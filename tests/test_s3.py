@@ -30,6 +30,7 @@ from archiver.errors import StorageError, StorageUnavailable
 from archiver.models import RemoteFile
 from archiver.retry import RetryPolicy
 from archiver.storage.s3 import S3Storage, composite_checksum, is_transient
+from archiver.storage.s3.requests import Cleanups
 from archiver.testing.standin import AkoolStandIn
 
 from .conftest import API_KEY, ID1, ID2, ID3, config_dict, run_cli, write_yaml
@@ -249,6 +250,20 @@ async def test_configured_retries_bound_requests_then_fail_as_storage(s3, make_c
         await storage.close()
     assert len(sends) == 3
     assert caught.value.kind == "storage"
+
+
+def test_cleanups_run_once_and_late_ones_at_once():
+    """A registered clean-up runs once; one announced done never; one added late at once."""
+    ran: list[str] = []
+    cleanups = Cleanups()
+    cleanups.add("upload", lambda: ran.append("upload"))
+    cleanups.add("completed", lambda: ran.append("completed"))
+    cleanups.done("completed")
+    cleanups.run()
+    cleanups.run()
+    assert ran == ["upload"]
+    cleanups.add("late", lambda: ran.append("late"))  # a request that was still running
+    assert ran == ["upload", "late"]
 
 
 def test_composite_checksum_format():

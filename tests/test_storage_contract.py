@@ -30,6 +30,7 @@ import pytest
 from archiver.config import DownloadConfig
 from archiver.download import Downloader
 from archiver.errors import DownloadError, StorageError
+from archiver.lock import LockHeld
 from archiver.manifest import Manifest
 from archiver.models import Outcome, RemoteFile
 from archiver.run import archive
@@ -395,3 +396,13 @@ async def test_verify_and_status_read_back(backend, standin, make_config):
         assert [(p.id, p.file, p.kind) for p in found.problems] == [
             (ID1, "original.srt", "missing"), (ID1, "video.mp4", "corrupted")]
     await writer.abort()
+
+
+async def test_run_lock_keeps_a_second_run_out(backend):
+    """While a run holds the storage's lock, a second is refused; once released it is free."""
+    async with backend.storage.run_lock("all", ttl=60, what="the archive"):
+        with pytest.raises(LockHeld):
+            async with backend.storage.run_lock("all", ttl=60, what="the archive"):
+                pass
+    async with backend.storage.run_lock("all", ttl=60, what="the archive"):
+        pass
