@@ -142,9 +142,11 @@ _CONTROL = re.compile(r"[\x00-\x1f]").search
 def _implicit_resolvers() -> dict[str, re.Pattern[str]]:
     """For each first character, one pattern matching the plain scalars that YAML reads
     as something other than a string (numbers, booleans, null, dates...)."""
-    table = _LOADER.yaml_implicit_resolvers
-    wildcard = table.get(None, [])  # type: ignore[call-overload]
-    combined = {}
+    # PyYAML's own shape: first character (None: any) -> [(tag, pattern)].
+    table: dict[str | None, list[tuple[str, re.Pattern[str]]]] = (
+        _LOADER.yaml_implicit_resolvers)
+    wildcard = table.get(None, [])
+    combined: dict[str, re.Pattern[str]] = {}
     for first, resolvers in table.items():
         if first is not None:
             # One alternation instead of a loop over 3 patterns: the check runs per id.
@@ -316,7 +318,8 @@ def _item(entry: Any, position: str) -> ManifestItem:
 
 def _mapping_value(node: yaml.Node | None, key: str) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
+        pairs: list[tuple[yaml.Node, yaml.Node]] = node.value
+        for key_node, value_node in pairs:
             if key_node.value == key:
                 return value_node
     return None

@@ -174,9 +174,12 @@ def redact_url(url: str) -> str:
     """The URL without its query string and fragment: result URLs may be signed."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a port that is not 0-65535
     except ValueError:
         return "<unparseable URL>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
+    # hostname drops any user:password@, and the brackets of an IPv6 literal: put those back.
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc = f"{netloc}:{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -26,7 +26,7 @@ schedule: the job did not fail) and asking the API for a fresh URL after a 403/4
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, TypedDict, TypeVar
 
 import stamina
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
@@ -77,8 +77,8 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, policy: RetryPolicy,
         with attempt:
             if first is not None:
                 # The first call's failure is attempt 1: stamina waits and counts it.
-                exc, first = first, None
-                raise exc
+                failed, first = first, None
+                raise failed
             if on_retry is not None:
                 on_retry(attempt.num)
             return await call()
@@ -102,8 +102,8 @@ def with_retries_sync(call: Callable[[], T], *, policy: RetryPolicy,
     for attempt in stamina.retry_context(on=_hook(retryable, policy), **_bounds(policy)):
         with attempt:
             if first is not None:
-                exc, first = first, None
-                raise exc
+                failed, first = first, None
+                raise failed
             if on_retry is not None:
                 on_retry(attempt.num)
             return call()
@@ -132,7 +132,15 @@ def _hook(retryable: Retryable, policy: RetryPolicy) -> Callable[[Exception], bo
     return lambda exc: _decide(retryable, exc, policy)
 
 
-def _bounds(policy: RetryPolicy) -> dict[str, float]:
+class _Bounds(TypedDict):
+    attempts: int
+    timeout: float
+    wait_initial: float
+    wait_max: float
+    wait_jitter: float
+
+
+def _bounds(policy: RetryPolicy) -> _Bounds:
     return {"attempts": policy.attempts, "timeout": policy.timeout,
             "wait_initial": policy.wait_initial, "wait_max": policy.wait_max,
             "wait_jitter": policy.wait_initial}
