@@ -67,8 +67,8 @@ log = logging.getLogger(__name__)
 LEASE_FOLDER = ".archiver-lease/"
 #: One second for the granularity of LastModified and Date (both whole seconds).
 _CLOCK_MARGIN = 1.0
-#: Today's bounds for the lease's requests when no policy is given (tests, direct use):
-#: 4 attempts, 0.25 s doubling. Runs pass ``storage.s3.retries``.
+#: Bounds for the lease's requests when it is built without a policy (tests, direct use):
+#: 4 attempts, 0.25 s doubling. Runs pass ``storage.s3.retries`` (:meth:`S3Storage.run_lock`).
 LEASE_RETRIES = RetryPolicy(attempts=4, wait_initial=0.25, wait_max=2.0, timeout=30.0)
 _CONFLICT = {412, 409}  # 409: ConditionalRequestConflict (a concurrent conditional write)
 

@@ -206,11 +206,9 @@ class S3Bucket:
 
     def make_client(self, sign_payload: bool, timeout: float | None = None) -> Any:
         """A new client of this bucket's session (after :meth:`connect`)."""
-        # Any: the stubs want a Literal addressing style; config validation checks it.
-        s3: Any = {"addressing_style": self.connection.addressing_style,
-                   "payload_signing_enabled": sign_payload}
         config = BotoConfig(
-            s3=s3,
+            s3={"addressing_style": self.connection.addressing_style,
+                "payload_signing_enabled": sign_payload},
             # One retry policy, ours: botocore makes one attempt. (Not "max_attempts": 1,
             # which botocore reads as one *retry*: every request was sent twice per try.)
             retries={"mode": "standard", "total_max_attempts": 1},
