@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from .config import describe_yaml_error, os_reason, unsafe_yaml_problem
+from ._os import os_reason
+from ._yaml import describe_yaml_error, unsafe_yaml_problem
 from .errors import ManifestError
 
 # libyaml's loader when PyYAML has it: a 10,000-id manifest parses several times faster.

@@ -47,7 +47,7 @@ from .errors import ArchiverError, UsageError
 from .journal import JobRow, Journal, JournalError, Recorded
 from .lock import RunLock
 from .manifest import ManifestItem
-from .models import ItemResult, Outcome
+from .models import ItemResult, JobStatus, Outcome
 from .run import lock_path
 from .scheduler import Scheduler
 from .storage import Storage, make_storage
@@ -349,11 +349,11 @@ class Worker:
 
     async def _batch(self, rows: list[JobRow]) -> None:
         try:
-            failed = [r for r in rows if r.status == 4]
+            failed = [r for r in rows if r.status == JobStatus.FAILED]
             for row in failed:
                 await self._job_failed(row)
-            final = [r for r in rows if r.status == 3]
-            processing = [r for r in rows if r.status not in (3, 4)]
+            final = [r for r in rows if r.status == JobStatus.SUCCESS]
+            processing = [r for r in rows if r.status not in (JobStatus.SUCCESS, JobStatus.FAILED)]
             await asyncio.gather(self._archive(final, self._final_config),
                                  self._archive(processing, self._repoll_config))
         except Exception as exc:

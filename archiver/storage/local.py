@@ -41,7 +41,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..config import os_reason
+from .._os import os_reason
 from ..errors import StorageError, StorageUnavailable
 from .base import NOT_A_FILE, RECORD_NAME, GcResult, ItemState, Partial, flock, is_temporary
 
