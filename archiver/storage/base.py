@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from ..lock import RunLock
 
@@ -36,9 +36,6 @@ def is_temporary(name: str) -> bool:
     ``.video.mp4.part.json``, ``.info.json.tmp``. Never part of an archived item."""
     return name.startswith(".") and name.endswith((".part", ".part.json", ".tmp"))
 
-
-#: What ``status`` says of an id: committed, some bytes stored but no record, nothing.
-ItemState = Literal["archived", "partial", "absent"]
 
 #: The size a reader's ``list_files`` gives an entry under a final name that is not a
 #: regular file (a symbolic link, a FIFO): ``verify`` reports it and never follows it.
@@ -244,7 +241,7 @@ class Storage(Protocol):
         """Files of an item under final names: name -> size (:data:`NOT_A_FILE` for an
         entry that is not a regular file). Temporaries may be listed: verify skips them."""
 
-    async def item_states(self, ids: Iterable[str]) -> dict[str, ItemState]:
+    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
         """archived / partial (some bytes stored, no record) / absent, per id."""
 
     async def check_file(self, video_model_id: str, entry: dict[str, Any],

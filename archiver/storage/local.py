@@ -43,7 +43,7 @@ from typing import Any, BinaryIO
 
 from .._os import os_reason
 from ..errors import StorageError, StorageUnavailable
-from .base import NOT_A_FILE, RECORD_NAME, GcResult, ItemState, Partial, flock, is_temporary
+from .base import NOT_A_FILE, RECORD_NAME, GcResult, Partial, flock, is_temporary
 
 TEMP_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
@@ -155,9 +155,9 @@ class LocalStorage:
 
         return await asyncio.to_thread(scan)
 
-    async def item_states(self, ids: Iterable[str]) -> dict[str, ItemState]:
-        def scan() -> dict[str, ItemState]:
-            states: dict[str, ItemState] = {}
+    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
+        def scan() -> dict[str, str]:
+            states: dict[str, str] = {}
             for item_id in ids:
                 folder = self.root / item_id
                 if _committed(folder):

@@ -21,7 +21,7 @@ from ...errors import StorageUnavailable
 from ...manifest import ID_PATTERN
 from ...models import RESULT_FILES
 from ...retry import with_retries_sync
-from ..base import INFO_NAME, RECORD_NAME, SUMS_NAME, Garbage, GcResult, ItemState
+from ..base import INFO_NAME, RECORD_NAME, SUMS_NAME, Garbage, GcResult
 from .requests import BOTO_ERRORS, S3Bucket, b64, describe, is_transient
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class S3Reader:
 
         return await self.reading(scan)
 
-    async def item_states(self, ids: Iterable[str]) -> dict[str, ItemState]:
+    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
         scan = await self.reading(self.scan, set(ids))
         return {i: "archived" if committed else "partial" if seen else "absent"
                 for i, (seen, committed) in scan.items()}

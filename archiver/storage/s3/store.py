@@ -14,7 +14,7 @@ import botocore.exceptions as bce
 from ...errors import StorageUnavailable
 from ...lease import LEASE_FOLDER, S3Lease
 from ...retry import RetryPolicy
-from ..base import GcResult, ItemState
+from ..base import GcResult
 from .reader import PROBE_PREFIX, S3Reader
 from .requests import (
     BOTO_ERRORS,
@@ -191,7 +191,7 @@ class S3Storage:
     async def list_files(self, video_model_id: str) -> dict[str, int]:
         return await self.reader.list_files(video_model_id)
 
-    async def item_states(self, ids: Iterable[str]) -> dict[str, ItemState]:
+    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
         return await self.reader.item_states(ids)
 
     async def check_file(self, video_model_id: str, entry: dict[str, Any],
