@@ -282,9 +282,9 @@ def _verify(args: argparse.Namespace) -> ExitStatus:
         try:
             targets = ids
             if targets is None and shard is not None:
-                targets = [i for i in await storage.list_archived()  # type: ignore[attr-defined]
+                targets = [i for i in await storage.list_archived()
                            if shard.owns(i)]
-            return await verify(storage, targets, deep=args.deep)  # type: ignore[arg-type]
+            return await verify(storage, targets, deep=args.deep)
         finally:
             await storage.close()
 
@@ -311,7 +311,7 @@ def _status(args: argparse.Namespace) -> ExitStatus:
         storage = make_storage(config.storage)
         await storage.open(readonly=True)
         try:
-            states = await storage.item_states(ids)  # type: ignore[attr-defined]
+            states = await storage.item_states(ids)
         finally:
             await storage.close()
         remote: dict[str, str] = {}
