@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 from . import __version__
 from .errors import ManifestError
 from .manifest import Manifest, load_manifest, parse_manifest
+from .retry import RetryPolicy, with_retries_sync
 
 if TYPE_CHECKING:
     from .config import S3StorageConfig
@@ -89,6 +90,8 @@ def _read_s3(spec: str, cfg: S3StorageConfig | None, limit: int) -> bytes:
     import botocore.exceptions as bce
     from botocore.config import Config as BotoConfig
 
+    from .storage.s3.requests import is_transient
+
     bucket, _, key = spec[len("s3://"):].partition("/")
     if not bucket or not key:
         raise ManifestError(f"{spec}: expected s3://BUCKET/KEY")
@@ -99,13 +102,19 @@ def _read_s3(spec: str, cfg: S3StorageConfig | None, limit: int) -> bytes:
             region_name=cfg.region if cfg else None,
             config=BotoConfig(s3={"addressing_style": cfg.addressing_style if cfg else "auto"},
                               connect_timeout=TIMEOUT, read_timeout=TIMEOUT,
-                              retries={"mode": "standard", "max_attempts": 3}))
-        try:
+                              # Retried by the one retry seam, as every S3 request.
+                              retries={"mode": "standard", "total_max_attempts": 1}))
+
+        def fetch() -> bytes:
             answer = client.get_object(Bucket=bucket, Key=key)
             if int(answer.get("ContentLength") or 0) > limit:
                 raise ManifestError(f"{spec}: manifest larger than "
                                     f"{limit // (1024 * 1024)} MiB; split it")
             return _read_capped(answer["Body"], spec, limit, time.monotonic() + DEADLINE)
+
+        try:
+            return with_retries_sync(fetch, policy=cfg.retries if cfg else RetryPolicy(),
+                                     retryable=is_transient)
         finally:
             client.close()
     except bce.ClientError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import os
 import subprocess
@@ -13,7 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web as aioweb
 
+from archiver.config import S3StorageConfig
 from archiver.errors import ManifestError
 from archiver.sources import load_manifest_from
 
@@ -24,6 +27,7 @@ from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
     moto_endpoint_fixture,
     s3_fixture,
 )
+from .servers import aiohttp_server
 
 IDS = ["srcid01", "srcid02", "srcid03"]
 
@@ -151,3 +155,49 @@ def test_s3_manifest_via_cli(tmp_path, s3):
     assert bad.stderr.startswith(
         f"archiver: error: s3://{s3.bucket}/lists/bad.yaml:2: videos[0]: invalid")
     assert Path(tmp_path / "unused").exists() is False
+
+
+def _throttling_s3(failures: int) -> tuple[dict[str, Any], list[str]]:
+    """Routes of a fake S3 endpoint answering 503 SlowDown *failures* times, then the
+    manifest; and the list of requests it saw. (moto cannot throttle on demand.)"""
+    seen: list[str] = []
+
+    async def get_object(request: aioweb.Request) -> aioweb.Response:
+        seen.append(request.path)
+        if len(seen) <= failures:
+            return aioweb.Response(status=503, content_type="application/xml", body=(
+                b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"))
+        return aioweb.Response(body=yaml.safe_dump({"videos": IDS}).encode())
+
+    return {"/bucket/lists/videos.yaml": get_object}, seen
+
+
+def _s3_config(endpoint: str, attempts: int) -> S3StorageConfig:
+    return S3StorageConfig(bucket="bucket", endpoint_url=endpoint, region="us-east-1",
+                           addressing_style="path", retries={
+                               "attempts": attempts, "wait_initial": 0.01, "wait_max": 0.02})
+
+
+async def test_s3_manifest_read_is_retried_by_storage_s3_retries(monkeypatch, tmp_path):
+    """A throttled manifest read is tried again as storage.s3.retries says, once per attempt."""
+    for name, value in aws_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    routes, seen = _throttling_s3(failures=2)
+    async with aiohttp_server(routes) as endpoint:
+        manifest = await asyncio.to_thread(
+            load_manifest_from, "s3://bucket/lists/videos.yaml", s3=_s3_config(endpoint, 3))
+    assert [item.id for item in manifest.items] == IDS
+    assert len(seen) == 3
+
+
+async def test_s3_manifest_read_gives_up_after_the_attempts(monkeypatch, tmp_path):
+    """Throttled beyond the attempts: exactly that many requests, then one clear error."""
+    for name, value in aws_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    routes, seen = _throttling_s3(failures=10)
+    async with aiohttp_server(routes) as endpoint:
+        with pytest.raises(ManifestError, match=r"^s3://bucket/lists/videos.yaml: cannot read "
+                                                r"manifest: SlowDown: Reduce your rate$"):
+            await asyncio.to_thread(load_manifest_from, "s3://bucket/lists/videos.yaml",
+                                    s3=_s3_config(endpoint, 2))
+    assert len(seen) == 2
