@@ -103,7 +103,7 @@ class AkoolClient:
         """
         data = await with_retries(
             lambda: self._get_info(video_model_id), retryable=TransientAPIError,
-            config=self._config.retries,
+            policy=self._config.retries,
             on_retry=lambda n: log.info("%s: retrying the API request (attempt %d)",
                                         video_model_id, n))
         return parse_job_info(video_model_id, data)

@@ -27,8 +27,11 @@ from pydantic import (
     model_validator,
 )
 
+from ._os import os_reason
+from ._yaml import describe_yaml_error, unsafe_yaml_problem
 from .errors import ConfigError
 from .limits import parse_rate, parse_size
+from .retry import RetryPolicy
 
 DEFAULT_CONFIG_PATH = Path("archiver.yaml")
 
@@ -55,16 +58,6 @@ class _Model(BaseModel):
         return data
 
 
-class RetryConfig(_Model):
-    """Bounds for retrying transient failures of one request."""
-
-    attempts: Annotated[int, Field(ge=1, le=100)] = 5
-    wait_initial: NonNegativeFloat = 1.0
-    wait_max: NonNegativeFloat = 60.0
-    #: Give up retrying one request after this many seconds in all.
-    timeout: PositiveFloat = 300.0
-
-
 class ApiConfig(_Model):
     """Where Akool is and how to authenticate."""
 
@@ -73,7 +66,7 @@ class ApiConfig(_Model):
     token: SecretStr | None = None
     connect_timeout: PositiveFloat = 10.0
     read_timeout: PositiveFloat = 30.0
-    retries: RetryConfig = RetryConfig()
+    retries: RetryPolicy = RetryPolicy()
     #: Cap on API requests per second across the whole run (None: no cap).
     requests_per_second: PositiveFloat | None = None
 
@@ -132,7 +125,7 @@ class DownloadConfig(_Model):
     read_timeout: PositiveFloat = 60.0
     #: One item (all its files) may take at most this long, retries included.
     item_timeout: PositiveFloat = 3600.0
-    retries: RetryConfig = RetryConfig(attempts=4)
+    retries: RetryPolicy = RetryPolicy(attempts=4)
     #: Redirects followed per request (only to http/https).
     max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
     #: If set, result files (and redirect targets) may only come from these hosts;
@@ -489,56 +482,3 @@ def _first_error(exc: ValidationError, source: str,
     extra = len(exc.errors()) - 1
     more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
     return f"{_where(source, lines, loc)}: {_dotted(loc)}: {msg}{more}"
-
-
-#: Deeper YAML is refused: the configuration needs 3 levels, the manifest 3, and the
-#: pure-Python parser recurses (about 330 levels end in a RecursionError).
-YAML_MAX_DEPTH = 50
-
-
-def unsafe_yaml_problem(text: str, source: str,
-                        loader: type[Any] = yaml.SafeLoader) -> str | None:
-    """One line naming the first YAML anchor, alias or too deep nesting in *text*, or None.
-
-    Neither the configuration nor the manifest has any use for anchors, and aliases of
-    aliases turn a 30-line file into a tree of 2**30 leaves for anything that walks it
-    (the "billion laughs"; ``_line_index`` and ``${VAR}`` expansion here would run for
-    hours). Reading events builds nothing, so this check costs one parse. A syntax error
-    met on the way is raised as ``yaml.YAMLError``.
-    """
-    depth = 0
-    for event in yaml.parse(text, Loader=loader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
-            name = event.anchor if len(event.anchor) <= 40 else event.anchor[:40] + "..."
-            if isinstance(event, yaml.AliasEvent):
-                return f"{_mark(source, event)}: YAML aliases (*{name}) are not allowed"
-            return f"{_mark(source, event)}: YAML anchors (&{name}) are not allowed"
-        if depth > YAML_MAX_DEPTH:
-            return f"{_mark(source, event)}: YAML nested more than {YAML_MAX_DEPTH} levels deep"
-    return None
-
-
-def _mark(source: str, event: yaml.Event) -> str:
-    mark = event.start_mark
-    return f"{source}:{mark.line + 1}" if mark is not None else source
-
-
-def describe_yaml_error(source: str, exc: yaml.YAMLError) -> str:
-    """One line for a YAML syntax error: ``file:line: invalid YAML: problem``."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if mark is not None:
-        return f"{source}:{mark.line + 1}: invalid YAML (column {mark.column + 1}): {problem}"
-    return f"{source}: invalid YAML: {problem}"
-
-
-def os_reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    if isinstance(exc, UnicodeDecodeError):
-        return "not UTF-8 text"
-    return type(exc).__name__

@@ -2,7 +2,9 @@
 
 It starts the stand-in on loopback, archives its sample jobs (translations with
 subtitles, talking photos, and one job that fails on Akool's side, on purpose) and
-prints the summary. Running it twice shows the second run skipping everything.
+returns the run's result for the command line to summarize. Running it twice shows the
+second run skipping everything. This module does not import the CLI: the CLI passes in
+what it wants done with the demo's configuration (mask its key in the logs).
 """
 
 from __future__ import annotations
@@ -10,23 +12,42 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .exitstatus import ExitStatus
+from .journal import JobRow, Journal
 from .manifest import Manifest, ManifestItem
 from .models import Outcome, RunResult
 from .run import archive
 from .scheduler import Observer
 
-
-def run_demo(directory: Path, *, quiet: bool = False, observer: Observer | None = None) -> int:
-    """Run the demo into *directory*; 0 when every job ended as its scenario says."""
-    return asyncio.run(_demo(directory, quiet, observer))
+#: Called with the demo's configuration before anything runs (the CLI masks its key).
+ConfigHook = Callable[[Config], None]
 
 
-async def _demo(directory: Path, quiet: bool, observer: Observer | None) -> int:
-    from .cli import format_summary, install_secret_filter
+@dataclass(frozen=True, slots=True)
+class DemoRun:
+    """What ``archiver demo`` did: the run, its status, and what to try next."""
+
+    result: RunResult
+    #: OK when every job ended as its scenario says (one fails on purpose), else FAILED.
+    status: ExitStatus
+    #: A few lines for a person: the failure was on purpose, how to check an item.
+    notes: str
+
+
+def run_demo(directory: Path, *, quiet: bool = False, observer: Observer | None = None,
+             on_config: ConfigHook | None = None) -> DemoRun:
+    """Run the demo into *directory*; *quiet* drops the opening line on stderr."""
+    return asyncio.run(_demo(directory, quiet, observer, on_config))
+
+
+async def _demo(directory: Path, quiet: bool, observer: Observer | None,
+                on_config: ConfigHook | None) -> DemoRun:
     from .testing.standin import AkoolStandIn, sample_jobs
 
     key = "demo-" + secrets.token_hex(16)
@@ -45,17 +66,16 @@ async def _demo(directory: Path, quiet: bool, observer: Observer | None) -> int:
 
     async with standin.serve() as base_url:
         config = _demo_config(base_url, key, directory)
-        install_secret_filter(config)
+        if on_config is not None:
+            on_config(config)
         if not quiet:
             print(f"archiver demo: Akool stand-in at {base_url}, {len(items)} sample jobs "
                   f"-> {directory}/", file=sys.stderr)
         result = await archive(config, Manifest(tuple(items), source="demo"), observer=observer)
 
     expected_failures = {i.id for i in items if i.label == "fails-on-purpose"}
-    if not quiet:
-        print(format_summary(result))
-        print(_explain(result, directory, expected_failures))
-    return 0 if _as_expected(result, expected_failures) else 1
+    status = ExitStatus.OK if _as_expected(result, expected_failures) else ExitStatus.FAILED
+    return DemoRun(result, status, _explain(result, directory, expected_failures))
 
 
 def _as_expected(result: RunResult, expected_failures: set[str]) -> bool:
@@ -83,15 +103,15 @@ def _explain(result: RunResult, directory: Path, expected_failures: set[str]) ->
 
 # ------------------------------------------------------------------- demo --serve
 
-def run_demo_serve(directory: Path, *, quiet: bool = False) -> int:
-    """``archiver demo --serve``: the webhook loop, offline. 0 when it went as designed."""
-    return asyncio.run(_demo_serve(directory, quiet))
+def run_demo_serve(directory: Path, *, quiet: bool = False,
+                   on_config: ConfigHook | None = None) -> ExitStatus:
+    """``archiver demo --serve``: the webhook loop, offline. OK when it went as designed."""
+    return asyncio.run(_demo_serve(directory, quiet, on_config))
 
 
-async def _demo_serve(directory: Path, quiet: bool) -> int:
+async def _demo_serve(directory: Path, quiet: bool, on_config: ConfigHook | None) -> ExitStatus:
     import dataclasses
 
-    from .journal import Journal
     from .serve import Server
     from .testing.standin import AkoolStandIn, sample_jobs
 
@@ -110,9 +130,8 @@ async def _demo_serve(directory: Path, quiet: bool) -> int:
         config = _demo_config(base_url, key, directory, webhook={
             "client_id": standin.client_id, "client_secret": standin.client_secret,
             "listen": "127.0.0.1:0"})
-        from .cli import install_secret_filter
-
-        install_secret_filter(config)
+        if on_config is not None:
+            on_config(config)
         server = Server(config)
         async with server.running() as url, standin.callbacks(url) as sender:
             say(f"archiver demo --serve: Akool stand-in at {base_url}, archiver serve at {url}")
@@ -133,7 +152,7 @@ async def _demo_serve(directory: Path, quiet: bool) -> int:
                 rows = await _wait_done(journal, len(jobs))
     if rows is None:
         say("archiver demo --serve: not everything finished in time")
-        return 1
+        return ExitStatus.FAILED
     if not quiet:
         for row in rows:
             detail = f": {row.error}" if row.error else ""
@@ -144,12 +163,13 @@ async def _demo_serve(directory: Path, quiet: bool) -> int:
     got = {row.id: row.outcome for row in rows}
     ok = all(got.get(i) in (w, "already_archived") if w == "archived" else got.get(i) == w
              for i, w in wanted.items())
-    return 0 if ok and {forged.status, stale.status, replay.status} <= {401, 409} else 1
+    refused = {forged.status, stale.status, replay.status} <= {401, 409}
+    return ExitStatus.OK if ok and refused else ExitStatus.FAILED
 
 
-async def _wait_done(journal: object, count: int) -> list | None:  # type: ignore[type-arg]
+async def _wait_done(journal: Journal, count: int) -> list[JobRow] | None:
     for _ in range(600):  # 60 s at most
-        rows = await journal.jobs()  # type: ignore[attr-defined]
+        rows = await journal.jobs()
         if len(rows) >= count and all(r.state == "done" for r in rows):
             return rows
         await asyncio.sleep(0.1)

@@ -142,7 +142,7 @@ class Downloader:
         carry = _Carry()
         return await with_retries(
             lambda: self._fetch_once(remote, writer, listener, carry),
-            retryable=TransientDownloadError, config=self._config.retries,
+            retryable=TransientDownloadError, policy=self._config.retries,
             on_retry=lambda n: log.info("%s: retrying %s (attempt %d)", remote.name,
                                         redact_url(remote.url), n))
 
@@ -718,8 +718,7 @@ class _Segmented:
                         f"{self._shown}: bytes {part.stored}-{part.end - 1}: {why}") from None
                 log.info("%s: range %d cut at byte %d; asking for the rest",
                          self._remote.name, part.index, part.stored)
-                retry = self._config.retries
-                await asyncio.sleep(min(retry.wait_initial * 2 ** failures, retry.wait_max))
+                await asyncio.sleep(self._config.retries.wait(failures + 1))
 
     async def _fetch(self, part: _Range) -> None:
         assert self._validator is not None

@@ -11,16 +11,21 @@ they enter the archiver (``raise X(...) from exc``) so callers only ever see the
     │   ├── CredentialsError      Akool said 1101 / 1102 / 1200: no point polling the rest
     │   ├── RedirectRefused       the API redirected to another origin (api.py): key stays home
     │   └── StorageUnavailable    the destination cannot be written at all
-    └── ItemError                 one id failed; the others go on (exit 1)
-        ├── APIError              a business code for this id (``code``, ``msg``)
-        │   └── TransientAPIError 429 / 5xx / non-JSON / 1005 / 2001 after retries ran out
-        ├── JobFailed             Akool reports video_status 4 (``error_code``, ``error_reason``)
-        ├── DownloadError         a result file could not be fetched or stored
-        │   ├── TransientDownloadError   connection cut, stall, short body, 5xx: retried
-        │   ├── UrlGone                  403 / 404 / 410: ask the API for a fresh URL
-        │   ├── ContentRejected          an error page or wrong kind of file (validate.py)
-        │   └── ItemTimeout              the item took longer than downloads.item_timeout
-        └── Interrupted           the run was stopped (SIGINT / SIGTERM) before this id
+    ├── ItemError                 one id failed; the others go on (exit 1)
+    │   ├── APIError              a business code for this id (``code``, ``msg``)
+    │   │   └── TransientAPIError 429 / 5xx / non-JSON / 1005 / 2001 after retries ran out
+    │   ├── JobFailed             Akool reports video_status 4 (``code``, ``reason``)
+    │   ├── DownloadError         a result file could not be fetched
+    │   │   ├── TransientDownloadError   connection cut, stall, short body, 5xx: retried
+    │   │   ├── UrlGone                  403 / 404 / 410: ask the API for a fresh URL
+    │   │   ├── ContentRejected          an error page or wrong kind of file (validate.py)
+    │   │   └── ItemTimeout              the item took longer than downloads.item_timeout
+    │   ├── StorageError          the destination failed to store this item's files
+    │   └── Interrupted           the run was stopped (SIGINT / SIGTERM) before this id
+    └── Transient                 mixed into the errors worth retrying (``retry_after``);
+                                  :mod:`archiver.retry` retries these by default
+
+Every error carrying a number names it ``code`` (Akool's code, or the HTTP status).
 
 Messages never contain the API key, bearer token or credentials: the API client never
 puts request headers into an exception, and URLs are logged without their query string.
@@ -62,6 +67,15 @@ class StorageUnavailable(FatalRunError):
     """The storage backend cannot be used (no permission, missing bucket...)."""
 
 
+class Transient(ArchiverError):
+    """Base of the errors worth trying again (see :mod:`archiver.retry`).
+
+    ``retry_after``: seconds the other side asked us to wait (a Retry-After header), if any.
+    """
+
+    retry_after: float | None = None
+
+
 class ItemError(ArchiverError):
     """One id could not be archived in this run."""
 
@@ -81,7 +95,7 @@ class APIError(ItemError):
         self.msg = msg
 
 
-class TransientAPIError(APIError):
+class TransientAPIError(APIError, Transient):
     """A failure worth retrying: HTTP 429/5xx, a body that is not JSON, 1005, 2001, I/O."""
 
     kind = "api_transient"
@@ -96,13 +110,14 @@ class JobFailed(ItemError):
 
     kind = "job_failed"
 
-    def __init__(self, error_code: int | None, error_reason: str | None) -> None:
-        detail = error_reason or "no reason given"
-        if error_code is not None:
-            detail = f"{detail} (error_code {error_code})"
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        # "error_code" in the message: that is the field's name in Akool's answer.
+        detail = reason or "no reason given"
+        if code is not None:
+            detail = f"{detail} (error_code {code})"
         super().__init__(f"Akool job failed: {detail}")
-        self.error_code = error_code
-        self.error_reason = error_reason
+        self.code = code
+        self.reason = reason
 
 
 class DownloadError(ItemError):
@@ -127,13 +142,21 @@ class ItemTimeout(DownloadError):
     kind = "timeout"
 
 
+class StorageError(ItemError):
+    """The destination failed to store this item's files (disk full, S3 errors after
+    retries ran out...); other items may still be stored. See StorageUnavailable for
+    a destination that cannot be used at all."""
+
+    kind = "storage"
+
+
 class Interrupted(ItemError):
     """The run was asked to stop before this id was done."""
 
     kind = "interrupted"
 
 
-class TransientDownloadError(DownloadError):
+class TransientDownloadError(DownloadError, Transient):
     """A download failure worth retrying (connection cut, timeout, 5xx, short body)."""
 
     kind = "download_transient"

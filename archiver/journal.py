@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 from .errors import FatalRunError
 from .webhook import Notification
@@ -72,6 +72,9 @@ _RANK = {2: 0, 3: 1, 4: 1}
 
 #: One write of a group commit: runs on the journal thread inside the transaction.
 _Write = Callable[[sqlite3.Connection, float], Any]
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 
 class JournalError(FatalRunError):
@@ -149,7 +152,7 @@ class Journal:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
+    async def _call(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
         if self._executor is None:
             raise JournalError(f"journal {self.path} is not open")
         loop = asyncio.get_running_loop()
@@ -183,10 +186,10 @@ class Journal:
         """
         return await self._write(lambda db, now: self._record_one(db, note, now))
 
-    async def _write(self, write: _Write) -> Any:
+    async def _write(self, write: Callable[[sqlite3.Connection, float], _T]) -> _T:
         """Run *write* in the next group commit; return its result once committed."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[_T] = loop.create_future()
         self._batch.append((write, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())

@@ -17,7 +17,7 @@ import stat
 import time
 from pathlib import Path
 
-from .config import os_reason
+from ._os import os_reason
 from .errors import ArchiverError, StorageUnavailable
 
 

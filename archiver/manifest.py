@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from .config import describe_yaml_error, os_reason, unsafe_yaml_problem
+from ._os import os_reason
+from ._yaml import describe_yaml_error, unsafe_yaml_problem
 from .errors import ManifestError
 
 # libyaml's loader when PyYAML has it: a 10,000-id manifest parses several times faster.
@@ -142,9 +143,11 @@ _CONTROL = re.compile(r"[\x00-\x1f]").search
 def _implicit_resolvers() -> dict[str, re.Pattern[str]]:
     """For each first character, one pattern matching the plain scalars that YAML reads
     as something other than a string (numbers, booleans, null, dates...)."""
-    table = _LOADER.yaml_implicit_resolvers
-    wildcard = table.get(None, [])  # type: ignore[call-overload]
-    combined = {}
+    # PyYAML's own shape: first character (None: any) -> [(tag, pattern)].
+    table: dict[str | None, list[tuple[str, re.Pattern[str]]]] = (
+        _LOADER.yaml_implicit_resolvers)
+    wildcard = table.get(None, [])
+    combined: dict[str, re.Pattern[str]] = {}
     for first, resolvers in table.items():
         if first is not None:
             # One alternation instead of a loop over 3 patterns: the check runs per id.
@@ -316,7 +319,8 @@ def _item(entry: Any, position: str) -> ManifestItem:
 
 def _mapping_value(node: yaml.Node | None, key: str) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
+        pairs: list[tuple[yaml.Node, yaml.Node]] = node.value
+        for key_node, value_node in pairs:
             if key_node.value == key:
                 return value_node
     return None

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .exitstatus import ExitStatus
+
 #: Akool keeps generated results this long after ``create_time``.
 RETENTION_SECONDS = 7 * 24 * 3600
 
@@ -147,16 +149,16 @@ class RunResult:
         return sum(i.bytes for i in self.items if i.outcome is Outcome.ARCHIVED)
 
     @property
-    def exit_status(self) -> int:
-        """0 all archived, 3 some pending (none failed), 1 any failed or expired,
-        75 (none failed) the run lost its lease and stopped: another run has the shard."""
+    def exit_status(self) -> ExitStatus:
+        """FAILED if any id failed or expired; else TEMPFAIL if the run lost its lease
+        and stopped (another run has the shard); else PENDING if some are; else OK."""
         if any(i.outcome in (Outcome.FAILED, Outcome.EXPIRED) for i in self.items):
-            return 1
+            return ExitStatus.FAILED
         if self.lease_lost:
-            return 75
+            return ExitStatus.TEMPFAIL
         if any(i.outcome is Outcome.PENDING for i in self.items):
-            return 3
-        return 0
+            return ExitStatus.PENDING
+        return ExitStatus.OK
 
 
 def iso_utc(epoch: float | None) -> str | None:
@@ -174,9 +176,12 @@ def redact_url(url: str) -> str:
     """The URL without its query string and fragment: result URLs may be signed."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a port that is not 0-65535
     except ValueError:
         return "<unparseable URL>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
+    # hostname drops any user:password@, and the brackets of an IPv6 literal: put those back.
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc = f"{netloc}:{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

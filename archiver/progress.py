@@ -6,6 +6,7 @@ Only used when stderr is a terminal; under cron the run prints log lines and not
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -21,6 +22,9 @@ from rich.progress import (
 
 from .models import ItemResult, Outcome, RunResult
 from .scheduler import Observer
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 
 class ProgressDisplay(Observer):
@@ -49,7 +53,7 @@ class ProgressDisplay(Observer):
         self._total_bytes: TaskID | None = None
         self._files: dict[tuple[str, str], TaskID] = {}
         self._failed = 0
-        self._live = None
+        self._live: Live | None = None
 
     def __enter__(self) -> ProgressDisplay:
         from rich.console import Group

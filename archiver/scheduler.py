@@ -430,7 +430,7 @@ class Scheduler:
         if error is not None:
             result.error = str(error)
             result.error_kind = error.kind
-            result.error_code = getattr(error, "code", None) or getattr(error, "error_code", None)
+            result.error_code = getattr(error, "code", None)
             level = logging.INFO if outcome is Outcome.PENDING else logging.WARNING
             log.log(level, "%s: %s: %s", item.id, outcome.value, error)
         elif outcome is Outcome.ARCHIVED:

@@ -34,9 +34,9 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -47,13 +47,15 @@ from .errors import ArchiverError, UsageError
 from .journal import JobRow, Journal, JournalError, Recorded
 from .lock import RunLock
 from .manifest import ManifestItem
-from .models import ItemResult, Outcome
+from .models import ItemResult, JobStatus, Outcome
 from .run import lock_path
 from .scheduler import Scheduler
 from .storage import Storage, make_storage
 from .webhook import CallbackRejected, open_callback
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Journal file name at the root of a local archive (a dot: never a job id).
 JOURNAL_NAME = ".archiver-journal.sqlite3"
@@ -228,7 +230,7 @@ def render_metrics(counters: Counters, pending: int, oldest: float | None,
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_text: str,
-               samples: list[tuple[str, float]]) -> None:
+               samples: Sequence[tuple[str, float]]) -> None:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
         lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
@@ -261,10 +263,23 @@ def render_metrics(counters: Counters, pending: int, oldest: float | None,
 
 # ---------------------------------------------------------------------- worker
 
+class WorkerJournal(Protocol):
+    """What the worker needs of the journal (a :class:`Journal`, or the intake's proxy)."""
+
+    async def due(self, now: float, limit: int, skip: Iterable[str] = ()) -> list[JobRow]: ...
+
+    async def finish(self, job_id: str, outcome: str, error: str | None = None) -> None: ...
+
+    async def retry_later(self, job_id: str, delay: float, error: str | None = None,
+                          seen_status: int | None = None) -> None: ...
+
+    async def prune(self, before_ms: int) -> int: ...
+
+
 class Worker:
     """Takes due journal rows and archives them with the run's scheduler, batch by batch."""
 
-    def __init__(self, config: Config, journal: Journal, storage: Storage,
+    def __init__(self, config: Config, journal: WorkerJournal, storage: Storage,
                  client: AkoolClient, downloader: Downloader, counters: Counters,
                  wake: asyncio.Event, stop: asyncio.Event) -> None:
         webhook = config.webhook
@@ -307,8 +322,9 @@ class Worker:
         await asyncio.gather(*self._batches, return_exceptions=True)
 
     async def _sleep(self) -> None:
-        waits = {asyncio.ensure_future(self._wake.wait()),
-                 asyncio.ensure_future(self._stop.wait())}
+        # Futures of different results, only ever waited on: their values are unused.
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait()),
+                                           asyncio.ensure_future(self._stop.wait())}
         waits |= set(self._batches)  # a freed batch slot may take more work
         try:
             await asyncio.wait(waits, timeout=min(self._repoll, 5.0),
@@ -333,11 +349,11 @@ class Worker:
 
     async def _batch(self, rows: list[JobRow]) -> None:
         try:
-            failed = [r for r in rows if r.status == 4]
+            failed = [r for r in rows if r.status == JobStatus.FAILED]
             for row in failed:
                 await self._job_failed(row)
-            final = [r for r in rows if r.status == 3]
-            processing = [r for r in rows if r.status not in (3, 4)]
+            final = [r for r in rows if r.status == JobStatus.SUCCESS]
+            processing = [r for r in rows if r.status not in (JobStatus.SUCCESS, JobStatus.FAILED)]
             await asyncio.gather(self._archive(final, self._final_config),
                                  self._archive(processing, self._repoll_config))
         except Exception as exc:
@@ -439,9 +455,8 @@ class Server:
                     intake = IntakeThread(self.webhook, self.journal_path, storage,
                                           self.counters, wake, self._host, self._port)
                     port = await intake.start()
-                    worker = Worker(config, _JournalProxy(intake),  # type: ignore[arg-type]
-                                    storage, client, downloader, self.counters, wake,
-                                    self.stop)
+                    worker = Worker(config, _JournalProxy(intake), storage, client,
+                                    downloader, self.counters, wake, self.stop)
                     worker_task = asyncio.create_task(worker.run(), name="webhook-worker")
                     url = f"http://{_url_host(self._host)}:{port}{self.webhook.path}"
                     log.info("serving %s; journal %s; storage %s", url,
@@ -511,7 +526,7 @@ class IntakeThread:
         if self.loop is not None and self._runner is not None:
             await self.call(self._runner.cleanup())
 
-    async def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+    async def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run *coro* on the intake's loop (from the worker's) and return its result."""
         assert self.loop is not None
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
@@ -555,13 +570,25 @@ class _JournalProxy:
     def __init__(self, intake: IntakeThread) -> None:
         self._intake = intake
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._intake.journal, name)
+    @property
+    def _journal(self) -> Journal:
+        journal = self._intake.journal
+        assert journal is not None, "the intake thread is not running"
+        return journal
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self._intake.call(method(*args, **kwargs))
+    # Each call runs on the intake's loop: the journal's thread and futures belong to it.
+    async def due(self, now: float, limit: int, skip: Iterable[str] = ()) -> list[JobRow]:
+        return await self._intake.call(self._journal.due(now, limit, skip))
 
-        return call
+    async def finish(self, job_id: str, outcome: str, error: str | None = None) -> None:
+        await self._intake.call(self._journal.finish(job_id, outcome, error))
+
+    async def retry_later(self, job_id: str, delay: float, error: str | None = None,
+                          seen_status: int | None = None) -> None:
+        await self._intake.call(self._journal.retry_later(job_id, delay, error, seen_status))
+
+    async def prune(self, before_ms: int) -> int:
+        return await self._intake.call(self._journal.prune(before_ms))
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from archiver.cli import build_parser
+from archiver.cli.parsing import build_parser
 from archiver.config import parse_config
 from archiver.shard import parse_shard
 

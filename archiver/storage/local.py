@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..config import os_reason
+from .._os import os_reason
 from ..errors import DownloadError, StorageUnavailable
 from .base import NOT_A_FILE, RECORD_NAME, Partial, is_temporary
 
