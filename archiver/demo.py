@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .events import Observer
 from .exitstatus import ExitStatus
 from .journal import JobRow, Journal
 from .manifest import Manifest, ManifestItem
 from .models import Outcome, RunResult
 from .run import archive
-from .scheduler import Observer
 
 #: Called with the demo's configuration before anything runs (the CLI masks its key).
 ConfigHook = Callable[[Config], None]

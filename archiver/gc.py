@@ -10,7 +10,7 @@ committed item (files of one that its record does not list are ``verify``'s busi
 Safety rests on age: an attempt in progress wrote everything it has written within the
 last ``downloads.item_timeout`` seconds (the item is cancelled after that), so an id is
 only collected when *every* file it has is older than ``min_age >= item_timeout``. Each
-backend implements :meth:`GarbageCollector.collect_garbage`; this module only checks
+backend implements :meth:`~archiver.storage.base.Storage.collect_garbage`; this module only checks
 the arguments, takes the run lock (no run on this host beside it) and calls it.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Protocol
 
 from .config import Config
 from .errors import UsageError
@@ -32,15 +31,6 @@ DEFAULT_MIN_AGE = 24 * 3600.0
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", re.IGNORECASE)
-
-
-class GarbageCollector(Protocol):
-    """What a backend offers ``archiver gc``."""
-
-    async def collect_garbage(self, ids: Sequence[str] | None, min_age: float,
-                              dry_run: bool) -> GcResult:
-        """Remove leftovers of uncommitted ids (all ids when *ids* is None) whose every
-        file is older than *min_age* seconds; with *dry_run*, only report them."""
 
 
 def parse_duration(text: str) -> float:
@@ -73,13 +63,12 @@ async def collect(config: Config, ids: Sequence[str] | None, *, min_age: float,
     """
     check_min_age(min_age, config)
     storage = make_storage(config.storage)
-    collector: GarbageCollector = storage  # type: ignore[assignment]
     await storage.open(readonly=True)
     try:
         if dry_run:  # removes nothing: no need to keep runs out (as run --dry-run)
-            return await collector.collect_garbage(ids, min_age, dry_run)
+            return await storage.collect_garbage(ids, min_age, dry_run)
         # Keeps out runs of this host; other hosts are kept out by min_age alone.
         with RunLock(lock_path(config, storage)):
-            return await collector.collect_garbage(ids, min_age, dry_run)
+            return await storage.collect_garbage(ids, min_age, dry_run)
     finally:
         await storage.close()

@@ -58,6 +58,7 @@ from . import __version__
 from .errors import StorageUnavailable
 from .lock import LockHeld
 from .models import iso_utc
+from .retry import RetryPolicy, with_retries_sync
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 LEASE_FOLDER = ".archiver-lease/"
 #: One second for the granularity of LastModified and Date (both whole seconds).
 _CLOCK_MARGIN = 1.0
+#: Bounds for the lease's requests when it is built without a policy (tests, direct use):
+#: 4 attempts, 0.25 s doubling. Runs pass ``storage.s3.retries`` (:meth:`S3Storage.run_lock`).
+LEASE_RETRIES = RetryPolicy(attempts=4, wait_initial=0.25, wait_max=2.0, timeout=30.0)
 _CONFLICT = {412, 409}  # 409: ConditionalRequestConflict (a concurrent conditional write)
 
 
@@ -102,7 +106,8 @@ class S3Lease:
     def __init__(self, client: Any, bucket: str, key: str, *, ttl: float, what: str,
                  on_lost: Callable[[str], None] | None = None,
                  scrub: Callable[[str], str] = lambda s: s,
-                 put_args: dict[str, str] | None = None) -> None:
+                 put_args: dict[str, str] | None = None,
+                 retry: RetryPolicy = LEASE_RETRIES) -> None:
         self.client = client
         self.bucket = bucket
         self.key = key
@@ -114,6 +119,9 @@ class S3Lease:
         self._scrub = scrub
         #: Encryption settings: a bucket policy may refuse unencrypted writes.
         self._put_args = put_args or {}
+        #: Bounds for retrying acquire, read and list requests (renewal has its own
+        #: schedule: every TTL/3, lost after failing for 3/4 of the TTL).
+        self._retry = retry
         self._etag: str | None = None
         self._acquired_at = iso_utc(time.time())
         self._stop = threading.Event()
@@ -168,7 +176,7 @@ class S3Lease:
         """Create the lease, or take over an expired one; raise LockHeld if it is live."""
         for _ in range(5):
             try:
-                self._etag = _retrying(functools.partial(self._put, IfNoneMatch="*"))
+                self._etag = self._retrying(functools.partial(self._put, IfNoneMatch="*"))
                 log.debug("lease %s acquired", self.where)
                 return
             except bce.ClientError as exc:
@@ -187,7 +195,7 @@ class S3Lease:
                                f"{current.describe()}; not starting a second one "
                                f"(lease {self.where})")
             try:
-                self._etag = _retrying(functools.partial(self._put, IfMatch=current.etag))
+                self._etag = self._retrying(functools.partial(self._put, IfMatch=current.etag))
             except bce.ClientError as exc:
                 if _status(exc) in _CONFLICT | {404}:
                     continue  # another run took it over first, or it was released
@@ -214,7 +222,7 @@ class S3Lease:
         if mine is None:
             return
         try:
-            page = _retrying(lambda: self.client.list_objects_v2(
+            page = self._retrying(lambda: self.client.list_objects_v2(
                 Bucket=self.bucket, Prefix=folder + "/", MaxKeys=1000))
         except (bce.BotoCoreError, bce.ClientError) as exc:
             raise self._unavailable("list the leases beside", exc) from None
@@ -235,7 +243,7 @@ class S3Lease:
     def _read(self, key: str | None = None) -> LeaseState | None:
         key = self.key if key is None else key
         try:
-            answer = _retrying(lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+            answer = self._retrying(lambda: self.client.get_object(Bucket=self.bucket, Key=key))
             raw = answer["Body"].read(64 * 1024)
         except bce.ClientError as exc:
             if _status(exc) == 404:
@@ -351,30 +359,31 @@ class S3Lease:
         log.warning("could not release the lease %s (%s); it expires within %gs",
                     self.where, self._scrub(_describe(exc)), self.ttl)
 
+    def _retrying(self, request: Callable[[], T]) -> T:
+        """*request*, tried again on transient failures within the lease's policy."""
+        def told(attempt: int) -> None:
+            log.info("lease request failed; trying again (attempt %d)", attempt)
+
+        return with_retries_sync(request, policy=self._retry, retryable=_transient,
+                                 on_retry=told)
+
     def _unavailable(self, action: str, exc: BaseException) -> StorageUnavailable:
         return StorageUnavailable(self._scrub(
             f"cannot {action} the lease {self.where}: {_describe(exc)}"))
 
 
 T = TypeVar("T")
-_ATTEMPTS = 4
-
-
-def _retrying(request: Callable[[], T]) -> T:
-    """*request*, tried again (4 attempts, 0.25 s doubling) on throttling, 5xx and
-    connection errors. A conditional write whose answer was lost and which is tried
-    again gets 412: the callers then find their own owner token in the lease."""
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            return request()
-        except (bce.BotoCoreError, bce.ClientError) as exc:
-            status = _status(exc) if isinstance(exc, bce.ClientError) else None
-            transient = status is None or status == 429 or (status >= 500 and status != 501)
-            if not transient or attempt == _ATTEMPTS or isinstance(exc, bce.NoCredentialsError):
-                raise
-            log.info("lease request failed (%s); trying again", _describe(exc))
-            time.sleep(0.25 * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")  # pragma: no cover
+def _transient(exc: BaseException) -> bool:
+    """Whether a lease request that failed with *exc* is worth another attempt:
+    throttling, 5xx but 501, connection errors; never missing credentials. A conditional
+    write whose answer was lost and which is tried again gets 412: the callers then find
+    their own owner token in the lease."""
+    if isinstance(exc, bce.NoCredentialsError):
+        return False
+    if isinstance(exc, bce.ClientError):
+        status = _status(exc)
+        return status is None or status == 429 or (status >= 500 and status != 501)
+    return isinstance(exc, bce.BotoCoreError)
 
 
 def shard_count(name: str) -> int | None:

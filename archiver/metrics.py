@@ -10,6 +10,7 @@ import re
 import time
 from pathlib import Path
 
+from .exitstatus import ExitStatus
 from .models import Outcome, RunResult
 from .report import write_atomic_text
 from .shard import Shard
@@ -56,7 +57,7 @@ def write_metrics(path: Path, result: RunResult | None, exit_status: int,
                   now: float | None = None, shard: Shard | None = None) -> None:
     """Write the metrics file; the last-success time carries over from the previous file."""
     now = time.time() if now is None else now
-    last_success = now if exit_status == 0 else _previous_success(path)
+    last_success = now if exit_status == ExitStatus.OK else _previous_success(path)
     write_atomic_text(path, render_metrics(result, exit_status, now=now,
                                            last_success=last_success, shard=shard))
 

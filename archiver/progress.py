@@ -20,8 +20,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from .events import Observer
 from .models import ItemResult, Outcome, RunResult
-from .scheduler import Observer
 
 if TYPE_CHECKING:
     from rich.live import Live

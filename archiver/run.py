@@ -27,12 +27,13 @@ from pathlib import Path
 from .api import AkoolClient
 from .config import Config
 from .download import Downloader
-from .lock import RunLock
+from .events import Observer
 from .manifest import Manifest
 from .models import RunResult
-from .scheduler import Observer, Scheduler
+from .scheduler import Scheduler
 from .shard import Shard
 from .storage import Storage, make_storage
+from .storage.base import flock
 
 log = logging.getLogger(__name__)
 
@@ -106,31 +107,23 @@ async def _no_lock() -> AsyncIterator[None]:
     yield  # a dry run writes nothing: it needs no lock and keeps no run out
 
 
-@contextlib.asynccontextmanager
-async def _flock(path: Path) -> AsyncIterator[None]:
-    with RunLock(path):
-        yield
-
-
 def run_lock(config: Config, storage: Storage, shard: Shard | None = None,
              on_lost: Callable[[str], None] | None = None,
              ) -> AbstractAsyncContextManager[object]:
     """The lock that keeps other runs of the same archive (and shard) out.
 
-    The storage decides: one that offers ``lease(name, ttl=, what=, on_lost=)`` (S3)
-    gets a lease object that keeps out runs on every host, unless ``run.lock_file``
-    asks for a local file; others a ``flock`` on :func:`lock_path`. Raises
+    The storage's own (:meth:`Storage.run_lock`: a ``flock`` in the local root, a lease
+    object on S3 that keeps out runs on every host), unless ``run.lock_file`` asks for a
+    local file: then a ``flock`` on :func:`lock_path`. Raises
     :class:`~archiver.lock.LockHeld` on entry if another run holds it; *on_lost* is
     called if a lease is lost while held.
     """
     whole = shard is None or shard.count == 1  # 0/1 is the whole manifest
+    if config.run.lock_file is not None:
+        return flock(lock_path(config, storage, None if whole else shard))
     what = storage.description if whole else f"shard {shard} of {storage.description}"
-    lease = getattr(storage, "lease", None)
-    if config.run.lock_file is None and lease is not None:
-        name = "all" if whole else f"shard-{shard.name}"  # type: ignore[union-attr]
-        return lease(name, ttl=config.run.lease_ttl, what=what,  # type: ignore[no-any-return]
-                     on_lost=on_lost)
-    return _flock(lock_path(config, storage, None if whole else shard))
+    name = "all" if whole or shard is None else f"shard-{shard.name}"
+    return storage.run_lock(name, ttl=config.run.lease_ttl, what=what, on_lost=on_lost)
 
 
 def lock_path(config: Config, storage: Storage, shard: Shard | None = None) -> Path:
@@ -146,9 +139,9 @@ def lock_path(config: Config, storage: Storage, shard: Shard | None = None) -> P
 def _base_lock_path(config: Config, storage: Storage) -> Path:
     if config.run.lock_file is not None:
         return config.run.lock_file
-    default = getattr(storage, "default_lock_file", None)
+    default = storage.default_lock_path()
     if default is not None:
-        return Path(default)
+        return default
     digest = hashlib.sha256(storage.description.encode()).hexdigest()[:16]
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(base) / f"archiver-{digest}.lock"

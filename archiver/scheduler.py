@@ -8,20 +8,21 @@ a sleeping task, so 10,000 pending jobs cost 10,000 small timer handles and noth
 Stopping (SIGINT/SIGTERM, via the ``interrupt`` event): no new poll or download starts,
 polls in flight are dropped, transfers in flight get ``run.shutdown_grace`` seconds to
 finish and are then cancelled - keeping their bytes for the next run to resume.
+
+Archiving one finished job is its transaction (:mod:`archiver.transaction`); the
+scheduler decides when it starts, how long it may take and what its outcome is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import __version__
 from .api import AkoolClient
 from .config import Config
 from .download import Downloader
@@ -32,53 +33,19 @@ from .errors import (
     ItemError,
     ItemTimeout,
     JobFailed,
-    TransientAPIError,
-    TransientDownloadError,
     UrlGone,
 )
+from .events import Observer
 from .manifest import ManifestItem
-from .models import (
-    FileRecord,
-    ItemResult,
-    JobInfo,
-    JobStatus,
-    Outcome,
-    RemoteFile,
-    RunResult,
-    iso_utc,
-    redact_url,
-)
-from .storage.base import INFO_NAME, SUMS_NAME, ItemWriter, Storage
+from .models import FileRecord, ItemResult, JobInfo, JobStatus, Outcome, redact_url
+from .record import iso
+from .storage.base import Storage
+from .transaction import Transactions, end_unstarted
 
 log = logging.getLogger(__name__)
 
 #: Warn about items this close to Akool deleting them.
 EXPIRY_WARNING_SECONDS = 24 * 3600
-
-
-class Observer:
-    """Receives run events; the CLI turns them into logs or progress. Methods are no-ops."""
-
-    def run_started(self, total: int, already_archived: int) -> None:
-        """The run knows how many ids it has and how many were archived before."""
-
-    def item_started(self, item_id: str, files: int) -> None:
-        """Downloading of one finished job begins (*files* result files)."""
-
-    def file_started(self, item_id: str, name: str, total: int | None, offset: int) -> None:
-        """A transfer began: *total* bytes expected if known, *offset* already stored."""
-
-    def file_progress(self, item_id: str, name: str, count: int) -> None:
-        """*count* more bytes of a result file arrived."""
-
-    def file_ended(self, item_id: str, name: str) -> None:
-        """A transfer attempt ended (stored, failed or to be retried)."""
-
-    def item_finished(self, result: ItemResult) -> None:
-        """One id reached its outcome for this run."""
-
-    def run_finished(self, result: RunResult) -> None:
-        """The run is over (called by :func:`archiver.run.archive`)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -109,7 +76,11 @@ class Scheduler:
 
     def __init__(self, config: Config, client: AkoolClient, downloader: Downloader,
                  storage: Storage, observer: Observer | None = None,
-                 clock: Callable[[], float] = time.monotonic, dry_run: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, dry_run: bool = False,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """*clock* is wall-clock time (epoch seconds): expiry warnings, what counts as
+        expired, the record's ``archived_at``; tests pass a fixed one. *monotonic* times
+        the items' durations."""
         self._config = config
         self._dry_run = dry_run
         self._client = client
@@ -117,10 +88,14 @@ class Scheduler:
         self._storage = storage
         self._observer = observer or Observer()
         self._clock = clock
+        self._monotonic = monotonic
+        self._transactions = Transactions(
+            storage=storage, client=client, downloader=downloader, observer=self._observer,
+            file_slots=asyncio.Semaphore(config.concurrency.downloads),
+            url_refreshes=config.downloads.url_refreshes, clock=clock)
         self._results: dict[str, ItemResult] = {}
         self._poll_queue: asyncio.Queue[_State] = asyncio.Queue()
         self._download_queue: asyncio.PriorityQueue[_Ready] = asyncio.PriorityQueue()
-        self._file_slots = asyncio.Semaphore(config.concurrency.downloads)
         self._waiting: set[_State] = set()  # jobs with a re-poll timer armed
         self._remaining = 0
         self._done = asyncio.Event()
@@ -217,7 +192,7 @@ class Scheduler:
         while True:
             state = await self._poll_queue.get()
             if not state.started:
-                state.started = self._clock()
+                state.started = self._monotonic()
             state.polls += 1
             try:
                 info = await self._client.video_info(state.item.id)
@@ -275,20 +250,20 @@ class Scheduler:
 
     def _backoff(self, polls: int) -> float:
         polling = self._config.polling
-        base = min(polling.max_interval, polling.interval * 2 ** min(polls - 1, 30))
+        base = min(polling.max_interval, polling.interval * 2.0 ** min(polls - 1, 30))
         # +-10% jitter so thousands of jobs created together do not poll in lockstep.
         return min(polling.max_interval, base * random.uniform(0.9, 1.1))
 
     def _warn_if_expiring(self, item_id: str, info: JobInfo) -> None:
         if info.expires_at is None:
             return
-        left = info.expires_at - time.time()
+        left = info.expires_at - self._clock()
         if left <= 0:
             log.warning("%s: past Akool's 7-day retention (expired %s); trying anyway",
-                        item_id, _iso(info.expires_at))
+                        item_id, iso(info.expires_at))
         elif left < EXPIRY_WARNING_SECONDS:
             log.warning("%s: expires in %.1f hours (%s)", item_id, left / 3600,
-                        _iso(info.expires_at))
+                        iso(info.expires_at))
 
     # ---------------------------------------------------------------- archiving
 
@@ -300,24 +275,26 @@ class Scheduler:
             if self._dry_run:
                 await self._probe(state, info)
                 continue
-            writer = self._storage.item(state.item.id)
+            transaction = self._transactions.begin(state.item)
             try:
                 async with asyncio.timeout(item_timeout):
-                    files = await self._archive(state.item, info, writer)
+                    files = await transaction.commit(info)
             except FatalRunError as exc:
-                await _end_writer(writer, keep=keeps_partials(None, exc))
+                await transaction.end(None, exc)
                 self._stop(exc)
                 return
             except asyncio.CancelledError:
                 interrupted = Interrupted(
                     "interrupted during download; partial files kept for the next run")
-                await _end_writer(writer, keep=keeps_partials(Outcome.PENDING, interrupted))
+                await transaction.end(Outcome.PENDING, interrupted)
                 if self._stopping:
                     self._finish(state, Outcome.PENDING, error=interrupted)
                 raise
             except Exception as exc:
                 outcome, error = self._failure(state, exc)
-                await self._end(state, outcome, error, writer)
+                # Before _finish: the last item's clean-up must be over when the run returns.
+                await transaction.end(outcome, error)
+                self._finish(state, outcome, error=error)
             else:
                 self._finish(state, Outcome.ARCHIVED, files=files)
 
@@ -327,9 +304,9 @@ class Scheduler:
             return Outcome.FAILED, ItemTimeout(
                 f"gave up after downloads.item_timeout ({self._config.downloads.item_timeout:g}s)")
         if isinstance(exc, UrlGone):
-            if state.expires_at is not None and state.expires_at < time.time():
+            if state.expires_at is not None and state.expires_at < self._clock():
                 return Outcome.EXPIRED, UrlGone(
-                    f"results expired on {_iso(state.expires_at)} "
+                    f"results expired on {iso(state.expires_at)} "
                     f"(Akool keeps them 7 days): {exc}", exc.code)
             return Outcome.FAILED, exc
         if isinstance(exc, ItemError):
@@ -337,20 +314,13 @@ class Scheduler:
         # A bug must fail one id, not hang the run with a worker gone.
         return Outcome.FAILED, _internal(state, exc)
 
-    async def _end(self, state: _State, outcome: Outcome, error: ItemError,
-                   writer: ItemWriter | None = None) -> None:
-        """End an item that was not archived: keep or discard the bytes it has stored
-        (see :func:`keeps_partials`), then record its outcome.
-
-        Without *writer* (a failure while polling) only a discard touches storage: bytes
-        an earlier run kept for this id are of no use once it failed for good.
-        """
-        keep = keeps_partials(outcome, error)
-        if writer is None and not keep and not self._dry_run:
-            writer = self._storage.item(state.item.id)
-        if writer is not None:
+    async def _end(self, state: _State, outcome: Outcome, error: ItemError) -> None:
+        """End an item that failed while polling: discard what earlier runs kept for it
+        if it failed for good (:func:`archiver.transaction.end_unstarted`), then record
+        its outcome."""
+        if not self._dry_run:  # a dry run writes nothing, not even a removal
             # Before _finish: the last item's clean-up must be over when the run returns.
-            await _end_writer(writer, keep=keep)
+            await end_unstarted(self._storage, state.item.id, outcome, error)
         self._finish(state, outcome, error=error)
 
     async def _probe(self, state: _State, info: JobInfo) -> None:
@@ -359,59 +329,6 @@ class Scheduler:
         files = [FileRecord(f.name, size, "", redact_url(f.url))
                  for f, size in zip(info.files, sizes, strict=True)]
         self._finish(state, Outcome.READY, files=files)
-
-    async def _archive(self, item: ManifestItem, info: JobInfo,
-                       writer: ItemWriter) -> list[FileRecord]:
-        """Fetch and commit one item. On failure the caller ends *writer*, knowing the
-        outcome (an UrlGone may yet turn out to be an expiry)."""
-        self._observer.item_started(item.id, len(info.files))
-        records: dict[str, FileRecord] = {}
-        refreshes = 0
-        while True:
-            try:
-                await self._fetch_all(item.id, info.files, records, writer)
-                break
-            except UrlGone:
-                if refreshes >= self._config.downloads.url_refreshes:
-                    raise
-                refreshes += 1
-                # The URL expired or was revoked: Akool may hand out a fresh one.
-                log.info("%s: result URL refused, asking the API again", item.id)
-                info = await self._fresh_info(item.id)
-        ordered = [records[f.name] for f in info.files]
-        await writer.put_small(INFO_NAME, _json_bytes(info.raw))
-        await writer.put_small(SUMS_NAME, _sha256sums(ordered))
-        await writer.commit(_json_bytes(_record(item, info, ordered)))
-        return ordered
-
-    async def _fetch_all(self, item_id: str, files: Sequence[RemoteFile],
-                         records: dict[str, FileRecord], writer: ItemWriter) -> None:
-        """Fetch the files not in *records* yet, all at once; the first error wins."""
-        todo = [f for f in files if f.name not in records]
-        tasks: dict[str, asyncio.Task[FileRecord]] = {}
-        try:
-            async with asyncio.TaskGroup() as group:
-                for remote in todo:
-                    tasks[remote.name] = group.create_task(
-                        self._fetch(remote, writer, item_id))
-        except BaseExceptionGroup as group_error:
-            _collect(tasks, records)
-            first = _first_item_error(group_error)
-            if first is not None:
-                raise first from None
-            raise
-        _collect(tasks, records)
-
-    async def _fresh_info(self, item_id: str) -> JobInfo:
-        info = await self._client.video_info(item_id)
-        if info.status != JobStatus.SUCCESS or not info.files:
-            raise DownloadError(f"result URL refused and the job now has status {info.status}")
-        return info
-
-    async def _fetch(self, remote: RemoteFile, writer: ItemWriter, item_id: str) -> FileRecord:
-        async with self._file_slots:
-            listener = _FileEvents(self._observer, item_id, remote.name)
-            return await self._downloader.fetch(remote, writer, listener)
 
     # ------------------------------------------------------------------ outcome
 
@@ -424,7 +341,7 @@ class Scheduler:
         result = ItemResult(
             id=item.id, label=item.label, outcome=outcome, status=state.last_status,
             files=files or [], polls=state.polls,
-            duration=(self._clock() - state.started) if state.started else 0.0,
+            duration=(self._monotonic() - state.started) if state.started else 0.0,
             expires_at=state.expires_at,
         )
         if error is not None:
@@ -447,104 +364,7 @@ class Scheduler:
         self._done.set()
 
 
-#: Failures a later run may get past, using the bytes already stored: interruption, the
-#: item's time limit, network or API trouble, a refused URL Akool may renew.
-_RESUMABLE = (TransientDownloadError, TransientAPIError, UrlGone, ItemTimeout, Interrupted,
-              FatalRunError)
-
-
-def keeps_partials(outcome: Outcome | None, error: BaseException) -> bool:
-    """Whether an item that ended with *outcome* and *error* keeps its downloaded bytes.
-
-    The one place this is decided, once the outcome is known. An expired item, and
-    one that failed for good (rejected content, a permanent HTTP or API error, a failed
-    job), keeps nothing: no later run could finish it, so its bytes would stay forever.
-    """
-    if outcome is Outcome.EXPIRED:
-        return False
-    return isinstance(error, _RESUMABLE)
-
-
-async def _end_writer(writer: ItemWriter, *, keep: bool) -> None:
-    # Shielded: a second Ctrl-C must not cut a clean-up short half-way.
-    try:
-        await asyncio.shield(writer.abort(keep=keep))
-    except Exception as exc:
-        # The item's own outcome stands; a clean-up that failed is worth a line.
-        log.warning("clean-up of an unfinished item failed: %s", exc)
-
-
 def _internal(state: _State, exc: Exception) -> ItemError:
     log.error("%s: internal error: %s", state.item.id, type(exc).__name__)
     log.debug("%s: internal error", state.item.id, exc_info=exc)  # traceback with --debug
     return ItemError(f"internal error: {type(exc).__name__} (run with --debug for details)")
-
-
-class _FileEvents:
-    """Turns one transfer's events into observer calls naming the item and file."""
-
-    __slots__ = ("_item_id", "_name", "_observer")
-
-    def __init__(self, observer: Observer, item_id: str, name: str) -> None:
-        self._observer, self._item_id, self._name = observer, item_id, name
-
-    def started(self, total: int | None, offset: int) -> None:
-        self._observer.file_started(self._item_id, self._name, total, offset)
-
-    def advanced(self, count: int) -> None:
-        self._observer.file_progress(self._item_id, self._name, count)
-
-    def ended(self) -> None:
-        self._observer.file_ended(self._item_id, self._name)
-
-
-def _collect(tasks: dict[str, asyncio.Task[FileRecord]], records: dict[str, FileRecord]) -> None:
-    for name, task in tasks.items():
-        if task.done() and not task.cancelled() and task.exception() is None:
-            records[name] = task.result()
-
-
-def _first_item_error(group: BaseExceptionGroup) -> BaseException | None:
-    # An error that stops the run outranks a per-item one.
-    flat = list(_flatten(group))
-    for kind in (FatalRunError, UrlGone, ItemError):
-        for exc in flat:
-            if isinstance(exc, kind):
-                return exc
-    return None
-
-
-def _flatten(group: BaseExceptionGroup):  # type: ignore[no-untyped-def]
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _flatten(exc)
-        else:
-            yield exc
-
-
-def _iso(epoch: float) -> str:
-    # Never raises: a log line about an absurd time must not cost the item.
-    return iso_utc(epoch) or "an unknown time"
-
-
-def _json_bytes(value: object) -> bytes:
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _sha256sums(records: list[FileRecord]) -> bytes:
-    # Two spaces: text mode, the format `sha256sum -c` reads back.
-    return "".join(f"{r.sha256}  {r.name}\n" for r in records).encode("utf-8")
-
-
-def _record(item: ManifestItem, info: JobInfo, records: list[FileRecord]) -> dict[str, object]:
-    return {
-        "format": 1,
-        "id": item.id,
-        "label": item.label,
-        "archived_at": _iso(time.time()),
-        "archiver_version": __version__,
-        "video_status": info.status,
-        "create_time": info.create_time_ms,
-        "expires_at": _iso(info.expires_at) if info.expires_at is not None else None,
-        "files": [r.to_json() for r in records],
-    }

@@ -43,7 +43,7 @@ from aiohttp import web
 from .api import AkoolClient
 from .config import Config, WebhookConfig, parse_listen
 from .download import Downloader
-from .errors import ArchiverError, UsageError
+from .errors import ArchiverError, JobFailed, UsageError
 from .journal import JobRow, Journal, JournalError, Recorded
 from .lock import RunLock
 from .manifest import ManifestItem
@@ -51,6 +51,7 @@ from .models import ItemResult, JobStatus, Outcome
 from .run import lock_path
 from .scheduler import Scheduler
 from .storage import Storage, make_storage
+from .transaction import RESUMABLE_KINDS, end_unstarted
 from .webhook import CallbackRejected, open_callback
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,8 @@ _T = TypeVar("_T")
 
 #: Journal file name at the root of a local archive (a dot: never a job id).
 JOURNAL_NAME = ".archiver-journal.sqlite3"
-#: Error kinds a later attempt may get past: the row stays pending (see scheduler._RESUMABLE).
-_RETRYABLE_KINDS = frozenset({"api_transient", "download_transient", "timeout",
-                              "interrupted", "url_gone"})
+#: Error kinds a later attempt may get past: the row stays pending.
+_RETRYABLE_KINDS = RESUMABLE_KINDS
 #: Jobs handed to one scheduler at most, and batches running at once. Two, not more:
 #: each batch's scheduler starts its own poll and download workers, and more tasks ready
 #: at once mean a longer turn of the event loop before a callback is answered (measured
@@ -376,10 +376,7 @@ class Worker:
         code = row.payload.get("error_code")
         error = f"Akool job failed: {reason}" + (f" (error_code {code})" if code else "")
         # Bytes an earlier attempt kept for this id are of no use now (as in `run`).
-        try:
-            await self._storage.item(row.id).abort(keep=False)
-        except Exception as exc:
-            log.warning("%s: clean-up failed: %s", row.id, exc)
+        await end_unstarted(self._storage, row.id, Outcome.FAILED, JobFailed(None, str(reason)))
         await self._done(row.id, "failed", error)
         log.warning("%s: failed: %s", row.id, error)
 

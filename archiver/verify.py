@@ -14,37 +14,15 @@ never followed.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from .storage.base import INFO_NAME, NOT_A_FILE, RECORD_NAME, SUMS_NAME, is_temporary
+from .record import ArchiveRecord, RecordError
+from .storage.base import INFO_NAME, NOT_A_FILE, RECORD_NAME, SUMS_NAME, Storage, is_temporary
 
 METADATA = frozenset({INFO_NAME, SUMS_NAME, RECORD_NAME})
 
 ARCHIVED, PARTIAL, ABSENT = "archived", "partial", "absent"
-
-
-class ArchiveReader(Protocol):
-    """Read access a backend offers for verify and status."""
-
-    async def list_archived(self) -> list[str]:
-        """Every id that has an ``archive.json``."""
-
-    async def read_record(self, video_model_id: str) -> bytes | None:
-        """The ``archive.json`` of an id, or None."""
-
-    async def list_files(self, video_model_id: str) -> dict[str, int]:
-        """Files of an item under final names: name -> size (:data:`NOT_A_FILE` for an
-        entry that is not a regular file). Temporaries may be listed: verify skips them."""
-
-    async def item_states(self, ids: Sequence[str]) -> dict[str, str]:
-        """archived / partial (some bytes stored, no record) / absent, per id."""
-
-    async def check_file(self, video_model_id: str, entry: dict[str, Any],
-                         deep: bool) -> str | None:
-        """Compare one stored file with its record entry: None if intact, else why not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +48,7 @@ class VerifyResult:
         return not self.problems
 
 
-async def verify(reader: ArchiveReader, ids: Sequence[str] | None, *, deep: bool = False,
+async def verify(reader: Storage, ids: Sequence[str] | None, *, deep: bool = False,
                  concurrency: int = 4) -> VerifyResult:
     """Check *ids* (all archived ids when None). Ids of a manifest not archived are skipped."""
     targets = list(ids) if ids is not None else await reader.list_archived()
@@ -86,18 +64,19 @@ async def verify(reader: ArchiveReader, ids: Sequence[str] | None, *, deep: bool
     return result
 
 
-async def _verify_item(reader: ArchiveReader, item_id: str, deep: bool,
+async def _verify_item(reader: Storage, item_id: str, deep: bool,
                        result: VerifyResult) -> None:
     raw = await reader.read_record(item_id)
     if raw is None:
         return  # not archived: nothing to verify (status tells which ids are missing)
     result.items += 1
     try:
-        record = json.loads(raw)
-        entries = {e["name"]: e for e in record["files"]}
-    except (ValueError, KeyError, TypeError):
-        result.problems.append(Problem(item_id, RECORD_NAME, "record", "unreadable archive.json"))
+        record = ArchiveRecord.parse(raw)
+    except RecordError as exc:
+        result.problems.append(Problem(item_id, RECORD_NAME, "record",
+                                       f"unreadable archive.json: {exc}"))
         return
+    entries = {f.name: f for f in record.files}
     present = await reader.list_files(item_id)
     for name, entry in entries.items():
         result.files += 1
@@ -108,12 +87,12 @@ async def _verify_item(reader: ArchiveReader, item_id: str, deep: bool,
             result.problems.append(Problem(
                 item_id, name, "corrupted", "not a regular file (a symbolic link?); not followed"))
             continue
-        if present[name] != entry.get("size"):
+        if present[name] != entry.size:
             result.problems.append(Problem(
                 item_id, name, "corrupted",
-                f"size {present[name]}, archive.json says {entry.get('size')}"))
+                f"size {present[name]}, archive.json says {entry.size}"))
             continue
-        problem = await reader.check_file(item_id, entry, deep)
+        problem = await reader.check_file(item_id, entry.to_json(), deep)
         if problem is not None:
             result.problems.append(Problem(item_id, name, "corrupted", problem))
         else:

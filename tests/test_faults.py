@@ -242,7 +242,7 @@ async def test_disk_full_fails_item_cleanly(standin, make_config, tiny_disk):
     result = await archive(config, Manifest.from_ids([ID1, ID2]))
     big, small = result.items
     assert big.outcome is Outcome.FAILED
-    assert "no space left on device" in big.error
+    assert "no space left on device" in big.error and big.error_kind == "storage"
     assert small.outcome is Outcome.ARCHIVED
     assert not (tiny_disk / ID1).exists()
     record = json.loads((tiny_disk / ID2 / "archive.json").read_text())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from archiver.config import load_config
-from archiver.errors import DownloadError
+from archiver.errors import StorageError
 from archiver.gc import collect
 from archiver.lock import RunLock
 from archiver.storage.local import LOCK_NAME, sidecar_name, temp_name
@@ -100,7 +100,7 @@ async def test_gc_s3_removes_only_old_uncommitted_leftovers(tmp_path, s3):
         if len(listed) == 1:
             put(s3, f"akool/{ID5}/video.mp4", b"failed attempt")
 
-    storage._client.meta.events.register("after-call.s3.ListObjectsV2", run_starts)
+    storage.bucket.client.meta.events.register("after-call.s3.ListObjectsV2", run_starts)
     try:
         raced = await storage.collect_garbage([ID5], 1, dry_run=False)
     finally:
@@ -137,7 +137,7 @@ async def test_s3_commit_refuses_a_record_with_a_vanished_file(s3):
         await sink.commit(13, hashlib.sha256(b"....ftypvideo").hexdigest())
         await writer.put_small("info.json", b"{}")
         s3.client.delete_object(Bucket=s3.bucket, Key=f"akool/{ID1}/video.mp4")
-        with pytest.raises(DownloadError, match=r"video\.mp4 vanished before archive\.json"):
+        with pytest.raises(StorageError, match=r"video\.mp4 vanished before archive\.json"):
             await writer.commit(b"{}")
         await writer.abort()
     finally:

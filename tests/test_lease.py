@@ -17,8 +17,10 @@ from typing import Any
 import botocore.exceptions as bce
 import pytest
 
+from archiver.errors import StorageUnavailable
 from archiver.lease import LEASE_FOLDER
 from archiver.lock import LockHeld
+from archiver.retry import RetryPolicy
 from archiver.shard import shard_of
 from archiver.storage.s3 import S3Storage
 
@@ -61,7 +63,7 @@ async def test_acquire_refuse_release(s3):
     storage = storage_for(s3, sse="AES256", storage_class="GLACIER")
     await storage.open()
     try:
-        async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4") as held:
+        async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4") as held:
             body = json.loads(s3.read(KEY))
             assert body["owner"] == held.owner
             assert body["host"] == socket.gethostname() and body["pid"] == os.getpid()
@@ -70,15 +72,15 @@ async def test_acquire_refuse_release(s3):
             assert head["ServerSideEncryption"] == "AES256"  # a bucket policy may demand it
             assert head.get("StorageClass", "STANDARD") == "STANDARD"  # readable at once
             with pytest.raises(LockHeld) as refused:
-                async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
+                async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4"):
                     pass
             message = str(refused.value)
             assert f"host {socket.gethostname()}" in message and "expires at" in message
             assert json.loads(s3.read(KEY))["owner"] == held.owner  # untouched
-            async with storage.lease("shard-2-of-4", ttl=60, what="shard 2/4"):
+            async with storage.run_lock("shard-2-of-4", ttl=60, what="shard 2/4"):
                 pass  # another shard: its own lease
         assert KEY not in s3.list_keys(PREFIX)
-        async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
+        async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4"):
             pass
     finally:
         await storage.close()
@@ -89,7 +91,7 @@ async def test_lease_is_renewed_on_its_etag(s3):
     storage = storage_for(s3)
     await storage.open()
     try:
-        async with storage.lease("shard-1-of-4", ttl=3, what="shard 1/4"):
+        async with storage.run_lock("shard-1-of-4", ttl=3, what="shard 1/4"):
             first = s3.client.head_object(Bucket=s3.bucket, Key=KEY)
             wait_until(lambda: s3.client.head_object(Bucket=s3.bucket, Key=KEY)["ETag"]
                        != first["ETag"], "a renewal")
@@ -106,10 +108,10 @@ async def test_take_over_only_after_expiry_and_only_once(s3):
     await storage.open()
     try:
         with pytest.raises(LockHeld, match="dead-host"):
-            async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
+            async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4"):
                 pass
         plant_lease(s3, ttl=0.2)  # now the dead run's lease runs out almost at once
-        leases = [storage.lease("shard-1-of-4", ttl=60, what="shard 1/4") for _ in range(4)]
+        leases = [storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4") for _ in range(4)]
 
         def acquire_when_expired(lease: Any) -> str:
             while True:
@@ -139,7 +141,7 @@ async def test_renewal_conflict_reports_loss_and_leaves_the_successor(s3):
     lost = threading.Event()
     reasons: list[str] = []
     try:
-        async with storage.lease("shard-1-of-4", ttl=2, what="shard 1/4",
+        async with storage.run_lock("shard-1-of-4", ttl=2, what="shard 1/4",
                                  on_lost=lambda r: (reasons.append(r), lost.set())) as held:
             plant_lease(s3, ttl=60, host="successor-host")
             await asyncio.to_thread(lost.wait, 30)
@@ -257,7 +259,7 @@ async def test_acquire_whose_answer_was_lost_recognises_its_own_lease(s3):
     storage = storage_for(s3)
     await storage.open()
     try:
-        lease = storage.lease("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
         lease.client = _AnswerLost(lease.client)
         await asyncio.to_thread(lease.acquire)
         assert lease.client.lost == 1
@@ -270,6 +272,46 @@ async def test_acquire_whose_answer_was_lost_recognises_its_own_lease(s3):
         await storage.close()
 
 
+class _Throttled:
+    """A real client whose first *times* PutObject requests get 503 SlowDown."""
+
+    def __init__(self, client: Any, times: int) -> None:
+        self._client = client
+        self.left = times
+        self.sends = 0
+
+    def put_object(self, **params: Any) -> Any:
+        self.sends += 1
+        if self.left:
+            self.left -= 1
+            raise bce.ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
+        return self._client.put_object(**params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+async def test_lease_requests_retry_within_the_storage_policy(s3):
+    """storage.s3.retries bounds the lease's requests: 2 attempts take one 503, not two."""
+    storage = storage_for(s3, retry=RetryPolicy(attempts=2, wait_initial=0.01, wait_max=0.02))
+    await storage.open()
+    try:
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease.client = _Throttled(lease.client, times=1)
+        await asyncio.to_thread(lease.acquire)
+        assert lease.client.sends == 2
+        await asyncio.to_thread(lease.close)
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease.client = _Throttled(lease.client, times=2)
+        with pytest.raises(StorageUnavailable, match="SlowDown"):
+            await asyncio.to_thread(lease.acquire)
+        assert lease.client.sends == 2
+        assert KEY not in s3.list_keys(PREFIX)
+    finally:
+        await storage.close()
+
+
 async def test_live_lease_of_another_shard_count_refuses_the_run(s3):
     """A live 0/2 lease overlaps shard 1/4: refused, nothing left; an expired one is not."""
     other = f"{PREFIX}{LEASE_FOLDER}shard-0-of-2"
@@ -278,20 +320,20 @@ async def test_live_lease_of_another_shard_count_refuses_the_run(s3):
     await storage.open()
     try:
         with pytest.raises(LockHeld) as refused:
-            async with storage.lease("shard-1-of-4", ttl=60, what="shard 1/4"):
+            async with storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4"):
                 pass
         assert "a run of shard 0/2" in str(refused.value)
         assert "old-layout-host" in str(refused.value)
         assert KEY not in s3.list_keys(PREFIX)  # our own lease was given back
-        async with storage.lease("shard-1-of-2", ttl=60, what="shard 1/2"):
+        async with storage.run_lock("shard-1-of-2", ttl=60, what="shard 1/2"):
             pass  # the same shard count: no overlap
         with pytest.raises(LockHeld, match="an unsharded run"):
             plant_lease(s3, ttl=3600, key=f"{PREFIX}{LEASE_FOLDER}all")
-            async with storage.lease("shard-1-of-2", ttl=60, what="shard 1/2"):
+            async with storage.run_lock("shard-1-of-2", ttl=60, what="shard 1/2"):
                 pass
         plant_lease(s3, ttl=0.01, key=other)
         plant_lease(s3, ttl=0.01, key=f"{PREFIX}{LEASE_FOLDER}all")
-        lease = storage.lease("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
         wait_until(lambda: _acquired(lease), "the old leases to expire")
         await asyncio.to_thread(lease.close)
     finally:

@@ -8,10 +8,10 @@ import json
 import os
 import time
 
+from archiver.events import Observer
 from archiver.manifest import Manifest
 from archiver.models import Outcome
 from archiver.run import archive
-from archiver.scheduler import Observer
 
 from .conftest import CLI_ENV, ID1, ID2, ID3, all_files, run_cli, write_yaml
 

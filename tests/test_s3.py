@@ -24,8 +24,13 @@ import botocore.exceptions as bce
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from archiver.errors import StorageUnavailable
-from archiver.storage.s3 import RetryPolicy, S3Storage, _is_transient, composite_checksum
+from archiver.config import DownloadConfig
+from archiver.download import Downloader
+from archiver.errors import StorageError, StorageUnavailable
+from archiver.models import RemoteFile
+from archiver.retry import RetryPolicy
+from archiver.storage.s3 import S3Storage, composite_checksum, is_transient
+from archiver.storage.s3.requests import Cleanups
 from archiver.testing.standin import AkoolStandIn
 
 from .conftest import API_KEY, ID1, ID2, ID3, config_dict, run_cli, write_yaml
@@ -139,18 +144,126 @@ def _client_error(code: str, status: int) -> bce.ClientError:
 
 def test_retry_classification():
     """Throttling, 5xx, connection errors and FlexibleChecksumError retry; denials do not."""
-    assert _is_transient(_client_error("SlowDown", 503))
-    assert _is_transient(_client_error("InternalError", 500))
-    assert _is_transient(_client_error("ConditionalRequestConflict", 409))
-    assert _is_transient(bce.EndpointConnectionError(endpoint_url="http://x"))
-    assert _is_transient(bce.ConnectionClosedError(endpoint_url="http://x"))
-    assert _is_transient(bce.ReadTimeoutError(endpoint_url="http://x"))
-    assert _is_transient(bce.FlexibleChecksumError(error_msg="bad checksum"))
-    assert not _is_transient(_client_error("AccessDenied", 403))
-    assert not _is_transient(_client_error("NoSuchBucket", 404))
-    assert not _is_transient(_client_error("PreconditionFailed", 412))
-    assert not _is_transient(bce.SSLError(endpoint_url="https://x", error="cert"))
-    assert not _is_transient(bce.NoCredentialsError())
+    assert is_transient(_client_error("SlowDown", 503))
+    assert is_transient(_client_error("InternalError", 500))
+    assert is_transient(_client_error("ConditionalRequestConflict", 409))
+    assert is_transient(bce.EndpointConnectionError(endpoint_url="http://x"))
+    assert is_transient(bce.ConnectionClosedError(endpoint_url="http://x"))
+    assert is_transient(bce.ReadTimeoutError(endpoint_url="http://x"))
+    assert is_transient(bce.FlexibleChecksumError(error_msg="bad checksum"))
+    assert not is_transient(_client_error("AccessDenied", 403))
+    assert not is_transient(_client_error("NoSuchBucket", 404))
+    assert not is_transient(_client_error("PreconditionFailed", 412))
+    assert not is_transient(bce.SSLError(endpoint_url="https://x", error="cert"))
+    assert not is_transient(bce.NoCredentialsError())
+
+
+#: storage_for()'s part size.
+P = 256 * 1024
+SIZES = [0, 1, P - 1, P, P + 1, 2 * P + 1]
+
+
+def check_s3_checksums(s3: S3Fixture, facts: dict[str, Any], data: bytes) -> None:
+    """What commit() recorded matches what S3 reports, and what the bytes really are."""
+    key = f"akool/{ID1}/video.mp4"
+    head = s3.client.head_object(Bucket=s3.bucket, Key=key, ChecksumMode="ENABLED")
+    attributes = s3.client.get_object_attributes(Bucket=s3.bucket, Key=key,
+                                                 ObjectAttributes=["Checksum", "ObjectSize"])
+    assert facts["key"] == key
+    assert facts["checksum_verified"] is True
+    assert attributes["ObjectSize"] == len(data)
+    # HEAD and GetObjectAttributes may leave off the "-N" of a composite checksum.
+    reported = head["ChecksumSHA256"].split("-")[0]
+    assert attributes["Checksum"]["ChecksumSHA256"].split("-")[0] == reported
+    assert facts["checksum_sha256"].split("-")[0] == reported
+    if len(data) <= P:
+        whole = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        assert facts["checksum_sha256"] == whole
+        assert facts["checksum_type"] == "FULL_OBJECT"
+        assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert "parts" not in facts
+    else:
+        parts = [hashlib.sha256(data[i:i + P]).digest() for i in range(0, len(data), P)]
+        assert facts["checksum_sha256"] == composite_checksum(parts)
+        assert facts["checksum_sha256"].endswith(f"-{len(parts)}")
+        assert facts["checksum_type"] == "COMPOSITE"
+        assert facts["parts"] == len(parts)
+        assert facts["part_size"] == P
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{s}B" for s in SIZES])
+async def test_commit_records_s3_checksums(s3, size):
+    """Files of 0 .. 2P+1 bytes: the recorded checksum is S3's, and the bytes' own."""
+    data = os.urandom(size)
+    storage = storage_for(s3)
+    await storage.open()
+    try:
+        writer = storage.item(ID1)
+        sink = await writer.open_file("video.mp4")
+        for start in range(0, size, 100_000):  # chunks that do not divide P
+            await sink.write(data[start:start + 100_000])
+        facts = (await sink.commit(size, hashlib.sha256(data).hexdigest()))["s3"]
+        await writer.commit(b"{}\n")
+    finally:
+        await storage.close()
+    check_s3_checksums(s3, facts, data)
+
+
+@pytest.mark.parametrize("size", [P - 1, P, 3 * P + 1])
+async def test_downloaded_files_record_s3_checksums(s3, standin, base_url, size):
+    """Through the downloader: the recorded checksum is S3's and the served file's."""
+    standin.add_job(ID1, video_size=size)
+    config = DownloadConfig(chunk_size=100_000, allow_private=True)
+    storage = storage_for(s3)
+    await storage.open()
+    try:
+        writer = storage.item(ID1)
+        async with Downloader(config) as downloader:
+            record = await downloader.fetch(
+                RemoteFile("video.mp4", f"{base_url}/files/{ID1}/video.mp4"), writer)
+        await writer.commit(b"{}\n")
+    finally:
+        await storage.close()
+    check_s3_checksums(s3, record.extra["s3"], standin.file_bytes(ID1, "video.mp4"))
+
+
+async def test_configured_retries_bound_requests_then_fail_as_storage(s3, make_config):
+    """storage.s3.retries sets how often a throttled request is sent; then StorageError."""
+    config = make_config(storage={"backend": "s3", "s3": {
+        "bucket": s3.bucket, "prefix": "akool/", "endpoint_url": s3.endpoint,
+        "region": "us-east-1", "addressing_style": "path",
+        "retries": {"attempts": 3, "wait_initial": 0.01, "wait_max": 0.02}}})
+    storage = S3Storage.from_config(config.storage.s3)
+    await storage.open()
+    sends = []
+
+    def throttle(request: Any, **_: Any) -> AWSResponse:
+        sends.append(request.url)
+        body = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+        return AWSResponse(request.url, 503, {}, _Raw(body))
+
+    storage.bucket.data_client.meta.events.register("before-send.s3.PutObject", throttle)
+    try:
+        with pytest.raises(StorageError, match=r"s3://.*/info\.json failed: SlowDown") as caught:
+            await storage.item(ID1).put_small("info.json", b"{}")
+    finally:
+        await storage.close()
+    assert len(sends) == 3
+    assert caught.value.kind == "storage"
+
+
+def test_cleanups_run_once_and_late_ones_at_once():
+    """A registered clean-up runs once; one announced done never; one added late at once."""
+    ran: list[str] = []
+    cleanups = Cleanups()
+    cleanups.add("upload", lambda: ran.append("upload"))
+    cleanups.add("completed", lambda: ran.append("completed"))
+    cleanups.done("completed")
+    cleanups.run()
+    cleanups.run()
+    assert ran == ["upload"]
+    cleanups.add("late", lambda: ran.append("late"))  # a request that was still running
+    assert ran == ["upload", "late"]
 
 
 def test_composite_checksum_format():
@@ -176,7 +289,7 @@ async def test_throttled_part_upload_is_retried(s3):
             return AWSResponse(request.url, 503, {}, _Raw(body))
         return None
 
-    storage._data_client.meta.events.register("before-send.s3.UploadPart", throttle)
+    storage.bucket.data_client.meta.events.register("before-send.s3.UploadPart", throttle)
     started = time.monotonic()
     try:
         writer = storage.item(ID1)
@@ -216,7 +329,8 @@ async def test_store_ignoring_if_none_match_still_works(s3):
     def drop_condition(params: dict[str, Any], **_: Any) -> None:
         params.pop("IfNoneMatch", None)
 
-    storage._data_client.meta.events.register("provide-client-params.s3.PutObject", drop_condition)
+    storage.bucket.data_client.meta.events.register(
+        "provide-client-params.s3.PutObject", drop_condition)
     try:
         for record in (b"first", b"second"):
             writer = storage.item(ID1)
@@ -500,7 +614,7 @@ async def test_store_refusing_if_none_match_falls_back(s3):
             return AWSResponse(request.url, 501, {}, _Raw(body))
         return None
 
-    storage._data_client.meta.events.register("before-send.s3.PutObject", refuse)
+    storage.bucket.data_client.meta.events.register("before-send.s3.PutObject", refuse)
     try:
         for item in (ID1, ID2):
             await storage.item(item).commit(b"{}")

@@ -19,8 +19,9 @@ from aiohttp import web
 from archiver.download import Downloader
 from archiver.manifest import Manifest
 from archiver.models import Outcome, RemoteFile
+from archiver.retry import RetryPolicy
 from archiver.run import archive
-from archiver.storage.s3 import RetryPolicy, S3Storage
+from archiver.storage.s3 import S3Storage
 from archiver.testing.media import mp4_bytes
 
 from .conftest import ID1

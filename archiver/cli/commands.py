@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 from ..config import Config, load_config
 from ..errors import ArchiverError, FatalRunError, ItemError, UsageError
+from ..events import Observer
 from ..exitstatus import ExitStatus
 from ..lock import LockHeld
 from ..manifest import Manifest
 from ..models import RunResult
 from ..report import build_report, write_report
 from ..run import archive
-from ..scheduler import Observer
 from ..shard import Shard, parse_shard
 from ..sources import load_manifest_from
 from .logs import install_secret_filter, route_logs, setup_logging
@@ -282,9 +282,9 @@ def _verify(args: argparse.Namespace) -> ExitStatus:
         try:
             targets = ids
             if targets is None and shard is not None:
-                targets = [i for i in await storage.list_archived()  # type: ignore[attr-defined]
+                targets = [i for i in await storage.list_archived()
                            if shard.owns(i)]
-            return await verify(storage, targets, deep=args.deep)  # type: ignore[arg-type]
+            return await verify(storage, targets, deep=args.deep)
         finally:
             await storage.close()
 
@@ -311,7 +311,7 @@ def _status(args: argparse.Namespace) -> ExitStatus:
         storage = make_storage(config.storage)
         await storage.open(readonly=True)
         try:
-            states = await storage.item_states(ids)  # type: ignore[attr-defined]
+            states = await storage.item_states(ids)
         finally:
             await storage.close()
         remote: dict[str, str] = {}

@@ -17,9 +17,14 @@ nobody committed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+from ..lock import RunLock
 
 RECORD_NAME = "archive.json"
 INFO_NAME = "info.json"
@@ -178,10 +183,16 @@ class ItemWriter(Protocol):
 
 
 class Storage(Protocol):
-    """A destination for archived items."""
+    """A destination for archived items: what runs write, and what ``verify``,
+    ``status`` and ``gc`` read. Both backends (:mod:`.local`, :mod:`.s3`) implement all of
+    it; the contract tests (``tests/test_storage_contract.py``) run against each."""
 
     #: Human-readable location, safe to log (no credentials).
     description: str
+
+    #: Whether an interrupted file keeps its bytes (under a temporary name) for a later
+    #: attempt to resume (:meth:`ItemWriter.partial`). Local disk: yes; S3: no.
+    resumable: bool
 
     async def open(self, readonly: bool = False) -> None:
         """Check the destination exists and is writable; raise StorageUnavailable if not.
@@ -192,8 +203,63 @@ class Storage(Protocol):
     async def close(self) -> None:
         """Release resources."""
 
+    # ---------------------------------------------------------------- run lock
+
+    def default_lock_path(self) -> Path | None:
+        """Where a lock file for this destination goes on this host (local: in the root),
+        or None to let the caller pick one (a file named after :attr:`description`)."""
+
+    def run_lock(self, name: str, *, ttl: float, what: str,
+                 on_lost: Callable[[str], None] | None = None,
+                 ) -> AbstractAsyncContextManager[object]:
+        """The lock that keeps other runs of this destination out while held.
+
+        *name* is ``all`` or the shard's (``shard-2-of-4``); *what* describes it in
+        messages. Local disk: a ``flock`` on a file in the root (runs on this host). S3: a
+        lease object under the prefix (runs on every host), renewed every *ttl* / 3
+        seconds; *on_lost* is called (from another thread) if it is lost while held.
+        Entering raises :class:`~archiver.lock.LockHeld` if another run holds it.
+        """
+
+    # ---------------------------------------------------------------- writing
+
     async def archived(self, ids: Iterable[str]) -> set[str]:
         """Those of *ids* whose ``archive.json`` exists (cheaply: no per-id network call)."""
 
     def item(self, video_model_id: str) -> ItemWriter:
         """A writer for one item's folder."""
+
+    # ------------------------------------------------- reading: verify, status
+
+    async def list_archived(self) -> list[str]:
+        """Every id that has an ``archive.json``, sorted."""
+
+    async def read_record(self, video_model_id: str) -> bytes | None:
+        """The ``archive.json`` of an id, or None."""
+
+    async def list_files(self, video_model_id: str) -> dict[str, int]:
+        """Files of an item under final names: name -> size (:data:`NOT_A_FILE` for an
+        entry that is not a regular file). Temporaries may be listed: verify skips them."""
+
+    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
+        """archived / partial (some bytes stored, no record) / absent, per id."""
+
+    async def check_file(self, video_model_id: str, entry: dict[str, Any],
+                         deep: bool) -> str | None:
+        """Compare one stored file with its ``archive.json`` entry: None if intact, else
+        why not (local: re-hashed; S3: S3's own checksum, or re-hashed with *deep*)."""
+
+    # ---------------------------------------------------------------- gc
+
+    async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
+                              dry_run: bool) -> GcResult:
+        """Remove leftovers of uncommitted ids (all ids when *ids* is None) whose every
+        file is older than *min_age* seconds; with *dry_run*, only report them. A
+        committed item is never touched (:mod:`archiver.gc`)."""
+
+
+@contextlib.asynccontextmanager
+async def flock(path: Path) -> AsyncIterator[None]:
+    """A ``flock`` on *path* held for the ``async with`` block (runs on this host only)."""
+    with RunLock(path):
+        yield

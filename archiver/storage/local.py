@@ -36,13 +36,14 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .._os import os_reason
-from ..errors import DownloadError, StorageUnavailable
-from .base import NOT_A_FILE, RECORD_NAME, Partial, is_temporary
+from ..errors import StorageError, StorageUnavailable
+from .base import NOT_A_FILE, RECORD_NAME, GcResult, Partial, flock, is_temporary
 
 TEMP_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
@@ -72,13 +73,29 @@ def sidecar_name(name: str) -> str:
 class LocalStorage:
     """Archive under ``root/<video_model_id>/``."""
 
+    #: An interrupted file keeps its bytes and sidecar for the next attempt to resume.
+    resumable = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.description = str(self.root)
 
-    @property
-    def default_lock_file(self) -> Path:
+    def default_lock_path(self) -> Path:
+        """``<root>/.archiver.lock``: the lock lives with the archive it guards."""
         return self.root / LOCK_NAME
+
+    def run_lock(self, name: str, *, ttl: float, what: str,
+                 on_lost: Callable[[str], None] | None = None,
+                 ) -> AbstractAsyncContextManager[object]:
+        """A ``flock`` on ``<root>/.archiver.lock`` (a shard's: ``.archiver.shard-2-of-4.lock``).
+
+        Disks are not shared between hosts here, so a file lock keeps every other run
+        out; it cannot be lost while held (*ttl* and *on_lost* do not apply).
+        """
+        path = self.default_lock_path()
+        if name != "all":
+            path = path.with_name(f"{path.stem}.{name}{path.suffix}")
+        return flock(path)
 
     async def open(self, readonly: bool = False) -> None:
         if not readonly:  # a dry run or verify must not even create the root
@@ -133,14 +150,14 @@ class LocalStorage:
             try:
                 with _folder(self.root / video_model_id) as dir_fd:
                     return {} if dir_fd is None else _list_final(dir_fd)
-            except (OSError, DownloadError):
+            except (OSError, StorageError):
                 return {}
 
         return await asyncio.to_thread(scan)
 
     async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
         def scan() -> dict[str, str]:
-            states = {}
+            states: dict[str, str] = {}
             for item_id in ids:
                 folder = self.root / item_id
                 if _committed(folder):
@@ -159,7 +176,7 @@ class LocalStorage:
         try:
             digest = await asyncio.to_thread(
                 _sha256_file, self.root / video_model_id, str(entry.get("name")))
-        except (OSError, DownloadError) as exc:
+        except (OSError, StorageError) as exc:
             return f"cannot read: {_reason(exc)}"
         if digest != entry.get("sha256"):
             return f"sha256 {digest}, archive.json says {entry.get('sha256')}"
@@ -169,7 +186,7 @@ class LocalStorage:
     # Self-contained (imports inside), so that it stays clear of the rest of the module.
 
     async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
-                              dry_run: bool) -> Any:
+                              dry_run: bool) -> GcResult:
         """Remove the temporaries (``.NAME.part``, ``.NAME.part.json``, ``.NAME.tmp``) of
         ids without ``archive.json`` whose every entry is older than *min_age* seconds,
         then their folder if it is empty. Returns a :class:`~archiver.storage.base.GcResult`.
@@ -183,11 +200,10 @@ class LocalStorage:
         wanted = None if ids is None else list(ids)
         return await asyncio.to_thread(self._collect_sync, wanted, min_age, dry_run)
 
-    def _collect_sync(self, ids: list[str] | None, min_age: float, dry_run: bool) -> Any:
+    def _collect_sync(self, ids: list[str] | None, min_age: float, dry_run: bool) -> GcResult:
         import time
 
         from ..manifest import ID_PATTERN
-        from .base import GcResult
 
         result = GcResult()
         cutoff = time.time() - min_age
@@ -351,7 +367,7 @@ class LocalFileSink:
         self._meta = {"source": source, "validator": validator}
         try:
             await asyncio.to_thread(self._open_sync, resume)
-        except DownloadError:
+        except StorageError:
             await self.abort()
             raise
         except OSError as exc:
@@ -374,7 +390,7 @@ class LocalFileSink:
                     os.ftruncate(fd, resume.size)
                     self._written = resume.size
                 if self._written != resume.size:
-                    raise DownloadError(f"{self.temp} changed while resuming")
+                    raise StorageError(f"{self.temp} changed while resuming")
                 self._file.seek(resume.size)
                 self._write_sidecar_at(dir_fd, self._meta)
             else:
@@ -489,7 +505,7 @@ class LocalFileSink:
     async def commit(self, size: int, sha256: str) -> dict[str, Any]:
         if self._written != size:
             await self.abort()
-            raise DownloadError(f"{self.final.name}: wrote {self._written} bytes, expected {size}")
+            raise StorageError(f"{self.final.name}: wrote {self._written} bytes, expected {size}")
         if self._writes <= 1 and not self._has_sidecar:
             # One chunk and nothing recorded for a resume: writing it, the fsync and the
             # close wait for the item's commit hop, where they come before the rename -
@@ -499,9 +515,9 @@ class LocalFileSink:
             return {}
         try:
             await asyncio.to_thread(self._commit_sync, size, sha256)
-        except (OSError, DownloadError) as exc:
+        except (OSError, StorageError) as exc:
             await self.abort()
-            if isinstance(exc, DownloadError):
+            if isinstance(exc, StorageError):
                 raise
             raise _write_error(self.final, exc) from None
         self.state = "complete"
@@ -561,7 +577,7 @@ class LocalFileSink:
             with _folder(self.folder) as dir_fd:
                 if dir_fd is not None:
                     self._keep_or_remove(dir_fd, keep)
-        except DownloadError:
+        except StorageError:
             return  # the item folder is a link: nothing behind it is ours to touch
 
     def _keep_or_remove(self, dir_fd: int, keep: bool) -> None:
@@ -582,7 +598,7 @@ def _folder(folder: Path, *, create: bool = False) -> Iterator[int | None]:
     """A descriptor of the item folder, never through a symbolic link; None if absent.
 
     With *create*, the folder (and the root above it) is made first. Raises
-    :class:`DownloadError` naming the path when ``<root>/<id>`` is a link or not a folder.
+    :class:`StorageError` naming the path when ``<root>/<id>`` is a link or not a folder.
     """
     if create:
         folder.parent.mkdir(parents=True, exist_ok=True)  # the root: the user's, may be a link
@@ -598,7 +614,7 @@ def _folder(folder: Path, *, create: bool = False) -> Iterator[int | None]:
         if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
             raise
         kind = "a symbolic link" if folder.is_symlink() else "not a directory"
-        raise DownloadError(f"item folder {folder} is {kind}: refusing to use it") from None
+        raise StorageError(f"item folder {folder} is {kind}: refusing to use it") from None
     try:
         yield fd
     finally:
@@ -672,7 +688,7 @@ def _has_entries(folder: Path) -> bool:
     try:
         with _folder(folder) as dir_fd:
             return dir_fd is not None and bool(os.listdir(dir_fd))
-    except (OSError, DownloadError):
+    except (OSError, StorageError):
         return False
 
 
@@ -696,14 +712,14 @@ def _read_record(folder: Path) -> bytes | None:
                 return None
             with os.fdopen(_open_existing(dir_fd, RECORD_NAME, os.O_RDONLY), "rb") as f:
                 return f.read()
-    except (OSError, DownloadError):
+    except (OSError, StorageError):
         return None
 
 
 def _read_partial(folder: Path, name: str) -> Partial | None:
     """The resumable state of *name* in *folder*, or None (nothing usable is there).
 
-    Raises :class:`DownloadError` if the item folder is a link. A partial or sidecar
+    Raises :class:`StorageError` if the item folder is a link. A partial or sidecar
     that is a link is ignored (the new attempt replaces it), never read through.
     """
     with _folder(folder) as dir_fd:
@@ -762,15 +778,15 @@ def _sha256_file(folder: Path, name: str) -> str:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
         return "a symbolic link (not followed)"
-    if isinstance(exc, DownloadError):
+    if isinstance(exc, StorageError):
         return str(exc)
     return os_reason(exc)
 
 
-def _write_error(path: Path, exc: OSError) -> DownloadError:
+def _write_error(path: Path, exc: OSError) -> StorageError:
     if exc.errno == errno.ENOSPC:
-        return DownloadError(f"no space left on device writing {path}")
-    return DownloadError(f"cannot write {path}: {_reason(exc)}")
+        return StorageError(f"no space left on device writing {path}")
+    return StorageError(f"cannot write {path}: {_reason(exc)}")
 
 
 # ---------------------------------------------------------------- commit and abort
@@ -816,7 +832,7 @@ def _discard_sync(folder: Path, small: list[str], keep: bool) -> None:
                     os.unlink(name, dir_fd=dir_fd)
             if not keep:
                 _remove_temporaries(dir_fd)
-    except DownloadError:
+    except StorageError:
         return  # the item folder is a link: nothing behind it is ours to touch
     with contextlib.suppress(OSError):
         os.rmdir(folder)  # only succeeds if nothing was kept; never follows a link

@@ -1,0 +1,303 @@
+"""One media file streaming into S3 (:class:`S3FileSink`): one PutObject, or a multipart
+upload whose parts go up while the download goes on.
+
+- The downloader's chunks are gathered into a buffer of at most ``part_size`` bytes.
+  A file that ends within one part goes as one PutObject with its whole-object
+  ``ChecksumSHA256`` and the whole-file SHA-256 as metadata ``sha256``.
+- A larger file becomes a multipart upload: each full part goes as an UploadPart with
+  that part's SHA-256 (``ChecksumSHA256``), which S3 checks on arrival and combines into
+  a composite checksum (``<base64>-N``) at CompleteMultipartUpload. Its whole-file
+  SHA-256 is not object metadata: it is unknown at CreateMultipartUpload, and setting
+  metadata afterwards means copying the whole object. ``archive.json`` and
+  ``SHA256SUMS`` hold it, as on local disk.
+- Memory: at most ``parts_in_flight`` parts per file exist at once, counting the one
+  being filled, so a run holds at most ``part_size x parts_in_flight x downloads`` bytes
+  of parts, whatever the file size. :meth:`S3FileSink.write` waits (back-pressure) when
+  the limit is reached.
+- Clean-up: the pool job that starts the multipart upload registers its abort right
+  then (:class:`~.requests.Cleanups`); completing the upload announces it done. An abort
+  waits for the requests still running, then runs what is registered - once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import StorageError
+from .buffers import PartBuffer
+from .requests import BOTO_ERRORS, Cleanups, S3Bucket, b64, consume, shielded
+
+log = logging.getLogger(__name__)
+
+#: S3 refuses part numbers above this.
+MAX_PARTS = 10_000
+#: The name the open multipart upload's abort is registered under.
+_UPLOAD = "multipart upload"
+
+
+def composite_checksum(part_digests: Iterable[bytes]) -> str:
+    """S3's composite SHA-256 of a multipart upload: base64(sha256(part digests)) + ``-N``."""
+    digests = list(part_digests)
+    return f"{b64(hashlib.sha256(b''.join(digests)).digest())}-{len(digests)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """An uploaded part: what CompleteMultipartUpload and the composite checksum need."""
+
+    number: int
+    etag: str
+    #: base64 SHA-256, as sent and as CompleteMultipartUpload wants it.
+    checksum: str
+    digest: bytes
+
+
+class S3FileSink:
+    """One media file streaming into S3: one PutObject, or a multipart upload."""
+
+    #: Parts go up in order as the bytes stream: a large file is fetched over one
+    #: connection (ranges as parts would be possible, but are not done).
+    supports_positional_writes = False
+
+    def __init__(self, bucket: S3Bucket, key: str, *, parts_in_flight: int) -> None:
+        self._bucket = bucket
+        self.key = key
+        self._part_size = bucket.buffers.part_size
+        self._parts_in_flight = parts_in_flight
+        # Allocated on the first write; handed to the pool job that uploads it.
+        self._buffer: PartBuffer | None = None
+        self._written = 0
+        self._create: concurrent.futures.Future[str] | None = None
+        self._upload_id: str | None = None
+        self._next_part = 1
+        # Part uploads in flight: concurrent future -> its asyncio wrapper.
+        self._inflight: dict[concurrent.futures.Future[Part], asyncio.Future[Part]] = {}
+        self._parts: dict[int, Part] = {}
+        self._final: concurrent.futures.Future[Any] | None = None
+        self._cleanups = Cleanups()
+        #: The object is final under :attr:`key` (the item writer checks it is there).
+        self.done = False
+        self._abort_future: concurrent.futures.Future[None] | None = None
+
+    # ------------------------------------------------------------------ writing
+
+    async def write(self, chunk: bytes) -> None:
+        self._check_open()
+        view = memoryview(chunk)
+        try:
+            while view:
+                self._check_open()  # an abort (of the whole item) may have come meanwhile
+                # A full buffer is only sent once more data proves it is not the last part:
+                # a file of exactly part_size bytes stays a single PutObject.
+                if self._buffer is not None and self._buffer.full:
+                    await self._send_part()
+                if self._buffer is None:
+                    self._buffer = self._bucket.buffers.take()
+                view = view[self._buffer.fill(view):]
+        except BaseException:
+            await self.abort()
+            raise
+        self._written += len(chunk)
+
+    async def write_at(self, offset: int, chunk: bytes) -> None:
+        raise NotImplementedError("S3 sinks write sequentially")
+
+    async def read_at(self, offset: int, size: int) -> bytes:
+        raise NotImplementedError("S3 sinks write sequentially")
+
+    async def mark_prefix(self, size: int) -> None:
+        raise NotImplementedError("S3 sinks write sequentially")
+
+    async def _send_part(self) -> None:
+        if self._next_part > MAX_PARTS:
+            raise StorageError(
+                f"{self.key}: more than {MAX_PARTS} parts of {self._part_size} bytes; "
+                "raise storage.s3.part_size")
+        if self._upload_id is None:
+            if self._create is None:
+                self._create = self._bucket.submit(self._create_sync)
+            try:
+                self._upload_id = await asyncio.wrap_future(self._create)
+            except BOTO_ERRORS as exc:
+                raise self._bucket.item_error("CreateMultipartUpload", self.key,
+                                              exc) from None
+        data, self._buffer = self._buffer, None
+        assert data is not None
+        number = self._next_part
+        self._next_part += 1
+        future = self._bucket.submit(self._upload_part_sync, self._upload_id, number, data)
+        wrapper = asyncio.wrap_future(future)
+        wrapper.add_done_callback(consume)
+        self._inflight[future] = wrapper
+        del data  # the pool job holds the only reference: freed once uploaded
+        self._harvest(wait_for_all=False)
+        # Back-pressure: the next buffer counts too, so parts in memory <= parts_in_flight.
+        while len(self._inflight) >= self._parts_in_flight:
+            await asyncio.wait(self._inflight.values(), return_when=asyncio.FIRST_COMPLETED)
+            self._harvest(wait_for_all=False)
+
+    def _harvest(self, *, wait_for_all: bool) -> None:
+        """Collect finished part uploads; raise the first failure."""
+        for future, wrapper in list(self._inflight.items()):
+            if not wrapper.done():
+                if wait_for_all:
+                    raise AssertionError("part upload still running")  # pragma: no cover
+                continue
+            del self._inflight[future]
+            if wrapper.cancelled():
+                raise StorageError(f"{self.key}: upload aborted")
+            exc = wrapper.exception()
+            if exc is not None:
+                if isinstance(exc, BOTO_ERRORS):
+                    raise self._bucket.item_error("UploadPart", self.key, exc) from None
+                raise exc
+            part = wrapper.result()
+            self._parts[part.number] = part
+
+    def _create_sync(self) -> str:
+        upload_id = self._bucket.create_upload(self.key)
+        # Registered the moment the upload exists: whatever fails later aborts it.
+        self._cleanups.add(_UPLOAD, lambda: self._abort_upload(upload_id))
+        log.debug("multipart upload of %s started", self.key)
+        return upload_id
+
+    def _upload_part_sync(self, upload_id: str, number: int, data: PartBuffer) -> Part:
+        try:
+            # Hashed here, in the pool thread: hashlib releases the GIL, the loop stays free.
+            digest = data.sha256()
+            checksum = b64(digest)
+            answer = self._bucket.upload_part(self.key, upload_id, number, data, checksum)
+        finally:
+            self._bucket.buffers.give_back(data)
+        reported = answer.get("ChecksumSHA256")
+        if reported is not None and reported != checksum:
+            raise StorageError(f"{self.key}: S3 reported checksum {reported} for part "
+                                f"{number}, expected {checksum}")
+        return Part(number, str(answer["ETag"]), checksum, digest)
+
+    # ------------------------------------------------------------------ commit
+
+    async def commit(self, size: int, sha256: str) -> dict[str, Any]:
+        self._check_open()
+        try:
+            if self._written != size:
+                raise StorageError(f"{self.key}: wrote {self._written} bytes, expected {size}")
+            if self._upload_id is None and self._create is None:
+                data, self._buffer = self._buffer, None
+                self._final = self._bucket.submit(self._put_single_sync, data, sha256)
+            else:
+                if self._buffer is not None:
+                    await self._send_part()
+                if self._inflight:
+                    await asyncio.wait(self._inflight.values())
+                self._harvest(wait_for_all=True)
+                self._final = self._bucket.submit(self._complete_sync)
+            try:
+                facts: dict[str, Any] = await asyncio.wrap_future(self._final)
+            except BOTO_ERRORS as exc:
+                raise self._bucket.item_error("upload", self.key, exc) from None
+        except BaseException:
+            await self.abort()
+            raise
+        self.done = True
+        return {"s3": facts}
+
+    def _put_single_sync(self, data: PartBuffer | None, sha256: str) -> dict[str, Any]:
+        try:
+            answer, checksum = self._bucket.put(self.key, b"" if data is None else data,
+                                                sha256_hex=sha256)
+        finally:
+            if data is not None:
+                self._bucket.buffers.give_back(data)
+        reported = answer.get("ChecksumSHA256") or self._bucket.head_checksum(self.key)
+        self._check_reported(reported, checksum)
+        return self._facts(answer, checksum=checksum, kind="FULL_OBJECT",
+                           verified=reported is not None)
+
+    def _complete_sync(self) -> dict[str, Any]:
+        assert self._upload_id is not None
+        parts = [self._parts[n] for n in sorted(self._parts)]
+        expected = composite_checksum(p.digest for p in parts)
+        answer = self._bucket.complete_upload(self.key, self._upload_id, [
+            {"PartNumber": p.number, "ETag": p.etag, "ChecksumSHA256": p.checksum}
+            for p in parts])
+        # The object is final now: an abort no longer has an upload to abort.
+        self._cleanups.done(_UPLOAD)
+        # S3 answers the composite checksum here; some stores (moto among them) only on a
+        # HEAD with ChecksumMode=ENABLED.
+        reported = answer.get("ChecksumSHA256") or self._bucket.head_checksum(self.key)
+        self._check_reported(reported, expected)
+        log.debug("multipart upload of %s complete: %d parts", self.key, len(parts))
+        facts = self._facts(answer, checksum=expected, kind="COMPOSITE",
+                            verified=reported is not None)
+        facts["part_size"] = self._part_size
+        facts["parts"] = len(parts)
+        return facts
+
+    def _check_reported(self, reported: str | None, expected: str) -> None:
+        # Compare the base64 digests: HEAD and GetObjectAttributes may omit the "-N".
+        if reported is not None and reported.split("-")[0] != expected.split("-")[0]:
+            raise StorageError(f"{self.key}: S3 reports checksum {reported}, "
+                                f"computed {expected} while streaming")
+
+    def _facts(self, answer: dict[str, Any], *, checksum: str, kind: str,
+               verified: bool) -> dict[str, Any]:
+        facts: dict[str, Any] = {
+            "key": self.key,
+            "etag": str(answer.get("ETag", "")).strip('"'),
+            "checksum_sha256": checksum,
+            "checksum_type": kind,
+            "checksum_verified": verified,
+        }
+        if answer.get("VersionId") not in (None, "", "null"):  # "null": not versioned
+            facts["version_id"] = answer["VersionId"]
+        if answer.get("ServerSideEncryption"):
+            facts["server_side_encryption"] = answer["ServerSideEncryption"]
+        return facts
+
+    # ------------------------------------------------------------------- abort
+
+    async def abort(self, keep: bool = False) -> None:
+        """Abort the multipart upload (S3 keeps no partial data: *keep* is ignored)."""
+        future = self.begin_abort()
+        if future is not None:
+            await shielded(future)
+
+    def begin_abort(self) -> concurrent.futures.Future[None] | None:
+        """Hand the clean-up to the pool synchronously (cancellation cannot stop it);
+        None if the file is final (it stays: see :class:`~.writer.S3ItemWriter`)."""
+        if self.done:
+            return None
+        if self._abort_future is None:
+            if self._buffer is not None:
+                self._bucket.buffers.give_back(self._buffer)
+                self._buffer = None
+            for future in self._inflight:
+                future.cancel()  # queued parts never start
+            pending = [f for f in (*self._inflight, self._create, self._final) if f is not None]
+            self._abort_future = self._bucket.submit(self._abort_sync, pending)
+        return self._abort_future
+
+    def _abort_sync(self, pending: list[concurrent.futures.Future[Any]]) -> None:
+        # Parts still uploading finish first: a part landing after the abort would
+        # leave storage S3 keeps billing for (S3 documents this race).
+        concurrent.futures.wait(pending)
+        self._cleanups.run()
+
+    def _abort_upload(self, upload_id: str) -> None:
+        problem = self._bucket.abort_upload(self.key, upload_id)
+        if problem is None:
+            log.debug("multipart upload of %s aborted", self.key)
+        else:
+            log.warning("could not abort the multipart upload of s3://%s/%s: %s",
+                        self._bucket.name, self.key, problem)
+
+    def _check_open(self) -> None:
+        if self.done or self._abort_future is not None:
+            raise StorageError(f"{self.key}: file already committed or aborted")

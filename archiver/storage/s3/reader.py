@@ -1,0 +1,356 @@
+"""The read side of an S3 archive: the skip check's listing, ``verify``, ``status``, ``gc``.
+
+The skip check (:meth:`S3Reader.scan`) lists the prefix with ListObjectsV2, jumping
+ahead with ``StartAfter`` to the next id it still needs: at most one request per 1,000
+keys, or per id, whichever is fewer; never a HEAD per id.
+
+``verify`` compares the ``checksum_sha256`` recorded in ``archive.json`` with
+``HeadObject(ChecksumMode=ENABLED)`` without downloading anything (or re-hashes the
+object with ``deep``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from ...errors import StorageUnavailable
+from ...manifest import ID_PATTERN
+from ...models import RESULT_FILES
+from ...retry import with_retries_sync
+from ..base import INFO_NAME, RECORD_NAME, SUMS_NAME, Garbage, GcResult
+from .requests import BOTO_ERRORS, S3Bucket, b64, describe, is_transient
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Names an item's objects have. ``gc`` deletes nothing else, so a prefix shared with
+#: other data (or an empty prefix) never loses what the archiver did not write.
+MEDIA_NAMES = frozenset(name for _, name in RESULT_FILES)
+ITEM_NAMES = MEDIA_NAMES | {INFO_NAME, SUMS_NAME}
+#: Name of the write probe open() puts at the top of the prefix (then deletes).
+PROBE_PREFIX = ".archiver-probe-"
+#: Keys per DeleteObjects request (S3's maximum).
+DELETE_BATCH = 1000
+
+
+class S3Reader:
+    """Reads (and, for ``gc``, deletes) under ``s3://<bucket>/<prefix>``."""
+
+    def __init__(self, bucket: S3Bucket, prefix: str) -> None:
+        self._bucket = bucket
+        self.prefix = prefix
+
+    async def reading(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a read in the pool; a failure means the archive cannot be read (exit 2)."""
+        try:
+            return await self._bucket.run(fn, *args)
+        except BOTO_ERRORS as exc:
+            raise self._bucket.unavailable("read", exc) from None
+
+    # ---------------------------------------------------------------- skip check
+
+    def scan(self, ids: set[str]) -> dict[str, tuple[bool, bool]]:
+        """Per id: (any object under ``<prefix><id>/``, its ``archive.json`` exists).
+
+        Seek-listing: S3 lists keys in order, and each ListObjectsV2 request starts
+        (``StartAfter``) right before the next folder still undecided, so a manifest
+        whose ids are dense in the archive costs what plain pagination costs (a request
+        per 1,000 keys), and a small manifest against a huge prefix about one request
+        per id - whichever is fewer, never a HEAD per id.
+        """
+        folders = sorted(f"{self.prefix}{i}/" for i in ids)
+        wanted = set(folders)
+        seen: set[str] = set()
+        committed: set[str] = set()
+        after = ""
+        index = requests = 0
+        while index < len(folders):
+            # "<prefix><id>" sorts before every key of the folder "<prefix><id>/".
+            page = self._bucket.list_page(self.prefix, max(after, folders[index][:-1]))
+            requests += 1
+            keys = [obj["Key"] for obj in page.get("Contents", [])]
+            for key in keys:
+                folder = self.prefix + key[len(self.prefix):].split("/", 1)[0] + "/"
+                if folder in wanted:
+                    seen.add(folder)
+                    if key == folder + RECORD_NAME:
+                        committed.add(folder)
+            if not page.get("IsTruncated") or not keys:
+                break
+            after = keys[-1]
+            # A folder is decided once the listing is past all of its keys.
+            while index < len(folders) and folders[index] < after \
+                    and not after.startswith(folders[index]):
+                index += 1
+        log.debug("skip check: %d of %d ids archived in %s (%d list requests)",
+                  len(committed), len(ids), self._bucket.description, requests)
+        start_id = len(self.prefix)
+        return {f[start_id:-1]: (f in seen, f in committed) for f in folders}
+
+    # ------------------------------------------------- reading: verify and status
+
+    async def list_archived(self) -> list[str]:
+        """Every id under the prefix that has an ``archive.json`` (one full listing)."""
+        suffix = "/" + RECORD_NAME
+
+        def scan() -> list[str]:
+            names = (obj["Key"][len(self.prefix):] for obj in self._bucket.objects(self.prefix))
+            return sorted(n[:-len(suffix)] for n in names
+                          if n.endswith(suffix) and n.count("/") == 1)
+
+        return await self.reading(scan)
+
+    async def read_record(self, video_model_id: str) -> bytes | None:
+        return await self.reading(self._bucket.get,
+                                  f"{self.prefix}{video_model_id}/{RECORD_NAME}")
+
+    async def list_files(self, video_model_id: str) -> dict[str, int]:
+        folder = f"{self.prefix}{video_model_id}/"
+
+        def scan() -> dict[str, int]:
+            return {obj["Key"][len(folder):]: int(obj["Size"])
+                    for obj in self._bucket.objects(folder)
+                    if "/" not in obj["Key"][len(folder):]}
+
+        return await self.reading(scan)
+
+    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
+        scan = await self.reading(self.scan, set(ids))
+        return {i: "archived" if committed else "partial" if seen else "absent"
+                for i, (seen, committed) in scan.items()}
+
+    async def check_file(self, video_model_id: str, entry: dict[str, Any],
+                         deep: bool) -> str | None:
+        """Compare an object with its archive.json entry: S3's own checksum, or re-hashed.
+
+        Without *deep* nothing is downloaded: HeadObject's SHA-256 checksum (which S3
+        computed from the bytes it received) must equal the one recorded. With *deep*
+        the object is downloaded and hashed.
+        """
+        key = f"{self.prefix}{video_model_id}/{entry.get('name')}"
+        try:
+            if deep:
+                digest = await self.reading(self._bucket.sha256, key)
+                if digest != entry.get("sha256"):
+                    return f"sha256 {digest}, archive.json says {entry.get('sha256')}"
+                return None
+            head = await self.reading(self._bucket.head, key)
+        except StorageUnavailable as exc:
+            return str(exc)  # e.g. 404: listed a moment ago, gone now
+        return _compare_checksums(head, entry)
+
+    # ---------------------------------------------------------------- archiver gc
+
+    async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
+                              dry_run: bool) -> GcResult:
+        """Delete the objects of ids without ``archive.json`` whose every object is older
+        than *min_age* seconds, leftover write probes, and multipart uploads initiated
+        longer ago than that. Ages are measured by S3's clock (``LastModified``,
+        ``Initiated`` against the listing's ``Date``), so no host's clock skew counts.
+
+        Only names an item has (``video.mp4``, ``info.json``, ...) under a folder named
+        like an id are deleted; a committed item is never touched. Right before each
+        DeleteObjects (and before each retry of one) the id's folder is listed again, so
+        a run that has written to it since (its objects are new) makes gc leave it alone.
+        What remains is one round trip between that listing and the delete; a run that
+        uploads in exactly that moment then finds its object gone when it checks, before
+        writing ``archive.json`` (:class:`~.writer.S3ItemWriter`), and fails the item
+        instead of committing a record with a missing file.
+        """
+        wanted = None if ids is None else set(ids)
+        return await self.reading(self._collect_sync, wanted, min_age, dry_run)
+
+    def _collect_sync(self, ids: set[str] | None, min_age: float, dry_run: bool) -> GcResult:
+        result = GcResult()
+        now, folders, probes = self._gc_listing(ids)
+        cutoff = now - min_age
+        for item_id, objects in sorted(folders.items()):
+            garbage = _item_garbage(objects, cutoff)
+            if garbage is None:
+                continue
+            if not garbage:
+                result.kept_recent.append(item_id)
+            elif dry_run:
+                result.removed.extend(self._garbage(o, item_id) for o in garbage)
+            else:
+                self._gc_item(item_id, cutoff, result)
+        stale = [p for p in probes if _modified(p) < cutoff]
+        if dry_run:
+            result.removed.extend(self._garbage(o, None) for o in stale)
+        else:
+            self._gc_probes(stale, result)
+        self._gc_uploads(ids, cutoff, dry_run, result)
+        return result
+
+    def _garbage(self, obj: dict[str, Any], item_id: str | None) -> Garbage:
+        return Garbage(f"s3://{self._bucket.name}/{obj['Key']}", int(obj.get("Size", 0)),
+                       item_id)
+
+    def _cannot_delete(self, objects: list[dict[str, Any]], exc: BaseException) -> list[str]:
+        return [self._bucket.scrub(f"cannot delete s3://{self._bucket.name}/{o['Key']}: "
+                                   f"{describe(exc)}") for o in objects]
+
+    def _gc_item(self, item_id: str, cutoff: float, result: GcResult) -> None:
+        """Delete one id's leftovers, listing its folder again right before every try."""
+        def look_then_delete() -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+            # A run may have written to this id since the last listing: look again.
+            garbage = _item_garbage(self._gc_folder(item_id), cutoff)
+            if not garbage:
+                return None
+            try:
+                # One attempt per listing: a retry after a backoff must list again first.
+                return garbage, self._bucket.delete_many_once([o["Key"] for o in garbage])
+            except BOTO_ERRORS as exc:
+                raise _DeleteFailed(garbage, exc) from exc
+
+        try:
+            done = with_retries_sync(look_then_delete, policy=self._bucket.retry,
+                                     retryable=_DeleteFailed.transient)
+        except _DeleteFailed as failed:
+            result.failures.extend(self._cannot_delete(failed.garbage, failed.cause))
+            return
+        if done is None:
+            return
+        garbage, answer = done
+        self._gc_deleted(garbage, item_id, answer, result)
+        if RECORD_NAME in self._gc_folder(item_id):
+            # Committed while gc deleted (see collect_garbage): say so loudly.
+            result.failures.append(f"{item_id}: committed by a run while gc removed "
+                                   "its objects; check it with archiver verify")
+
+    def _gc_probes(self, probes: list[dict[str, Any]], result: GcResult) -> None:
+        """Delete leftover write probes: their names are unique, nobody else uses them."""
+        for start in range(0, len(probes), DELETE_BATCH):
+            batch = probes[start:start + DELETE_BATCH]
+            try:
+                answer = self._bucket.delete_many([o["Key"] for o in batch])
+            except BOTO_ERRORS as exc:
+                result.failures.extend(self._cannot_delete(batch, exc))
+                continue
+            self._gc_deleted(batch, None, answer, result)
+
+    def _gc_deleted(self, objects: list[dict[str, Any]], item_id: str | None,
+                    answer: dict[str, Any], result: GcResult) -> None:
+        errors = {e.get("Key"): e for e in answer.get("Errors", [])}
+        for obj in objects:
+            error = errors.get(obj["Key"])
+            if error is None:
+                result.removed.append(self._garbage(obj, item_id))
+            else:
+                result.failures.append(f"cannot delete s3://{self._bucket.name}/{obj['Key']}: "
+                                       f"{error.get('Code')}: {error.get('Message')}")
+
+    def _gc_listing(self, ids: set[str] | None) -> tuple[
+            float, dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
+        """(S3's time, id -> name -> object, leftover probes): one listing of the
+        prefix, or of each id's folder when *ids* are given."""
+        now: float | None = None
+        folders: dict[str, dict[str, dict[str, Any]]] = {}
+        probes: list[dict[str, Any]] = []
+        prefixes = [self.prefix] if ids is None else [f"{self.prefix}{i}/" for i in sorted(ids)]
+        for prefix in prefixes:
+            for page in self._bucket.pages(prefix):
+                # The earliest S3 time seen: ages only come out younger, never older.
+                now = now if now is not None else _server_time(page)
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(self.prefix):]
+                    item_id, _, rest = name.partition("/")
+                    if not rest:
+                        if name.startswith(PROBE_PREFIX):
+                            probes.append(obj)
+                    elif ID_PATTERN.fullmatch(item_id):
+                        folders.setdefault(item_id, {})[rest] = obj
+        return now if now is not None else time.time(), folders, probes
+
+    def _gc_folder(self, item_id: str) -> dict[str, dict[str, Any]]:
+        folder = f"{self.prefix}{item_id}/"
+        return {obj["Key"][len(folder):]: obj for obj in self._bucket.objects(folder)}
+
+    def _gc_uploads(self, ids: set[str] | None, cutoff: float, dry_run: bool,
+                    result: GcResult) -> None:
+        """Abort multipart uploads of item files initiated before *cutoff*: no attempt
+        in progress is that old, and no committed object depends on an open upload."""
+        for page in self._bucket.upload_pages(self.prefix):
+            for upload in page.get("Uploads", []):
+                key = str(upload["Key"])
+                item_id, _, name = key[len(self.prefix):].partition("/")
+                if name not in MEDIA_NAMES or not ID_PATTERN.fullmatch(item_id) \
+                        or (ids is not None and item_id not in ids):
+                    continue
+                if upload["Initiated"].timestamp() >= cutoff:
+                    continue
+                found = Garbage(f"multipart upload of s3://{self._bucket.name}/{key}", 0,
+                                item_id, kind="upload")
+                if not dry_run:
+                    problem = self._bucket.abort_upload(key, str(upload["UploadId"]))
+                    if problem is not None:
+                        result.failures.append(f"cannot abort the {found.where}: {problem}")
+                        continue
+                result.removed.append(found)
+
+
+class _DeleteFailed(Exception):
+    """DeleteObjects of one id's leftovers failed: retried (after listing again) only if
+    the request's failure is transient; listing failures are not wrapped, so not retried
+    a second time."""
+
+    def __init__(self, garbage: list[dict[str, Any]], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.garbage = garbage
+        self.cause = cause
+
+    @staticmethod
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, _DeleteFailed) and is_transient(exc.cause)
+
+
+def _item_garbage(objects: dict[str, dict[str, Any]],
+                  cutoff: float) -> list[dict[str, Any]] | None:
+    """What gc may delete of one id's folder (name -> object): None if there is nothing
+    to do (committed, or no item file), [] if something in it is too recent."""
+    if RECORD_NAME in objects:
+        return None  # committed: never touched
+    ours = [obj for name, obj in objects.items() if name in ITEM_NAMES]
+    if not ours:
+        return None
+    if any(_modified(obj) >= cutoff for obj in objects.values()):
+        return []
+    return ours
+
+
+def _modified(obj: dict[str, Any]) -> float:
+    return float(obj["LastModified"].timestamp())
+
+
+def _server_time(answer: dict[str, Any]) -> float | None:
+    """The ``Date`` of an S3 answer, as a timestamp (None if missing or unreadable)."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _compare_checksums(head: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    """None if S3's SHA-256 checksum of an object matches its archive.json entry."""
+    reported = head.get("ChecksumSHA256")
+    raw = entry.get("s3")
+    facts: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    recorded = facts.get("checksum_sha256")
+    if recorded is None and facts.get("checksum_type") != "COMPOSITE":
+        # No S3 facts recorded: a single PutObject's checksum is the file's own SHA-256.
+        try:
+            recorded = b64(bytes.fromhex(str(entry.get("sha256"))))
+        except ValueError:
+            return "archive.json has no usable sha256"
+    if reported is None:
+        return "S3 reports no SHA-256 checksum for this object (use --deep)"
+    # Compare the base64 digests: HEAD may leave off a composite checksum's "-N".
+    if str(reported).split("-")[0] != str(recorded).split("-")[0]:
+        return f"S3 checksum {reported}, archive.json says {recorded}"
+    return None

@@ -1,0 +1,203 @@
+"""The S3 store (:class:`S3Storage`): opening the bucket, the skip check, the run lease,
+and the writers and reader it hands out."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import botocore.exceptions as bce
+
+from ...errors import StorageUnavailable
+from ...lease import LEASE_FOLDER, S3Lease
+from ...retry import RetryPolicy
+from ..base import GcResult
+from .reader import PROBE_PREFIX, S3Reader
+from .requests import (
+    BOTO_ERRORS,
+    S3_RETRIES,
+    Connection,
+    S3Bucket,
+    describe,
+    error_code,
+    http_status,
+)
+from .writer import S3ItemWriter
+
+if TYPE_CHECKING:
+    from ...config import S3StorageConfig
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+
+class S3Storage:
+    """Archive under ``s3://<bucket>/<prefix><video_model_id>/``.
+
+    Credentials come from boto3's standard chain (environment, shared config and
+    ``profile``, instance role) and are never stored here. ``part_size`` is checked by
+    the configuration (S3 wants at least 5 MiB); tests may pass a smaller one directly.
+    """
+
+    #: S3 keeps nothing to resume: a multipart upload left open is storage billed for
+    #: and seen by nobody, so every attempt restarts from zero.
+    resumable = False
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
+                 region: str | None = None, profile: str | None = None,
+                 addressing_style: str = "auto", sse: str | None = None,
+                 kms_key_id: str | None = None, storage_class: str | None = None,
+                 part_size: int = 8 * MiB, parts_in_flight: int = 2,
+                 max_concurrency: int = 32, retry: RetryPolicy | None = None) -> None:
+        if part_size < 1 or parts_in_flight < 1 or max_concurrency < 1:
+            raise ValueError("part_size, parts_in_flight and max_concurrency must be >= 1")
+        self.prefix = prefix
+        self.part_size = part_size
+        self.parts_in_flight = parts_in_flight
+        self.description = f"s3://{bucket}/{prefix}"
+        put_args: dict[str, str] = {}
+        if sse is not None:
+            put_args["ServerSideEncryption"] = sse
+        if kms_key_id is not None:
+            put_args["SSEKMSKeyId"] = kms_key_id
+        if storage_class is not None:
+            put_args["StorageClass"] = storage_class
+        #: Every request to S3 goes through this.
+        self.bucket = S3Bucket(
+            bucket, Connection(endpoint_url, region, profile, addressing_style),
+            description=self.description, put_args=put_args, part_size=part_size,
+            max_concurrency=max_concurrency, retry=retry or S3_RETRIES)
+        self.reader = S3Reader(self.bucket, prefix)
+
+    @classmethod
+    def from_config(cls, cfg: S3StorageConfig) -> S3Storage:
+        """The storage a validated ``storage.s3`` section describes."""
+        return cls(cfg.bucket, cfg.prefix, endpoint_url=cfg.endpoint_url, region=cfg.region,
+                   profile=cfg.profile, addressing_style=cfg.addressing_style, sse=cfg.sse,
+                   kms_key_id=cfg.kms_key_id, storage_class=cfg.storage_class,
+                   part_size=cfg.part_size, parts_in_flight=cfg.parts_in_flight,
+                   retry=cfg.retries)
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.description!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self, readonly: bool = False) -> None:
+        """Build the clients, then check the bucket is reachable and writable.
+
+        With *readonly* (dry runs), check only that it can be listed: write nothing.
+        """
+        self.bucket.start()
+        try:
+            await self.bucket.run(self._open_sync, readonly)
+        except BaseException as exc:
+            await self.close()  # the run stops here: no threads left behind
+            if isinstance(exc, BOTO_ERRORS):
+                raise self.bucket.unavailable("use", exc) from None
+            raise
+
+    def _open_sync(self, readonly: bool) -> None:
+        self.bucket.connect()
+        self._check_bucket(readonly)
+
+    def _check_bucket(self, readonly: bool) -> None:
+        try:
+            self.bucket.head_bucket()
+        except bce.ClientError as exc:
+            raise StorageUnavailable(self._bucket_problem(exc)) from None
+        if readonly:
+            return
+        # HeadBucket proves we may list, not write: a tiny probe object under the prefix
+        # proves the rest (PutObject, with the configured encryption and storage class).
+        probe = f"{self.prefix}{PROBE_PREFIX}{secrets.token_hex(8)}"
+        try:
+            self.bucket.put(probe, b"")
+        except bce.ClientError as exc:
+            raise self.bucket.unavailable("write to", exc) from None
+        try:
+            # The probe's name is unique to this run: deleting it can hurt no one.
+            self.bucket.delete(probe)
+        except bce.ClientError as exc:
+            # Runs never delete anything else; `archiver gc` reaps the probe later.
+            log.info("cannot delete the write probe %s (%s); archiver gc removes it",
+                     probe, describe(exc))
+
+    def _bucket_problem(self, exc: bce.ClientError) -> str:
+        name = self.bucket.name
+        status = http_status(exc)
+        if status == 404:
+            return f"S3 bucket {name!r} does not exist ({self.description})"
+        if status == 403:
+            return (f"access to S3 bucket {name!r} denied: check the credentials "
+                    f"and the bucket policy ({self.description})")
+        if status == 301 or error_code(exc) == "PermanentRedirect":
+            region = exc.response.get("ResponseMetadata", {}).get(
+                "HTTPHeaders", {}).get("x-amz-bucket-region", "another region")
+            return (f"S3 bucket {name!r} is in {region}: set storage.s3.region "
+                    f"({self.description})")
+        return str(self.bucket.unavailable("use", exc))
+
+    async def close(self) -> None:
+        """Wait for pending clean-ups (aborts), then release the thread pool."""
+        await self.bucket.close()
+
+    # ------------------------------------------------------------------ run lock
+
+    def default_lock_path(self) -> Path | None:
+        """None: a lock file on this host would keep out no other host (see :meth:`run_lock`)."""
+        return None
+
+    def run_lock(self, name: str, *, ttl: float, what: str,
+                 on_lost: Callable[[str], None] | None = None) -> S3Lease:
+        """The run lock of this storage: a lease object under the prefix (:mod:`archiver.lease`),
+        so that runs on other hosts and pods are kept out too. Call after :meth:`open`.
+
+        The lease has its own client, whose timeouts are short next to *ttl*: a renewal
+        that hangs must fail in time to be noticed.
+        """
+        client = self.bucket.make_client(True, timeout=max(1.0, min(10.0, ttl / 4)))
+        return S3Lease(client, self.bucket.name, f"{self.prefix}{LEASE_FOLDER}{name}",
+                       ttl=ttl, what=what, on_lost=on_lost, scrub=self.bucket.scrub,
+                       # Encryption as configured (a bucket policy may demand it); not
+                       # the storage class: a lease in GLACIER could not be read back.
+                       put_args={k: v for k, v in self.bucket.put_args.items()
+                                 if k != "StorageClass"},
+                       retry=self.bucket.retry)
+
+    # ---------------------------------------------------------------- skip check
+
+    async def archived(self, ids: Iterable[str]) -> set[str]:
+        """Those of *ids* with an ``archive.json``, found by listing, not by HEAD per id."""
+        scan = await self.reader.reading(self.reader.scan, set(ids))
+        return {i for i, (_, committed) in scan.items() if committed}
+
+    def item(self, video_model_id: str) -> S3ItemWriter:
+        return S3ItemWriter(self.bucket, f"{self.prefix}{video_model_id}/",
+                            parts_in_flight=self.parts_in_flight)
+
+    # ------------------------------------------- reading: verify, status and gc
+
+    async def list_archived(self) -> list[str]:
+        return await self.reader.list_archived()
+
+    async def read_record(self, video_model_id: str) -> bytes | None:
+        return await self.reader.read_record(video_model_id)
+
+    async def list_files(self, video_model_id: str) -> dict[str, int]:
+        return await self.reader.list_files(video_model_id)
+
+    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
+        return await self.reader.item_states(ids)
+
+    async def check_file(self, video_model_id: str, entry: dict[str, Any],
+                         deep: bool) -> str | None:
+        return await self.reader.check_file(video_model_id, entry, deep)
+
+    async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
+                              dry_run: bool) -> GcResult:
+        return await self.reader.collect_garbage(ids, min_age, dry_run)
