@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import time
@@ -61,11 +62,13 @@ class BlockedAddress(Exception):
         self.reason = reason
 
 
+@functools.lru_cache(maxsize=4096)
 def non_public_reason(address: str) -> str | None:
     """Why *address* (an IP literal) is not a public destination, or None if it is.
 
     IPv4-mapped and 6to4 IPv6 addresses (``::ffff:169.254.169.254``) are judged by the
-    IPv4 address inside: connecting to one reaches that IPv4 host.
+    IPv4 address inside: connecting to one reaches that IPv4 host. Cached: the answer
+    for an address never changes, and every file request (and resolution) asks.
     """
     try:
         ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])

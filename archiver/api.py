@@ -56,6 +56,9 @@ class AkoolClient:
         self._config = config
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        # Parsed on first use, then kept: parsing them per poll showed in the profile.
+        self._info_url: URL | None = None
+        self._home: URL | None = None
         rate = config.requests_per_second
         # One bucket for the whole run: the cap holds however many workers poll.
         self._bucket = TokenBucket(rate, burst=max(1.0, rate)) if rate else None
@@ -108,7 +111,9 @@ class AkoolClient:
     async def _get_info(self, video_model_id: str) -> dict[str, Any]:
         if self._session is None:
             raise RuntimeError("AkoolClient used outside 'async with'")
-        url = URL(self._config.base_url + INFO_PATH).update_query(video_model_id=video_model_id)
+        if self._info_url is None:
+            self._info_url = URL(self._config.base_url + INFO_PATH)
+        url = self._info_url.update_query(video_model_id=video_model_id)
         if self._bucket is not None:
             await self._bucket.acquire()
         self.requests += 1
@@ -122,7 +127,9 @@ class AkoolClient:
     async def _get(self, session: aiohttp.ClientSession,
                    url: URL) -> tuple[int, bytes, float | None]:
         """GET *url*, following redirects only within the API's origin."""
-        home = URL(self._config.base_url).origin()
+        if self._home is None:
+            self._home = URL(self._config.base_url).origin()
+        home = self._home
         for _hop in range(MAX_REDIRECTS + 1):
             # aiohttp would follow any redirect with the session's headers: it drops
             # Authorization on a change of origin, but not x-api-key.

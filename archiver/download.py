@@ -11,12 +11,15 @@ What the server sends must agree with what it declares. A body shorter than its
 Content-Length is a cut transfer (resumed); bytes *beyond* it mean the declared length
 was wrong, so the bytes kept are no prefix to trust: they are dropped and the file is
 fetched again from zero. aiohttp reads exactly Content-Length bytes and parses whatever
-follows as the next response on the connection; so result files never reuse a
-connection (bytes past one body can never be taken for the next file's answer), and
-after each body the connection is inspected for what followed it (:func:`_overran`).
-Bytes that arrive only after the connection was closed at the end of the declared body
-are never read; for MP4s the box check (:class:`~archiver.validate.Mp4Boxes`) still
-rejects a file whose boxes do not add up to its length.
+follows as the next response on the connection; so a file connection goes back to the
+pool only once the read that ended the body is fully parsed and left nothing behind -
+no queued answer, no parse error (:class:`_FileResponse`) - and is checked again before
+reuse (:class:`_FileConnector`): bytes past one body can never be taken for the next
+file's answer. A body followed by anything is an overrun (:func:`_overran`) and its
+connection is closed. Bytes that arrive only after the body's connection was released
+are never taken for the file; for MP4s the box check
+(:class:`~archiver.validate.Mp4Boxes`) still rejects a file whose boxes do not add up
+to its length.
 
 No file may exceed ``downloads.max_file_size``, declared or streamed. Unless
 ``downloads.allow_private`` is set, result files are fetched only from public
@@ -44,7 +47,10 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.client_reqrep import ConnectionKey
+from aiohttp.connector import Connection
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.tracing import Trace
 
 from ._http import (
     USER_AGENT,
@@ -103,15 +109,14 @@ class Downloader:
         )
         if not self._config.allow_private:
             self._resolver = PublicOnlyResolver()
-        # force_close: a connection is never reused, so bytes a server sends past one
-        # body (a wrong Content-Length) cannot be parsed as the answer to the next
-        # request. A handshake per file is nothing next to a file's transfer.
-        connector = aiohttp.TCPConnector(limit=self._limit, force_close=True,
-                                         resolver=self._resolver)
+        # Connections are reused only when provably clean (see _FileResponse and
+        # _FileConnector): a connect and a close per file showed in the per-item CPU.
+        connector = _FileConnector(limit=self._limit, resolver=self._resolver)
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT},
             timeout=timeout,
             connector=connector,
+            response_class=_FileResponse,
             # Store the bytes exactly as served: Content-Length and checksums refer to them.
             auto_decompress=False,
             read_bufsize=2**18,
@@ -171,8 +176,6 @@ class Downloader:
         keep = committed = False
         try:
             async with await self._get(remote.url, headers) as resp:
-                # Held from the start: the connection leaves the response at body's end.
-                protocol = resp.connection.protocol if resp.connection else None
                 resume = _resume_from(resp, partial, shown)
                 offset = resume.size if resume else 0
                 expected = resp.content_length
@@ -202,11 +205,12 @@ class Downloader:
                         self, remote, resp, sink, hasher, check, listener,
                         first=offset, total=offset + expected, count=segments,
                         carry=carry).run()
-                    protocol = None  # each range checked its own connection
+                    overran = False  # each range checked its own connection
                 else:
                     size = offset + await self._stream(resp, sink, hasher, check, listener,
                                                        _Cap(remote.name, shown, cap, offset))
-            if _overran(protocol):
+                    overran = _overran(resp)
+            if overran:
                 raise _Overrun(f"{shown}: the server sent more than its Content-Length "
                                f"({expected} bytes); what arrived was dropped")
             if expected is not None and size != offset + expected:
@@ -446,8 +450,20 @@ class _Cap:
                                 "download stopped, nothing kept")
 
 
-def _overran(protocol: Any) -> bool:
-    """Whether bytes followed the response body on its connection (a wrong Content-Length).
+def _overran(resp: aiohttp.ClientResponse) -> bool:
+    """Whether bytes followed *resp*'s body on its connection (a wrong Content-Length).
+
+    Decided when the connection left the response (:meth:`_FileResponse._release_connection`);
+    while it is still attached, its protocol is looked at now.
+    """
+    if getattr(resp, "overran", False):
+        return True
+    connection = resp.connection
+    return connection is not None and _dirty(connection.protocol)
+
+
+def _dirty(protocol: Any) -> bool:
+    """Whether a file connection's protocol holds anything past the body it served.
 
     aiohttp reads on past a body for the next response on the connection: bytes that
     came in the same read as the body's end either fail to parse - the protocol then
@@ -458,6 +474,51 @@ def _overran(protocol: Any) -> bool:
     if protocol is None:
         return False
     return isinstance(protocol.exception(), HttpProcessingError) or len(protocol) > 0
+
+
+class _FileResponse(aiohttp.ClientResponse):
+    """A file answer whose connection is pooled only if nothing followed its body.
+
+    aiohttp releases the connection from inside the read that ends the body, before
+    the rest of that read is parsed: deferring the release by one loop step lets the
+    parser finish, so what followed the body is visible (:func:`_dirty`) before the
+    connection could serve another request. A dirty connection is closed, never pooled,
+    and the answer remembers it (:attr:`overran`).
+    """
+
+    #: Bytes followed the body on its connection (set when the connection is let go).
+    overran = False
+
+    def _response_eof(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            super()._response_eof()
+            return
+        loop.call_soon(super()._response_eof)
+
+    def _release_connection(self) -> None:
+        connection = self._connection
+        if connection is not None and _dirty(connection.protocol):
+            self.overran = True
+            assert connection.protocol is not None
+            connection.protocol.force_close()  # the connector closes it instead of pooling
+        super()._release_connection()
+
+
+class _FileConnector(aiohttp.TCPConnector):
+    """Hands out a pooled connection only if nothing arrived on it while it was idle.
+
+    A server that sends bytes after a body, once the connection is back in the pool,
+    would otherwise have them parsed as the answer to the next request.
+    """
+
+    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
+        while (connection := await super()._get(key, traces)) is not None:
+            protocol = connection.protocol
+            if protocol is not None and not protocol.should_close and not _dirty(protocol):
+                return connection
+            connection.close()  # bytes came while idle: never reused
+        return None
 
 
 def _blocked_message(url: str, exc: BlockedAddress) -> str:
@@ -608,9 +669,8 @@ class _Segmented:
         """Range 0: the answer already received, then (if cut) asked for again."""
         first = self._ranges[0]
         try:
-            protocol = self._resp.connection.protocol if self._resp.connection else None
             await self._pump(first, self._resp, bounded=False)
-            if first.stored == self._total and _overran(protocol):
+            if first.stored == self._total and _overran(self._resp):
                 raise _Overrun(f"{self._shown}: the server sent more than its Content-Length "
                                f"({self._total} bytes); what arrived was dropped")
         except _StalePartial:
@@ -665,11 +725,10 @@ class _Segmented:
         headers = {"Range": f"bytes={part.stored}-{part.end - 1}",
                    "If-Range": self._validator}
         async with await self._dl._get(self._remote.url, headers) as resp:
-            protocol = resp.connection.protocol if resp.connection else None
             self._check_answer(resp, part)
             self._ranged = True
             await self._pump(part, resp, bounded=True)
-        if _overran(protocol):
+        if _overran(resp):
             raise _Overrun(f"{self._shown}: the server sent more than its Content-Length "
                            f"for bytes {part.start}-{part.end - 1}; what arrived was dropped")
 

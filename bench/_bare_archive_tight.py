@@ -11,7 +11,8 @@ fsync the file, rename it; write + fsync + rename ``info.json`` and ``SHA256SUMS
 the folder; write + fsync + rename ``archive.json``; fsync the folder. The API key goes
 only to the API (a second session fetches the files). Prints the number of ids archived.
 With ``--force-close`` the file session opens a new connection per file, as the
-archiver does (since issue 9: bytes past one body can never pass for the next answer).
+archiver did from issue 9 until issue 13 (it now reuses a connection only when nothing
+followed the last body on it).
 """
 
 from __future__ import annotations
