@@ -163,8 +163,8 @@ class Downloader:
         if partial is not None and partial.complete:
             # Received and checked in full by an earlier run that stopped before commit.
             log.info("%s: using the complete copy kept by an earlier attempt", remote.name)
-            sink = await writer.open_file(remote.name, resume=partial)
-            extra = await sink.commit(partial.size, partial.hasher.hexdigest())
+            kept = await writer.open_file(remote.name, resume=partial)
+            extra = await kept.commit(partial.size, partial.hasher.hexdigest())
             return FileRecord(name=remote.name, size=partial.size,
                               sha256=partial.hasher.hexdigest(), source_url=shown, extra=extra)
         headers = {}
@@ -173,7 +173,7 @@ class Downloader:
             if partial.validator:
                 headers["If-Range"] = partial.validator
         sink: FileSink | None = None
-        keep = committed = False
+        stale = committed = False
         try:
             async with await self._get(remote.url, headers) as resp:
                 resume = _resume_from(resp, partial, shown)
@@ -220,24 +220,19 @@ class Downloader:
             extra = await sink.commit(size, hasher.hexdigest())
             committed = True
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            keep = True
             raise TransientDownloadError(f"{shown}: {describe_transport_error(exc)}") from None
         except _StalePartial:
             # What we hold does not match the file any more: drop it, retry from zero.
+            stale = True
             if sink is None:
                 await (await writer.open_file(remote.name)).abort(keep=False)
             raise
-        except TransientDownloadError:
-            keep = True
-            raise
-        except BaseException as exc:
-            # Cancellation (shutdown, item time limit) keeps the bytes for a later resume;
-            # a permanent error (bad content, 4xx) leaves nothing worth keeping.
-            keep = not isinstance(exc, Exception)
-            raise
         finally:
             if sink is not None and not committed:
-                await sink.abort(keep=keep)
+                # Bytes of a file that changed are worthless. Any other stop keeps them
+                # for now: whether they stay is decided once for the whole item, when its
+                # outcome is known (transaction.keeps_partials).
+                await sink.abort(keep=not stale)
         log.debug("stored %s (%d bytes) from %s", remote.name, size, shown)
         return FileRecord(name=remote.name, size=size, sha256=hasher.hexdigest(),
                           source_url=shown, extra=extra)
@@ -248,7 +243,7 @@ class Downloader:
         config = self._config
         if (config.segments < 2 or carry.single or expected is None
                 or expected <= config.segment_threshold or _validator(resp) is None
-                or not getattr(sink, "supports_positional_writes", False)):
+                or not sink.supports_positional_writes):
             return 1
         return max(1, min(config.segments, expected // _MIN_SEGMENT))
 
@@ -644,7 +639,7 @@ class _Segmented:
             if self._mark is not None:
                 await asyncio.gather(self._mark, return_exceptions=True)
                 tasks.append(self._mark)  # a failed mark aborted the sink: it must surface
-        errors = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
+        errors = [exc for t in tasks if not t.cancelled() and (exc := t.exception()) is not None]
         if errors:
             raise _worst(errors)
         if self.hashed != self._total:  # every task ended, yet something is missing
@@ -858,9 +853,6 @@ class _RangeStore(_OneBehind):
 def _worst(errors: list[BaseException]) -> BaseException:
     """The error that says most about a failed segmented fetch: a permanent one first,
     then a changed file, then any other."""
-    for kind in (lambda e: not isinstance(e, TransientDownloadError),
-                 lambda e: isinstance(e, _StalePartial)):
-        for exc in errors:
-            if kind(exc):
-                return exc
-    return errors[0]
+    permanent = [e for e in errors if not isinstance(e, TransientDownloadError)]
+    changed = [e for e in errors if isinstance(e, _StalePartial)]
+    return (permanent or changed or errors)[0]

@@ -87,7 +87,7 @@ def test_retry_after_is_honoured_and_capped(waits: list[float]) -> None:
     flaky = Flaky(TransientAPIError(None, "429", retry_after=0.05),
                   TransientAPIError(None, "429", retry_after=1000))
     assert asyncio.run(with_retries(flaky.coro, policy=FAST)) == "done"
-    assert waits == [0.05, 1.0]
+    assert waits == pytest.approx([0.05, 1.0])
 
 
 def test_backoff_without_retry_after_stays_within_wait_max(waits: list[float]) -> None:
@@ -108,7 +108,7 @@ def test_sync_runner_with_a_predicate_for_foreign_errors(waits: list[float]) -> 
     assert with_retries_sync(flaky, policy=FAST, retryable=transient,
                              on_retry=told.append) == "done"
     assert (flaky.calls, told) == (3, [2, 3])
-    assert waits[1] == 0.02
+    assert waits[1] == pytest.approx(0.02)  # stamina may trim it to the time left
 
 
 def test_sync_runner_raises_what_the_predicate_refuses() -> None:
