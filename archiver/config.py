@@ -194,6 +194,10 @@ class S3StorageConfig(_Model):
     #: Memory: part_size x this x concurrency.downloads (8 MiB x 1 x 8 = 64 MiB by default);
     #: 2 lets a file's next part download while the previous one uploads.
     parts_in_flight: Annotated[int, Field(ge=1, le=64)] = 1
+    #: Where a file fetched over several connections (downloads.segments) is spooled
+    #: before its parts go up: anonymous temporary files, up to the size of the files
+    #: fetched that way at once. None: the system's temporary directory.
+    spool_dir: Path | None = None
     #: Every S3 request (and the run lease's) is retried within these bounds on
     #: throttling, 5xx and connection errors.
     retries: RetryPolicy = RetryPolicy(attempts=5, timeout=120.0, wait_initial=0.5,

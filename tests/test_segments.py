@@ -16,20 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
-from archiver.download import Downloader
 from archiver.manifest import Manifest
-from archiver.models import Outcome, RemoteFile
-from archiver.retry import RetryPolicy
+from archiver.models import Outcome
 from archiver.run import archive
-from archiver.storage.s3 import S3Storage
 from archiver.testing.media import mp4_bytes
 
 from .conftest import ID1
-from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
-    S3Fixture,
-    moto_endpoint_fixture,
-    s3_fixture,
-)
 from .servers import aiohttp_server
 
 MiB = 1024 * 1024
@@ -179,26 +171,6 @@ async def test_file_changing_between_ranges_is_never_committed_as_a_mix(standin,
         # Ranges were asked for (and refused or caught), then B was fetched from zero.
         assert any(r is not None for r in server.requests)
         assert server.requests.count(None) == 2
-
-
-async def test_s3_sink_keeps_one_stream(standin, make_config, s3: S3Fixture):
-    """S3 cannot write by position: a large file still goes over one connection, whole."""
-    standin.add_job(ID1, video_size=SIZE)
-    storage = S3Storage(s3.bucket, "akool/", endpoint_url=s3.endpoint, region="us-east-1",
-                        addressing_style="path", part_size=MiB,
-                        retry=RetryPolicy(attempts=2, timeout=5, wait_initial=0.01,
-                                          wait_max=0.02))
-    await storage.open()
-    try:
-        writer = storage.item(ID1)
-        remote = RemoteFile("video.mp4", standin.file_url(ID1, "video"))
-        async with Downloader(make_config(downloads=SEGMENTED).downloads) as downloader:
-            record = await downloader.fetch(remote, writer)
-        await writer.abort()
-    finally:
-        await storage.close()
-    assert record.sha256 == standin.file_sha256(ID1, "video")
-    assert standin.file_ranges == []
 
 
 class _RangeOverrun:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import os
 import threading
 
 
@@ -34,6 +35,21 @@ class PartBuffer:
         self._map[self.size:self.size + take] = data[:take]
         self.size += take
         return take
+
+    def load(self, fd: int, offset: int, size: int) -> None:
+        """Fill the buffer with *size* bytes of file *fd* from *offset* (positional reads:
+        several threads may read one file at once); fewer bytes there is an error."""
+        if size > self.capacity:
+            raise ValueError(f"{size} bytes do not fit a part of {self.capacity}")
+        with memoryview(self._map) as view:
+            done = 0
+            while done < size:
+                got = os.preadv(fd, [view[done:size]], offset + done)
+                if got == 0:
+                    raise OSError(f"file ends at byte {offset + done}, "
+                                  f"{size - done} bytes short")
+                done += got
+        self.size = size
 
     def sha256(self) -> bytes:
         with memoryview(self._map) as view:

@@ -17,16 +17,34 @@ upload whose parts go up while the download goes on.
 - Clean-up: the pool job that starts the multipart upload registers its abort right
   then (:class:`~.requests.Cleanups`); completing the upload announces it done. An abort
   waits for the requests still running, then runs what is registered - once.
+- Written by position (a large file fetched over several connections:
+  :meth:`S3FileSink.write_at`), the bytes go to a local **spool** first
+  (:class:`Spool`): an anonymous temporary file in ``storage.s3.spool_dir`` (O_TMPFILE
+  on Linux: no name, nothing left behind by a crash), made on the first positional
+  write, so sequential writes never touch it. The downloader reads the spool back in
+  order to hash and check it (:meth:`S3FileSink.read_at`) and reports the checked
+  prefix (:meth:`S3FileSink.mark_prefix`); every whole part inside that prefix then
+  goes up from the spool through the same path as a sequential part (its checksum, the
+  ``parts_in_flight`` bound, the clean-up registration, the composite checksum), and
+  :meth:`S3FileSink.commit` sends the rest. So S3 only ever receives bytes hashed and
+  checked in order, parts are numbered by offset, memory stays at the part buffers, and
+  the disk needed is the size of the files being fetched that way at once. No resume
+  across attempts: like every S3 file, a failed one starts again from zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ...errors import StorageError
@@ -58,18 +76,86 @@ class Part:
     digest: bytes
 
 
+class Spool:
+    """The local copy of a file written by position, before its parts go to S3.
+
+    An anonymous temporary file (:func:`tempfile.TemporaryFile`: O_TMPFILE on Linux, so
+    it has no name and a crash leaves nothing). Reads and writes are positional, from any
+    thread. :meth:`close` waits for no one: the descriptor is closed when the last
+    read or write in flight ends, so it is never reused under one still running (a
+    write through a reused descriptor would land in some other file).
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed in close()
+        self.fd = self._file.fileno()
+        self._lock = threading.Lock()
+        self._users = 0
+        self._closing = False
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[int]:
+        """The descriptor, kept open for the block (OSError once the spool is closed)."""
+        with self._lock:
+            if self._closing:
+                raise OSError("the spool is closed")
+            self._users += 1
+        try:
+            yield self.fd
+        finally:
+            with self._lock:
+                self._users -= 1
+                last = self._closing and self._users == 0
+            if last:
+                self._file.close()
+
+    def write(self, offset: int, data: bytes) -> None:
+        with self.using() as fd:
+            view = memoryview(data)
+            while view:
+                done = os.pwrite(fd, view, offset)
+                view, offset = view[done:], offset + done
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self.using() as fd:
+            return os.pread(fd, size, offset)
+
+    def close(self) -> None:
+        """Close now, or when the last read or write in flight ends; idempotent."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            idle = self._users == 0
+        if idle:
+            self._file.close()
+
+
 class S3FileSink:
-    """One media file streaming into S3: one PutObject, or a multipart upload."""
+    """One media file streaming into S3: one PutObject, or a multipart upload.
 
-    #: Parts go up in order as the bytes stream: a large file is fetched over one
-    #: connection (ranges as parts would be possible, but are not done).
-    supports_positional_writes = False
+    Written in order (:meth:`write`), or by position through a local spool
+    (:meth:`write_at`, :meth:`read_at`, :meth:`mark_prefix`; see the module docstring).
+    """
 
-    def __init__(self, bucket: S3Bucket, key: str, *, parts_in_flight: int) -> None:
+    #: Through the spool: ranges are written there, parts go up as the checked prefix grows.
+    supports_positional_writes = True
+
+    def __init__(self, bucket: S3Bucket, key: str, *, parts_in_flight: int,
+                 spool_dir: Path | None = None) -> None:
         self._bucket = bucket
         self.key = key
         self._part_size = bucket.buffers.part_size
         self._parts_in_flight = parts_in_flight
+        self._spool_dir = spool_dir
+        #: Made by the first write_at (positional mode); None while writing in order.
+        self._spool: Spool | None = None
+        #: Bytes of the spool already handed to part uploads (whole parts from 0).
+        self._sent = 0
+        #: The checked prefix last reported (mark_prefix): never written again.
+        self._marked = 0
+        # One sender of spooled parts at a time (a mark, the commit).
+        self._sending = asyncio.Lock()
         # Allocated on the first write; handed to the pool job that uploads it.
         self._buffer: PartBuffer | None = None
         self._written = 0
@@ -89,6 +175,8 @@ class S3FileSink:
 
     async def write(self, chunk: bytes) -> None:
         self._check_open()
+        if self._spool is not None:
+            raise StorageError(f"{self.key}: written by position already; cannot append")
         view = memoryview(chunk)
         try:
             while view:
@@ -106,15 +194,88 @@ class S3FileSink:
         self._written += len(chunk)
 
     async def write_at(self, offset: int, chunk: bytes) -> None:
-        raise NotImplementedError("S3 sinks write sequentially")
+        self._check_open()
+        try:
+            spool = self._spool or self._open_spool()
+            if offset < self._marked:
+                # Bytes below the checked prefix may have gone to S3 already: they must
+                # stay exactly what was hashed.
+                raise StorageError(f"{self.key}: write at byte {offset}, inside the "
+                                   f"checked prefix ({self._marked} bytes)")
+            await asyncio.to_thread(spool.write, offset, chunk)
+        except OSError as exc:
+            await self.abort()
+            raise self._spool_error(exc) from None
+        except BaseException:
+            await self.abort()
+            raise
+        # Counted here, in the event loop: several writes run in threads at once.
+        self._written = max(self._written, offset + len(chunk))
+
+    def _open_spool(self) -> Spool:
+        """The spool, made by the first write by position (raises OSError)."""
+        if self._written or self._buffer is not None:
+            raise StorageError(f"{self.key}: written in order already; cannot write by "
+                               "position")
+        # Made here, on the loop, not in a thread: concurrent first writes must find one
+        # spool, and opening an anonymous file is one quick system call.
+        self._spool = Spool(self._spool_dir)
+        return self._spool
 
     async def read_at(self, offset: int, size: int) -> bytes:
-        raise NotImplementedError("S3 sinks write sequentially")
+        self._check_open()
+        if self._spool is None:
+            return b""  # nothing written by position
+        try:
+            return await asyncio.to_thread(self._spool.read, offset, size)
+        except OSError as exc:
+            await self.abort()
+            raise self._spool_error(exc) from None
 
     async def mark_prefix(self, size: int) -> None:
-        raise NotImplementedError("S3 sinks write sequentially")
+        """The first *size* bytes are checked: send every whole part inside them (but a
+        last one, which the commit sends: a one-part file stays a single PutObject)."""
+        self._check_open()
+        self._marked = max(self._marked, size)
+        if self._spool is None:
+            return  # called before the first write: nothing to send yet
+        try:
+            async with self._sending:
+                # A part ending where the written bytes end may be the file's last part.
+                while (self._sent + self._part_size <= self._marked
+                       and self._sent + self._part_size < self._written):
+                    await self._send_spooled(self._part_size)
+        except BaseException:
+            await self.abort()
+            raise
+
+    def _spool_error(self, exc: OSError) -> StorageError:
+        where = self._spool_dir or tempfile.gettempdir()
+        return StorageError(f"{self.key}: the local spool in {where} (storage.s3.spool_dir) "
+                            f"failed: {exc.strerror or exc}")
 
     async def _send_part(self) -> None:
+        """Send the buffer filled by :meth:`write` as the next part."""
+        await self._start_part()
+        data, self._buffer = self._buffer, None
+        assert data is not None
+        self._submit_part(data, None)
+        del data  # the pool job holds the only reference: freed once uploaded
+        # Back-pressure: the next buffer counts too, so parts in memory <= parts_in_flight.
+        await self._wait_for_room()
+
+    async def _send_spooled(self, size: int) -> None:
+        """Send the spool's next *size* bytes (from :attr:`_sent`) as the next part."""
+        # No buffer is being filled in this mode: the room is made for this part's own.
+        await self._wait_for_room()
+        await self._start_part()
+        assert self._spool is not None and self._next_part == self._sent // self._part_size + 1
+        load = (self._spool, self._sent, size)
+        self._sent += size
+        self._submit_part(self._bucket.buffers.take(), load)
+
+    async def _start_part(self) -> None:
+        """Check the part count; start the multipart upload if not done yet."""
         if self._next_part > MAX_PARTS:
             raise StorageError(
                 f"{self.key}: more than {MAX_PARTS} parts of {self._part_size} bytes; "
@@ -127,17 +288,21 @@ class S3FileSink:
             except BOTO_ERRORS as exc:
                 raise self._bucket.item_error("CreateMultipartUpload", self.key,
                                               exc) from None
-        data, self._buffer = self._buffer, None
-        assert data is not None
+
+    def _submit_part(self, data: PartBuffer, load: tuple[Spool, int, int] | None) -> None:
+        """Hand part :attr:`_next_part` to the pool (*load*: first read it from the spool)."""
+        assert self._upload_id is not None
         number = self._next_part
         self._next_part += 1
-        future = self._bucket.submit(self._upload_part_sync, self._upload_id, number, data)
+        future = self._bucket.submit(self._upload_part_sync, self._upload_id, number, data,
+                                     load)
         wrapper = asyncio.wrap_future(future)
         wrapper.add_done_callback(consume)
         self._inflight[future] = wrapper
-        del data  # the pool job holds the only reference: freed once uploaded
+
+    async def _wait_for_room(self) -> None:
+        """Wait until fewer than ``parts_in_flight`` parts are uploading (raise a failure)."""
         self._harvest(wait_for_all=False)
-        # Back-pressure: the next buffer counts too, so parts in memory <= parts_in_flight.
         while len(self._inflight) >= self._parts_in_flight:
             await asyncio.wait(self._inflight.values(), return_when=asyncio.FIRST_COMPLETED)
             self._harvest(wait_for_all=False)
@@ -160,6 +325,15 @@ class S3FileSink:
             part = wrapper.result()
             self._parts[part.number] = part
 
+    def _load(self, data: PartBuffer, load: tuple[Spool, int, int]) -> None:
+        """Fill *data* from the spool (in a thread: the descriptor stays open meanwhile)."""
+        spool, offset, size = load
+        try:
+            with spool.using() as fd:
+                data.load(fd, offset, size)
+        except OSError as exc:
+            raise self._spool_error(exc) from None
+
     def _create_sync(self) -> str:
         upload_id = self._bucket.create_upload(self.key)
         # Registered the moment the upload exists: whatever fails later aborts it.
@@ -167,8 +341,11 @@ class S3FileSink:
         log.debug("multipart upload of %s started", self.key)
         return upload_id
 
-    def _upload_part_sync(self, upload_id: str, number: int, data: PartBuffer) -> Part:
+    def _upload_part_sync(self, upload_id: str, number: int, data: PartBuffer,
+                          load: tuple[Spool, int, int] | None) -> Part:
         try:
+            if load is not None:
+                self._load(data, load)
             # Hashed here, in the pool thread: hashlib releases the GIL, the loop stays free.
             digest = data.sha256()
             checksum = b64(digest)
@@ -188,6 +365,8 @@ class S3FileSink:
         try:
             if self._written != size:
                 raise StorageError(f"{self.key}: wrote {self._written} bytes, expected {size}")
+            if self._spool is not None:
+                await self._send_spooled_tail(size)
             if self._upload_id is None and self._create is None:
                 data, self._buffer = self._buffer, None
                 self._final = self._bucket.submit(self._put_single_sync, data, sha256)
@@ -206,7 +385,29 @@ class S3FileSink:
             await self.abort()
             raise
         self.done = True
+        if self._spool is not None:
+            self._bucket.submit(self._spool.close)  # freeing its blocks may take a moment
         return {"s3": facts}
+
+    async def _send_spooled_tail(self, size: int) -> None:
+        """Before the commit: what the marks left in the spool. A file that fits one part
+        and started no upload is loaded into :attr:`_buffer`, for one PutObject (whose
+        SHA-256 is checked against the download's); otherwise the rest goes as parts."""
+        async with self._sending:
+            if self._upload_id is None and self._create is None and size <= self._part_size:
+                assert self._spool is not None and self._buffer is None
+                buffer = self._bucket.buffers.take()
+                try:
+                    await asyncio.to_thread(self._load, buffer, (self._spool, 0, size))
+                except Exception:
+                    self._bucket.buffers.give_back(buffer)  # the load has ended: unused
+                    raise
+                # Only now: cancelled mid-load, the buffer is dropped, never given back
+                # to the pool (another file could take it while the load still writes).
+                self._buffer = buffer
+                return
+            while self._sent < size:
+                await self._send_spooled(min(self._part_size, size - self._sent))
 
     def _put_single_sync(self, data: PartBuffer | None, sha256: str) -> dict[str, Any]:
         try:
@@ -289,6 +490,8 @@ class S3FileSink:
         # leave storage S3 keeps billing for (S3 documents this race).
         concurrent.futures.wait(pending)
         self._cleanups.run()
+        if self._spool is not None:
+            self._spool.close()  # once reads and writes still in flight end (see Spool)
 
     def _abort_upload(self, upload_id: str) -> None:
         problem = self._bucket.abort_upload(self.key, upload_id)

@@ -15,6 +15,7 @@ from ...errors import StorageUnavailable
 from ...lease import LEASE_FOLDER, S3Lease
 from ...retry import RetryPolicy
 from ..base import GcResult
+from .multipart import Spool
 from .reader import PROBE_PREFIX, S3Reader
 from .requests import (
     BOTO_ERRORS,
@@ -52,12 +53,15 @@ class S3Storage:
                  addressing_style: str = "auto", sse: str | None = None,
                  kms_key_id: str | None = None, storage_class: str | None = None,
                  part_size: int = 8 * MiB, parts_in_flight: int = 2,
-                 max_concurrency: int = 32, retry: RetryPolicy | None = None) -> None:
+                 max_concurrency: int = 32, retry: RetryPolicy | None = None,
+                 spool_dir: Path | None = None) -> None:
         if part_size < 1 or parts_in_flight < 1 or max_concurrency < 1:
             raise ValueError("part_size, parts_in_flight and max_concurrency must be >= 1")
         self.prefix = prefix
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
+        #: Where files written by position are spooled (:class:`~.multipart.Spool`).
+        self.spool_dir = spool_dir
         self.description = f"s3://{bucket}/{prefix}"
         put_args: dict[str, str] = {}
         if sse is not None:
@@ -80,7 +84,7 @@ class S3Storage:
                    profile=cfg.profile, addressing_style=cfg.addressing_style, sse=cfg.sse,
                    kms_key_id=cfg.kms_key_id, storage_class=cfg.storage_class,
                    part_size=cfg.part_size, parts_in_flight=cfg.parts_in_flight,
-                   retry=cfg.retries)
+                   retry=cfg.retries, spool_dir=cfg.spool_dir)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.description!r})"
@@ -102,6 +106,8 @@ class S3Storage:
             raise
 
     def _open_sync(self, readonly: bool) -> None:
+        if not readonly:
+            self._check_spool_dir()
         self.bucket.connect()
         self._check_bucket(readonly)
 
@@ -126,6 +132,16 @@ class S3Storage:
             # Runs never delete anything else; `archiver gc` reaps the probe later.
             log.info("cannot delete the write probe %s (%s); archiver gc removes it",
                      probe, describe(exc))
+
+    def _check_spool_dir(self) -> None:
+        """A configured spool_dir must take a temporary file now, not mid-run."""
+        if self.spool_dir is None:
+            return
+        try:
+            Spool(self.spool_dir).close()
+        except OSError as exc:
+            raise StorageUnavailable(f"storage.s3.spool_dir: cannot write to "
+                                     f"{self.spool_dir}: {exc.strerror or exc}") from None
 
     def _bucket_problem(self, exc: bce.ClientError) -> str:
         name = self.bucket.name
@@ -178,7 +194,7 @@ class S3Storage:
 
     def item(self, video_model_id: str) -> S3ItemWriter:
         return S3ItemWriter(self.bucket, f"{self.prefix}{video_model_id}/",
-                            parts_in_flight=self.parts_in_flight)
+                            parts_in_flight=self.parts_in_flight, spool_dir=self.spool_dir)
 
     # ------------------------------------------- reading: verify, status and gc
 

@@ -26,6 +26,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import botocore.exceptions as bce
@@ -49,10 +50,12 @@ class S3ItemWriter:
     docstring). ``archiver gc`` removes those of ids that nobody committed.
     """
 
-    def __init__(self, bucket: S3Bucket, folder: str, *, parts_in_flight: int) -> None:
+    def __init__(self, bucket: S3Bucket, folder: str, *, parts_in_flight: int,
+                 spool_dir: Path | None = None) -> None:
         self._bucket = bucket
         self.folder = folder
         self._parts_in_flight = parts_in_flight
+        self._spool_dir = spool_dir
         self._sinks: list[S3FileSink] = []
         # put_small / commit requests submitted to the pool: abort waits for them.
         self._ops: list[concurrent.futures.Future[Any]] = []
@@ -71,7 +74,7 @@ class S3ItemWriter:
         if resume is not None:  # partial() never offers one: appending would corrupt
             raise StorageError(f"{self.folder}{name}: S3 storage does not resume files")
         sink = S3FileSink(self._bucket, self.folder + name,
-                          parts_in_flight=self._parts_in_flight)
+                          parts_in_flight=self._parts_in_flight, spool_dir=self._spool_dir)
         self._sinks.append(sink)
         return sink
 
