@@ -19,6 +19,11 @@ aria2c and curl do none of that.
 
 Targets: phase 1, archiver (N = 8) wall <= 1.1 x aria2c's and peak RSS <= 150 MiB;
 phase 2, the default no slower than one stream.
+
+With ``--s3``, instead: into S3 (moto_server, a fresh bucket per run), nginx capped at
+``--rate`` per connection, ``downloads.segments: N`` (through the local spool) against
+``downloads.segments: 1`` (one stream, parts straight from memory). moto keeps objects
+in RAM: ``--size-mib`` defaults to 256 there.
 """
 
 from __future__ import annotations
@@ -58,10 +63,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="256 MiB, 1 round: a smoke run")
+    parser.add_argument("--s3", action="store_true",
+                        help="segments=N vs 1 into S3 (moto_server) instead, capped rate")
     args = parser.parse_args()
     if args.quick:
         args.size_mib, args.rounds = 256, 1
+    if args.s3 and "--size-mib" not in sys.argv:
+        args.size_mib = 256
     size = args.size_mib * MiB
+    if args.s3:
+        s3_main(args, size)
+        return
 
     with tempfile.TemporaryDirectory(prefix="bench-segments-") as tmp:
         work = Path(tmp)
@@ -179,6 +191,71 @@ def report(args: argparse.Namespace, capped: dict[str, list[Measure]],
     default = median([m.wall for m in free[f"archiver segments={DEFAULT_SEGMENTS}"]])
     print(f"default (segments={DEFAULT_SEGMENTS}) wall = {default / one:.2f} x one stream's "
           f"(target <= 1.00 within noise: {verdict(default / one <= 1.05)})")
+
+
+def s3_main(args: argparse.Namespace, size: int) -> None:
+    """--s3: the archiver into S3 with N segments and with one, nginx capped per connection."""
+    import os
+
+    import boto3
+    from bench_s3 import AWS_ENV, Bucket, moto
+    from botocore.config import Config as BotoConfig
+
+    os.environ.update(AWS_ENV)
+    with tempfile.TemporaryDirectory(prefix="bench-segments-s3-") as tmp:
+        work = Path(tmp)
+        port = free_port()
+        server = BenchServer(work, jobs=1, api_key=KEY, video_size=size,
+                             export_dir=work / "www", public_base_url=f"http://127.0.0.1:{port}")
+        nginx = Nginx(work, work / "www", port=port, limit_rate=args.rate)
+        try:
+            with moto(work / "moto.log") as s3_server:
+                client = boto3.session.Session().client(
+                    "s3", endpoint_url=s3_server.url,
+                    config=BotoConfig(s3={"addressing_style": "path"}))
+                [job] = server.ids()
+
+                def archiver(segments: int) -> Callable[[], Measure]:
+                    def run() -> Measure:
+                        bucket = Bucket(client)
+                        config = write_config(
+                            work / f"s3-{segments}.yaml", server.base_url, KEY, work / "x",
+                            downloads={"allow_private": True, "segments": segments},
+                            storage={"backend": "s3", "s3": {
+                                "bucket": bucket.name, "prefix": "akool/",
+                                "endpoint_url": s3_server.url, "region": "us-east-1",
+                                "addressing_style": "path"}})
+                        server.reset()
+                        settle()
+                        m = measure(archiver_cmd(server.manifest, config, work / "r.json"))
+                        assert m.returncode == 0, m
+                        head = client.head_object(Bucket=bucket.name,
+                                                  Key=f"akool/{job}/video.mp4")
+                        assert head["ContentLength"] == size
+                        bucket.drop()  # moto keeps objects in RAM
+                        return m
+                    return run
+
+                commands = {f"archiver segments={args.segments} -> S3": archiver(args.segments),
+                            "archiver segments=1 -> S3": archiver(1)}
+                results: dict[str, list[Measure]] = {name: [] for name in commands}
+                names = list(commands)
+                for n in range(args.rounds):
+                    for name in names[n % 2:] + names[:n % 2]:
+                        results[name].append(commands[name]())
+                    print(f"s3 round {n + 1}: " + ", ".join(
+                        f"{name} {results[name][-1].wall:.2f}s" for name in names),
+                        file=sys.stderr, flush=True)
+        finally:
+            nginx.close()
+            server.close()
+    print(f"machine: {machine()}")
+    print(f"one {args.size_mib} MiB file from nginx (limit_rate {args.rate} per connection) "
+          f"into S3 (moto_server); {args.rounds} rounds, order alternated, medians")
+    print(table(results, args.size_mib))
+    seg = median([m.wall for m in results[names[0]]])
+    one = median([m.wall for m in results[names[1]]])
+    print(f"segments={args.segments}: wall = {seg / one:.2f} x one stream's")
 
 
 if __name__ == "__main__":
