@@ -116,7 +116,7 @@ class FileSink(Protocol):
     """
 
     #: Whether :meth:`write_at`, :meth:`read_at` and :meth:`mark_prefix` work (local
-    #: disk: yes; S3: no - a multipart upload takes its parts in order here).
+    #: disk: into the temporary file; S3: into a local spool, parts sent as the prefix grows).
     supports_positional_writes: bool
 
     async def write(self, chunk: bytes) -> None:
