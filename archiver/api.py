@@ -20,7 +20,7 @@ from yarl import URL
 from ._http import USER_AGENT, describe_transport_error, parse_retry_after
 from .config import ApiConfig
 from .errors import APIError, CredentialsError, FatalRunError, TransientAPIError
-from .limits import TokenBucket
+from .limits import api_bucket
 from .models import RESULT_FILES, JobInfo, RemoteFile, redact_url
 from .retry import with_retries
 
@@ -52,16 +52,17 @@ class RedirectRefused(FatalRunError):
 class AkoolClient:
     """Asks Akool about jobs. Use as ``async with AkoolClient(cfg, limit=16) as client``."""
 
-    def __init__(self, config: ApiConfig, *, limit: int = 16) -> None:
+    def __init__(self, config: ApiConfig, *, limit: int = 16, shares: int = 1) -> None:
+        """*shares*: how many processes split ``api.requests_per_second`` (the account's
+        budget) equally - N for a run of ``--shard K/N`` - this one taking one part."""
         self._config = config
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
         # Parsed on first use, then kept: parsing them per poll showed in the profile.
         self._info_url: URL | None = None
         self._home: URL | None = None
-        rate = config.requests_per_second
         # One bucket for the whole run: the cap holds however many workers poll.
-        self._bucket = TokenBucket(rate, burst=max(1.0, rate)) if rate else None
+        self._bucket = api_bucket(config.requests_per_second, shares)
         #: Requests sent, including retries (for reports and tests).
         self.requests = 0
 

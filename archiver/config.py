@@ -67,7 +67,8 @@ class ApiConfig(_Model):
     connect_timeout: PositiveFloat = 10.0
     read_timeout: PositiveFloat = 30.0
     retries: RetryPolicy = RetryPolicy()
-    #: Cap on API requests per second across the whole run (None: no cap).
+    #: Cap on API requests per second of the whole Akool account (None: no cap): a run
+    #: takes all of it, each of N ``--shard K/N`` runs 1/N (:func:`archiver.shard.api_share`).
     requests_per_second: PositiveFloat | None = None
 
     @field_validator("base_url")

@@ -1,4 +1,10 @@
-"""Run-wide rate limits: one token bucket shared by every worker, not a sleep per task."""
+"""Run-wide rate limits: one token bucket shared by every worker, not a sleep per task.
+
+``api.requests_per_second`` is the budget of the whole Akool *account*: N processes
+sharing it (``--shard K/N``) each get :func:`share_of` it, rate and burst alike (see
+:func:`api_bucket`), so that together they never ask more of the account than one
+process with the whole budget would.
+"""
 
 from __future__ import annotations
 
@@ -80,3 +86,30 @@ class TokenBucket:
         delay = self.reserve(amount)
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+def share_of(rate: float | None, shares: int) -> float | None:
+    """One of *shares* equal parts of *rate* (None - no cap - stays None).
+
+    No floor: a share below what a floor would give adds up to more than *rate* over
+    all the processes; a tiny share is slow, never over budget.
+    """
+    if shares < 1:
+        raise ValueError("shares must be >= 1")
+    return None if rate is None else rate / shares
+
+
+def api_bucket(rate: float | None, shares: int = 1) -> TokenBucket | None:
+    """The bucket for one process's API requests, or None when *rate* is None (no cap).
+
+    *rate* is the account's budget; the process gets ``rate / shares`` per second and
+    ``max(1, rate) / shares`` of burst. Scaling the burst too keeps the sum of the
+    *shares* buckets equal to the one bucket of an unsharded run: in any window of t
+    seconds the processes together send at most ``max(1, rate) + rate * t`` requests,
+    even when they all start at once with full buckets. A burst below 1 is fine: the
+    first request waits out the rest of its token (see :meth:`TokenBucket.reserve`).
+    """
+    share = share_of(rate, shares)
+    if rate is None or share is None:
+        return None
+    return TokenBucket(share, burst=max(1.0, rate) / shares)

@@ -138,6 +138,9 @@ class RunResult:
     interrupted: bool = False
     #: ``K/N`` when the run archived one shard of the manifest (``--shard``), else None.
     shard: str | None = None
+    #: This run's cap on API requests per second: ``api.requests_per_second``, or its
+    #: 1/N share for ``--shard K/N``; None when there is no cap.
+    api_requests_per_second: float | None = None
     #: The run lost its S3 lease to another run and stopped early (exit status 75).
     lease_lost: bool = False
 

@@ -44,6 +44,9 @@ def build_report(result: RunResult, exit_status: int, signal: str | None = None)
         "manifest": result.manifest,
         # "2/4" when the run archived one shard (--shard), else null.
         "shard": result.shard,
+        # The run's API budget (requests/s): for a shard, its 1/N share of
+        # api.requests_per_second; null when there is no cap.
+        "api_requests_per_second": result.api_requests_per_second,
         "lease_lost": result.lease_lost,
         "totals": totals,
         "items": [_item(i, now) for i in result.items],

@@ -31,7 +31,7 @@ from .events import Observer
 from .manifest import Manifest
 from .models import RunResult
 from .scheduler import Scheduler
-from .shard import Shard
+from .shard import Shard, api_share
 from .storage import Storage, make_storage
 from .storage.base import flock
 
@@ -51,6 +51,7 @@ async def archive(config: Config, manifest: Manifest, *, storage: Storage | None
     """
     if shard is not None:
         manifest = shard.select(manifest)  # idempotent: callers may have selected already
+    api_rate = api_share(config.api.requests_per_second, shard)  # the account's, split N ways
     started = time.monotonic()
     started_at = time.time()
     storage = storage if storage is not None else make_storage(config.storage)
@@ -69,7 +70,8 @@ async def archive(config: Config, manifest: Manifest, *, storage: Storage | None
     try:
         async with (
             _no_lock() if dry_run else run_lock(config, storage, shard, on_lost),
-            AkoolClient(config.api, limit=config.concurrency.polls) as client,
+            AkoolClient(config.api, limit=config.concurrency.polls,
+                        shares=shard.count if shard is not None else 1) as client,
             Downloader(config.downloads, limit=config.concurrency.downloads,
                        bandwidth=config.limits.bandwidth_bytes) as downloader,
         ):
@@ -86,6 +88,7 @@ async def archive(config: Config, manifest: Manifest, *, storage: Storage | None
                        api_requests=api_requests, file_requests=file_requests,
                        interrupted=interrupt is not None and interrupt.is_set(),
                        shard=str(shard) if shard is not None else None,
+                       api_requests_per_second=api_rate,
                        lease_lost=bool(lost))
     if observer is not None:
         observer.run_finished(result)

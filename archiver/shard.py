@@ -10,18 +10,25 @@ even when the manifests they read differ in order or grew in between.
 ``JOB_COMPLETION_INDEX`` (Kubernetes Indexed Job), ``AWS_BATCH_JOB_ARRAY_INDEX`` (AWS
 Batch array job) or ``CLOUD_RUN_TASK_INDEX`` (Cloud Run job; ``CLOUD_RUN_TASK_COUNT``,
 when set, must equal N: a job scaled to another task count would leave ids to nobody).
+
+N shards of one manifest poll one Akool account: ``api.requests_per_second`` is that
+account's budget, and each shard takes ``1/N`` of it (:func:`api_share`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .limits import share_of
 from .manifest import Manifest
+
+log = logging.getLogger(__name__)
 
 #: Where ``auto`` looks for the task index, in this order.
 INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX", "CLOUD_RUN_TASK_INDEX")
@@ -56,6 +63,22 @@ class Shard:
         """The ids of *manifest* this shard owns, in manifest order."""
         return Manifest(items=tuple(i for i in manifest.items if self.owns(i.id)),
                         source=manifest.source)
+
+
+def api_share(rate: float | None, shard: Shard | None) -> float | None:
+    """What a run of *shard* may ask of the API per second, out of the account's *rate*.
+
+    ``api.requests_per_second`` is the budget of the whole Akool account, which all N
+    shards share: each gets ``rate / N`` (:func:`~archiver.limits.api_bucket` scales the
+    burst alike). An unsharded run gets all of it; None (no cap) stays None. Said once
+    in the log, at info level, when a shard gets a part.
+    """
+    shares = shard.count if shard is not None else 1
+    share = share_of(rate, shares)
+    if shares > 1 and share is not None:
+        log.info("shard %s: at most %g API requests/s, 1/%d of api.requests_per_second "
+                 "(%g, the account's budget)", shard, share, shares, rate)
+    return share
 
 
 def parse_shard(spec: str, environ: Mapping[str, str] | None = None) -> Shard:

@@ -6,7 +6,14 @@ import asyncio
 
 import pytest
 
-from archiver.limits import TokenBucket, format_size, parse_rate, parse_size
+from archiver.limits import (
+    TokenBucket,
+    api_bucket,
+    format_size,
+    parse_rate,
+    parse_size,
+    share_of,
+)
 
 
 class _Clock:
@@ -77,6 +84,56 @@ async def test_acquire_sleeps_only_when_in_debt() -> None:
     in_debt.cancel()
     with pytest.raises(asyncio.CancelledError):
         await in_debt
+
+
+@pytest.mark.parametrize(("rate", "shares", "expected"), [
+    (40.0, 1, 40.0), (40.0, 4, 10.0), (10.0, 4, 2.5), (5.0, 100, 0.05), (None, 4, None),
+])
+def test_share_of_is_an_equal_part_with_no_floor(rate, shares, expected) -> None:
+    """Each of N gets rate / N, however small: a floor would add up to more than rate."""
+    assert share_of(rate, shares) == expected
+
+
+def test_share_of_needs_at_least_one_share() -> None:
+    """Zero shares is a programming error, named."""
+    with pytest.raises(ValueError, match="shares must be >= 1"):
+        share_of(10.0, 0)
+
+
+def test_api_bucket_scales_rate_and_burst() -> None:
+    """No cap, no bucket; a share's bucket has 1/N of the rate and of the burst."""
+    assert api_bucket(None, 4) is None
+    whole = api_bucket(40.0)
+    assert whole is not None and (whole.rate, whole.burst) == (40.0, 40.0)
+    part = api_bucket(40.0, 4)
+    assert part is not None and (part.rate, part.burst) == (10.0, 10.0)
+    tiny = api_bucket(1.0, 4)  # the account's burst of 1 request, split four ways
+    assert tiny is not None and (tiny.rate, tiny.burst) == (0.25, 0.25)
+
+
+def _sent_by(bucket: TokenBucket, count: int, until: float) -> int:
+    """How many of *count* callers, all queueing at t=0, the bucket lets send by *until*."""
+    return sum(1 for _ in range(count) if bucket.reserve() <= until + 1e-9)
+
+
+def _frozen(rate: float, shares: int) -> TokenBucket:
+    """api_bucket's bucket, on a clock that stands still (as if all started at once)."""
+    bucket = api_bucket(rate, shares)
+    assert bucket is not None
+    return TokenBucket(bucket.rate, bucket.burst, clock=_Clock())
+
+
+@pytest.mark.parametrize("rate", [0.5, 1.0, 3.0, 40.0])
+@pytest.mark.parametrize("shares", [2, 3, 4, 7, 100])
+def test_shares_together_never_exceed_one_whole_bucket(rate: float, shares: int) -> None:
+    """N share buckets starting full, all at once, let through no more by any time t
+    than the one bucket of an unsharded run: the account sees at most its budget."""
+    for until in (0.0, 0.3, 1.0, 2.5, 10.0):
+        budget = _sent_by(_frozen(rate, 1), 1000, until)
+        together = sum(_sent_by(_frozen(rate, shares), 1000, until) for _ in range(shares))
+        assert together <= budget
+        # ... and they use it: no more is lost than each share's fraction of a request.
+        assert together >= budget - shares
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 from archiver.errors import UsageError
 from archiver.lock import RunLock
 from archiver.manifest import Manifest
-from archiver.shard import Shard, parse_shard, shard_of
+from archiver.shard import Shard, api_share, parse_shard, shard_of
 
 from .conftest import CLI_ENV, run_cli, write_yaml
 
@@ -137,3 +139,63 @@ async def test_library_archive_takes_only_its_shard(make_config, standin, tmp_pa
     assert sorted(i.id for i in result.items) == sorted(i for i in IDS[:8]
                                                          if shard_of(i, 2) == 0)
     assert (tmp_path / "archive" / ".archiver.shard-0-of-2.lock").exists()
+
+
+# ------------------------------------------------------- one account's API budget
+
+@pytest.mark.parametrize(("rate", "shard", "expected"), [
+    (40.0, Shard(2, 4), 10.0), (10.0, Shard(3, 4), 2.5), (40.0, None, 40.0),
+    (40.0, Shard(0, 1), 40.0), (None, Shard(1, 4), None), (None, None, None),
+])
+def test_api_share_is_the_shards_part_of_the_account(rate, shard, expected):
+    """api.requests_per_second is the account's: a shard of N gets 1/N, a whole run all."""
+    assert api_share(rate, shard) == expected
+
+
+def test_api_share_is_logged_once_at_info_for_a_shard(caplog):
+    """A shard says its part of the budget once, at info; a whole run, no budget: nothing."""
+    with caplog.at_level(logging.INFO, logger="archiver.shard"):
+        api_share(5.0, Shard(1, 8))
+        api_share(5.0, None)
+        api_share(None, Shard(1, 8))
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "archiver.shard"]
+    assert said == [(logging.INFO, "shard 1/8: at most 0.625 API requests/s, 1/8 of "
+                     "api.requests_per_second (5, the account's budget)")]
+
+
+async def test_library_run_reports_its_share_of_the_budget(make_config, standin):
+    """RunResult and the JSON report carry the run's API budget next to its shard."""
+    from archiver.report import build_report
+    from archiver.run import archive
+
+    for item in IDS[:8]:
+        standin.add_job(item)
+    config = make_config(api={"requests_per_second": 10})
+    sharded = await archive(config, Manifest.from_ids(IDS[:8]), shard=Shard(1, 4))
+    whole = await archive(config, Manifest.from_ids(IDS[:8]))
+    unlimited = await archive(make_config(), Manifest.from_ids(IDS[:8]), shard=Shard(1, 4))
+    assert [(r.shard, r.api_requests_per_second) for r in (sharded, whole, unlimited)] == \
+        [("1/4", 2.5), (None, 10.0), ("1/4", None)]
+    report = build_report(sharded, 0)
+    assert (report["shard"], report["api_requests_per_second"]) == ("1/4", 2.5)
+    assert json.loads(json.dumps(report))["api_requests_per_second"] == 2.5
+
+
+def test_cli_dry_run_of_a_shard_uses_and_reports_its_share(workdir, served):
+    """--dry-run --shard K/N: the share is logged once (-v) and in the report."""
+    standin, _ = served
+    for item in IDS[:8]:
+        standin.add_job(item)
+    write_yaml(workdir / "videos.yaml", IDS[:8])
+    config = yaml.safe_load((workdir / "archiver.yaml").read_text())
+    config["api"]["requests_per_second"] = 10
+    write_yaml(workdir / "archiver.yaml", config)
+    result = run_cli("run", "videos.yaml", "--dry-run", "--shard", "1/4", "--report", "r.json",
+                     "-v", cwd=workdir, env=CLI_ENV)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "API requests/s" in line]
+    assert len(said) == 1 and "shard 1/4: at most 2.5 API requests/s" in said[0], \
+        result.stderr
+    report = json.loads((workdir / "r.json").read_text())
+    assert (report["shard"], report["api_requests_per_second"]) == ("1/4", 2.5)
+    assert not (workdir / "archive").exists() or not any((workdir / "archive").iterdir())

@@ -147,3 +147,64 @@ def test_four_processes_archive_each_id_once_and_survive_a_sigkill(tmp_path, ser
     assert verify.returncode == 0, verify.stderr
     assert f"archiver verify: {len(every)} item(s), {len(every) * len(NAMES)} file(s)" \
         in verify.stdout
+
+
+# ------------------------------------------------------------ one account's budget
+
+RATE = 40.0
+IDS_PER_SHARD = 20  # x 2 polls x 4 shards = 160 lookups: ~3 s at 40/s after the burst
+
+
+def test_four_shards_stay_within_the_accounts_budget(tmp_path):
+    """4 shard processes with api.requests_per_second: 40 against a stand-in holding the
+    account to 40/s: each takes 10/s (burst too), so none is ever answered code 1005.
+
+    The stand-in's enforcement is the oracle, not a clock in the test. Its burst is two
+    seconds' worth: the four shards together may start 40 lookups at once, and what a
+    loaded machine delays on the way must not make them look faster than they are sent.
+    Shards that each took the whole 40/s (4 x 40 at once, then 160/s) meet 1005 within
+    the first second, however the four processes happen to start.
+    """
+    standin = AkoolStandIn(api_key=API_KEY, requests_per_second=RATE, burst=2 * RATE)
+    shards: dict[int, list[str]] = {k: [] for k in range(N)}
+    n = 0
+    while any(len(v) < IDS_PER_SHARD for v in shards.values()):
+        item = f"budget{n:04d}"
+        if len(shards[shard_of(item, N)]) < IDS_PER_SHARD:
+            shards[shard_of(item, N)].append(item)
+        n += 1
+    every = [i for k in range(N) for i in shards[k]]
+    for item in every:
+        standin.add_job(item, polls_until_done=2, video_size=1024)
+    with standin.run_in_thread() as url:
+        data = config_dict(url, tmp_path / "archive", api={"requests_per_second": RATE},
+                           polling={"interval": 0.01, "max_interval": 0.05, "deadline": 60})
+        data["api"]["api_key"] = "${TEST_AKOOL_KEY}"
+        write_yaml(tmp_path / "archiver.yaml", data)
+        write_yaml(tmp_path / "videos.yaml", every)
+        env = {**os.environ, "TEST_AKOOL_KEY": API_KEY}
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "archiver", "run", "videos.yaml", "--shard", f"{k}/{N}",
+             "--report", f"report-{k}.json", "-v"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for k in range(N)]
+        try:
+            errors = [proc.communicate(timeout=120)[1] for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+
+    assert standin.throttled == 0
+    assert [proc.returncode for proc in procs] == [0] * N, errors
+    # Every id asked about exactly twice: no lookup was refused, none retried.
+    assert {i: standin.polls[i] for i in every} == {i: 2 for i in every}
+    for k in range(N):
+        report = json.loads((tmp_path / f"report-{k}.json").read_text())
+        assert (report["shard"], report["api_requests_per_second"]) == (f"{k}/{N}", RATE / N)
+        assert {i["outcome"] for i in report["items"]} == {"archived"}
+        said = [line for line in errors[k].splitlines() if "API requests/s" in line]
+        assert len(said) == 1, errors[k]
+        assert f"shard {k}/{N}: at most 10 API requests/s, 1/4 of api.requests_per_second" \
+            in said[0]

@@ -316,7 +316,9 @@ def _status(args: argparse.Namespace) -> ExitStatus:
             await storage.close()
         remote: dict[str, str] = {}
         if args.remote:
-            async with AkoolClient(config.api, limit=config.concurrency.polls) as client:
+            # With --shard K/N, N of these may run at once: each takes its 1/N of the budget.
+            async with AkoolClient(config.api, limit=config.concurrency.polls,
+                                   shares=shard.count if shard is not None else 1) as client:
                 slots = asyncio.Semaphore(config.concurrency.polls)
 
                 async def ask(item_id: str) -> None:

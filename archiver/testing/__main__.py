@@ -6,6 +6,8 @@ Example (a benchmark's server process)::
 
 The first line printed is the base URL; then come the job ids, one per line,
 unless ``--ids-file`` writes them as a YAML manifest (``videos: [...]``) instead.
+``--requests-per-second R`` limits lookups account-wide as Akool does (code 1005 above
+it), to try several archiver processes against one account.
 With ``--webhook-url URL`` it then plays Akool's webhook: one signed, encrypted callback
 per job (status 3, or 4 with ``--outcome failed``) POSTed to URL, e.g. an
 ``archiver serve`` to test end to end.
@@ -53,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency", type=float, default=0.0, help="seconds added to every API answer"
     )
     parser.add_argument(
+        "--requests-per-second", type=float, metavar="R",
+        help="account-wide limit on result lookups: above it, answer code 1005 "
+        "(operation too frequent); the count is printed to stderr on exit",
+    )
+    parser.add_argument(
+        "--burst", type=float, metavar="B",
+        help="lookups the limit lets through at once (default: R, at least 1)",
+    )
+    parser.add_argument(
         "--video-size", type=int, default=64 * 1024, help="size in bytes of each video file"
     )
     parser.add_argument(
@@ -94,6 +105,8 @@ async def _serve(args: argparse.Namespace) -> None:
         client_id=args.client_id,
         client_secret=args.client_secret,
         latency=args.latency,
+        requests_per_second=args.requests_per_second,
+        burst=args.burst,
     )
     scenario = JobScenario(
         polls_until_done=args.polls_until_done,
@@ -121,7 +134,12 @@ async def _serve(args: argparse.Namespace) -> None:
             print("\n".join(ids), flush=True)
         if args.webhook_url:
             await _deliver_all(standin, args.webhook_url, ids)
-        await stop.wait()
+        try:
+            await stop.wait()
+        finally:
+            if standin.requests_per_second is not None:
+                print(f"answered {standin.throttled} lookup(s) with code 1005 "
+                      f"(over {standin.requests_per_second:g}/s)", file=sys.stderr, flush=True)
 
 
 async def _deliver_all(standin: AkoolStandIn, url: str, ids: list[str]) -> None:
@@ -139,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.jobs < 0 or args.polls_until_done < 1 or args.video_size < 0:
         print("--jobs and --video-size must be >= 0, --polls-until-done >= 1", file=sys.stderr)
+        return 2
+    if (args.requests_per_second is not None and args.requests_per_second <= 0) or (
+        args.burst is not None and (args.requests_per_second is None or args.burst < 1)
+    ):
+        print("--requests-per-second must be > 0; --burst needs it and must be >= 1",
+              file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))

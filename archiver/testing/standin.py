@@ -57,6 +57,7 @@ __all__ = [
     "ApiFault",
     "FileFault",
     "JobScenario",
+    "Lookup",
     "RecordedRequest",
     "generated_job_id",
     "sample_jobs",
@@ -169,6 +170,17 @@ class JobScenario:
     range_faults: dict[str, list[FileFault]] = field(default_factory=dict)
     #: Whether file answers ignore ``Range`` (a full 200 every time, as some servers do).
     ignore_range: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """One authenticated result lookup, as the account's rate limit counted it."""
+
+    #: ``time.monotonic()`` when the stand-in received it.
+    at: float
+    video_model_id: str
+    #: Answered code 1005 by the ``requests_per_second`` limit.
+    throttled: bool
 
 
 @dataclass(frozen=True)
@@ -441,7 +453,8 @@ class AkoolStandIn:
     underlying :class:`aiohttp.web.Application` for embedding.
 
     Counters (:attr:`api_calls`, :attr:`polls`, :attr:`file_requests`,
-    :attr:`file_bytes_sent`, :attr:`api_requests`, :attr:`api_headers`) are
+    :attr:`file_bytes_sent`, :attr:`api_requests`, :attr:`api_headers`,
+    :attr:`throttled`, :attr:`lookups`) are
     updated under a lock and returned as snapshots, so tests may read them
     from another thread while the server runs.
     """
@@ -460,6 +473,8 @@ class AkoolStandIn:
         chunk_size: int = CHUNK_SIZE,
         max_recorded_requests: int = 10_000,
         file_rate: float | None = None,
+        requests_per_second: float | None = None,
+        burst: float | None = None,
     ) -> None:
         """Configure credentials and global behaviour.
 
@@ -472,11 +487,21 @@ class AkoolStandIn:
         benchmarks do not grow memory without limit. ``file_rate`` (bytes per
         second) paces every file response on its own, like a CDN that limits each
         connection (nginx ``limit_rate``): N parallel downloads get N times the rate.
+        ``requests_per_second`` is an account-wide limit on result lookups, however
+        many clients send them: a token bucket of ``burst`` (default: one second's
+        worth, at least 1) refilled at that rate; a lookup finding it empty is answered
+        code 1005 ("operation too frequent", HTTP 200) and counted in :attr:`throttled`.
         """
         if chunk_size <= 0:
             raise ValueError("chunk_size must be > 0")
         if file_rate is not None and file_rate <= 0:
             raise ValueError("file_rate must be > 0")
+        if requests_per_second is not None and requests_per_second <= 0:
+            raise ValueError("requests_per_second must be > 0")
+        if burst is not None and (requests_per_second is None or burst < 1):
+            raise ValueError("burst needs requests_per_second and must be >= 1")
+        self.requests_per_second = requests_per_second
+        self.burst = burst if burst is not None else max(1.0, requests_per_second or 0.0)
         self.file_rate = file_rate
         self.api_key = api_key
         self.token = token
@@ -499,6 +524,11 @@ class AkoolStandIn:
         self._file_bytes_sent: Counter[tuple[str, str]] = Counter()
         self._file_ranges: list[tuple[str, str, str]] = []
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded_requests)
+        self._lookups: deque[Lookup] = deque(maxlen=max_recorded_requests)
+        self._throttled = 0
+        # The account's bucket: full at the start, like an account idle until now.
+        self._tokens = self.burst
+        self._refilled = time.monotonic()
         self._app: web.Application | None = None
 
     # ------------------------------------------------------------------ jobs
@@ -736,6 +766,19 @@ class AkoolStandIn:
             return list(self._requests)
 
     @property
+    def throttled(self) -> int:
+        """Lookups answered code 1005 by the ``requests_per_second`` limit."""
+        with self._lock:
+            return self._throttled
+
+    @property
+    def lookups(self) -> list[Lookup]:
+        """Snapshot: the recent authenticated lookups (the ones the rate limit counts,
+        throttled or not), oldest first."""
+        with self._lock:
+            return list(self._lookups)
+
+    @property
     def api_headers(self) -> list[CIMultiDict[str]]:
         """Headers (case-insensitive) of the most recent API requests, oldest first."""
         return [r.headers for r in self.api_requests]
@@ -749,6 +792,8 @@ class AkoolStandIn:
             self._file_bytes_sent.clear()
             self._file_ranges.clear()
             self._requests.clear()
+            self._lookups.clear()
+            self._throttled = 0
 
     # --------------------------------------------------------------- serving
 
@@ -889,8 +934,11 @@ class AkoolStandIn:
         with self._lock:
             self._polls[job_id] += 1
             state = self._jobs.get(job_id)
-            if state is None:
-                answer: ApiFault | None = ("code", 1008)
+            if not self._admit(job_id):
+                # Before the job's own faults: the account is over its limit, whatever the id.
+                answer: ApiFault | None = ("code", 1005)
+            elif state is None:
+                answer = ("code", 1008)
             elif state.api_faults:
                 answer = state.api_faults.popleft()
             elif state.scenario.business_code is not None:
@@ -904,6 +952,24 @@ class AkoolStandIn:
             return self._api_fault(request, answer)
         assert state is not None
         return self._envelope(1000, self._job_data(request, job_id, state, answered))
+
+    def _admit(self, job_id: str) -> bool:
+        """Count one lookup against the account's rate limit (call with the lock held)."""
+        now = time.monotonic()
+        rate = self.requests_per_second
+        admitted = True
+        if rate is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._refilled) * rate)
+            self._refilled = now
+            # Refused lookups cost nothing, as with nginx's limit_req: a client that
+            # backs off gets through again as soon as a token has come back.
+            admitted = self._tokens >= 1
+            if admitted:
+                self._tokens -= 1
+            else:
+                self._throttled += 1
+        self._lookups.append(Lookup(now, job_id, throttled=not admitted))
+        return admitted
 
     @staticmethod
     def _api_fault(request: web.Request, fault: ApiFault) -> web.Response:
