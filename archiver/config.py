@@ -69,6 +69,11 @@ class ApiConfig(_Model):
     retries: RetryPolicy = RetryPolicy()
     #: Cap on API requests per second across the whole run (None: no cap).
     requests_per_second: PositiveFloat | None = None
+    #: After this many API requests in a row got no answer (connection refused or cut,
+    #: timeout, DNS or TLS failure, a 5xx or non-JSON page), each once its ``retries``
+    #: ran out, with no answer in between: the API is down. The run starts no new poll
+    #: and leaves the ids not finished pending (exit status 69). 0: never give up.
+    unavailable_after: Annotated[int, Field(ge=0, le=1_000_000)] = 8
 
     @field_validator("base_url")
     @classmethod

@@ -42,6 +42,9 @@ def render_metrics(result: RunResult | None, exit_status: int, *, now: float,
                [("", result.bytes_archived)])
         metric("archiver_run_duration_seconds", "gauge", "Duration of the last run.",
                [("", round(result.duration, 3))])
+        metric("archiver_api_unavailable", "gauge",
+               "1 if the last run stopped polling because the Akool API did not answer.",
+               [("", int(result.api_unavailable))])
     metric("archiver_last_run_timestamp_seconds", "gauge", "When the last run ended.",
            [("", round(now, 3))])
     if last_success is not None:

@@ -45,6 +45,8 @@ def build_report(result: RunResult, exit_status: int, signal: str | None = None)
         # "2/4" when the run archived one shard (--shard), else null.
         "shard": result.shard,
         "lease_lost": result.lease_lost,
+        # The API did not answer: polling stopped, unfinished ids pending (exit 69).
+        "api_unavailable": result.api_unavailable,
         "totals": totals,
         "items": [_item(i, now) for i in result.items],
     }
