@@ -6,12 +6,20 @@ The scheduler only ever sees a :class:`~archiver.models.JobInfo` or an exception
 Credentials go to ``api.base_url``'s origin (scheme, host, port) and nowhere else:
 redirects are followed by hand, within that origin only. A redirect elsewhere stops the
 run (:class:`RedirectRefused`): the key would be sent to whoever answers there.
+
+A down API is noticed once, not once per id: a circuit breaker (:class:`Breaker`) counts
+the requests that got no answer after their retries and, at ``api.unavailable_after`` in
+a row, refuses further requests with :class:`ApiUnavailable` - without a connection -
+until a cool-down has passed; then one request at a time probes, and any answer closes
+it again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -19,7 +27,13 @@ from yarl import URL
 
 from ._http import USER_AGENT, describe_transport_error, parse_retry_after
 from .config import ApiConfig
-from .errors import APIError, CredentialsError, FatalRunError, TransientAPIError
+from .errors import (
+    APIError,
+    ApiUnavailable,
+    CredentialsError,
+    FatalRunError,
+    TransientAPIError,
+)
 from .limits import api_bucket
 from .models import RESULT_FILES, JobInfo, RemoteFile, redact_url
 from .retry import with_retries
@@ -37,6 +51,9 @@ CREDENTIAL_CODES = frozenset({1101, 1102, 1200})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Same-origin redirects followed per request (an API moving paths, a trailing slash).
 MAX_REDIRECTS = 5
+#: Seconds the breaker refuses requests once open, before one request probes the API.
+#: A run stops polling when it opens, so this matters to long-lived clients (``serve``).
+UNAVAILABLE_COOLDOWN = 60.0
 
 
 class RedirectRefused(FatalRunError):
@@ -49,12 +66,97 @@ class RedirectRefused(FatalRunError):
                          "(set api.base_url to the right address)")
 
 
+class Breaker:
+    """The API's circuit breaker, shared by every request of one client.
+
+    Closed, it lets requests through and counts those that got no answer once their
+    retries ran out (:attr:`TransientAPIError.no_answer`). Any answer from the API - a
+    result, a business code, a 4xx, a 429 - resets the count: the API is up. At
+    *threshold* in a row it opens: :meth:`admit` raises :class:`ApiUnavailable` for
+    every attempt (even the next attempt of a request already retrying) until *cooldown*
+    seconds have passed; then one call at a time is let through as a probe, and its
+    answer closes the breaker, its failure opens it again. *threshold* 0: never opens.
+
+    Counting whole requests, not attempts, keeps a blip the retries ride out (a load
+    balancer restarting for two seconds) from stopping a run.
+    """
+
+    def __init__(self, threshold: int, origin: str, *, cooldown: float = UNAVAILABLE_COOLDOWN,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._threshold = threshold
+        self._origin = origin
+        self._cooldown = cooldown
+        self._clock = clock
+        self._failures = 0
+        self._last = ""
+        #: What opened the breaker (failures, last error): every id says the same.
+        self._cause = (0, "")
+        self._open_until: float | None = None
+        self._probe: object | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._open_until is not None
+
+    def error(self) -> ApiUnavailable:
+        """The error of a request refused (or failed) while the breaker is open."""
+        return ApiUnavailable(self._origin, *self._cause)
+
+    def admit(self, call: object) -> None:
+        """Before each attempt of *call* (any object, one per request): raise
+        :class:`ApiUnavailable` unless the breaker is closed or *call* is the probe."""
+        if self._open_until is None or self._probe is call:
+            return
+        if self._probe is None and self._clock() >= self._open_until:
+            self._probe = call
+            return
+        raise self.error()
+
+    def answered(self) -> None:
+        """The API answered something: it is up."""
+        if self._open_until is not None:
+            log.warning("the Akool API at %s answers again", self._origin)
+        self._failures = 0
+        self._open_until = None
+        self._probe = None
+
+    def no_answer(self, call: object, error: TransientAPIError) -> None:
+        """*call* ran out of retries without an answer from the API."""
+        if not self._threshold:
+            return
+        self._failures += 1
+        self._last = error.msg
+        if self._failures < self._threshold:
+            return
+        was_open, probing = self._open_until is not None, self._probe is call
+        self._open_until = self._clock() + self._cooldown
+        if not was_open:
+            self._cause = (self._failures, self._last)
+        if probing:
+            self._probe = None
+            log.warning("the Akool API at %s still does not answer (%s)", self._origin,
+                        self._last)
+        elif not was_open:
+            # The one line that says why the rest of the run is pending.
+            log.error("%s; no new polls: ids not finished are left pending for a later run",
+                      self.error())
+
+    def release(self, call: object) -> None:
+        """*call* is over, whatever its end: a probe that ended otherwise (cancelled, a
+        redirect refused...) hands the probe to the next call."""
+        if self._probe is call:
+            self._probe = None
+
+
 class AkoolClient:
     """Asks Akool about jobs. Use as ``async with AkoolClient(cfg, limit=16) as client``."""
 
-    def __init__(self, config: ApiConfig, *, limit: int = 16, shares: int = 1) -> None:
+    def __init__(self, config: ApiConfig, *, limit: int = 16, shares: int = 1,
+                 breaker: Breaker | None = None) -> None:
         """*shares*: how many processes split ``api.requests_per_second`` (the account's
-        budget) equally - N for a run of ``--shard K/N`` - this one taking one part."""
+        budget) equally - N for a run of ``--shard K/N`` - this one taking one part.
+        *breaker*: the API's circuit breaker; by default one that opens after
+        ``api.unavailable_after`` requests in a row got no answer."""
         self._config = config
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
@@ -65,6 +167,8 @@ class AkoolClient:
         self._bucket = api_bucket(config.requests_per_second, shares)
         #: Requests sent, including retries (for reports and tests).
         self.requests = 0
+        self.breaker = breaker or Breaker(config.unavailable_after, _origin_text(
+            URL(config.base_url)))
 
     def __repr__(self) -> str:
         # Never the key: repr() ends up in tracebacks and debug logs.
@@ -99,17 +203,32 @@ class AkoolClient:
     async def video_info(self, video_model_id: str) -> JobInfo:
         """The job's current state; transient failures are retried within the configured bounds.
 
-        Raises :class:`CredentialsError` (fatal), :class:`APIError` (this id) or
-        :class:`TransientAPIError` (retries exhausted).
+        Raises :class:`CredentialsError` (fatal), :class:`APIError` (this id),
+        :class:`TransientAPIError` (retries exhausted) or :class:`ApiUnavailable` (the
+        API is down: this request, or enough before it, got no answer; see
+        :class:`Breaker`).
         """
-        data = await with_retries(
-            lambda: self._get_info(video_model_id), retryable=TransientAPIError,
-            policy=self._config.retries,
-            on_retry=lambda n: log.info("%s: retrying the API request (attempt %d)",
-                                        video_model_id, n))
+        call = object()  # this request, as the breaker knows it
+        try:
+            data = await with_retries(
+                lambda: self._get_info(video_model_id, call), retryable=_worth_retrying,
+                policy=self._config.retries,
+                on_retry=lambda n: log.info("%s: retrying the API request (attempt %d)",
+                                            video_model_id, n))
+        except ApiUnavailable:
+            raise
+        except TransientAPIError as exc:
+            if not exc.no_answer:
+                raise
+            self.breaker.no_answer(call, exc)
+            if self.breaker.is_open:
+                raise self.breaker.error() from None
+            raise
+        finally:
+            self.breaker.release(call)
         return parse_job_info(video_model_id, data)
 
-    async def _get_info(self, video_model_id: str) -> dict[str, Any]:
+    async def _get_info(self, video_model_id: str, call: object) -> dict[str, Any]:
         if self._session is None:
             raise RuntimeError("AkoolClient used outside 'async with'")
         if self._info_url is None:
@@ -117,13 +236,24 @@ class AkoolClient:
         url = self._info_url.update_query(video_model_id=video_model_id)
         if self._bucket is not None:
             await self._bucket.acquire()
+        self.breaker.admit(call)  # after the bucket's wait: the breaker may have opened
         self.requests += 1
         try:
             status, body, retry_after = await self._get(self._session, url)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             reason = describe_transport_error(exc)
-            raise TransientAPIError(None, f"request failed: {reason}") from None
-        return _parse_envelope(status, body, retry_after)
+            if reason == type(exc).__name__ and isinstance(exc, OSError) and exc.strerror:
+                reason = exc.strerror  # "Connection reset by peer", not "ClientOSError"
+            raise TransientAPIError(None, f"request failed: {reason}", no_answer=True) from None
+        answered = True  # whatever it says, unless it is a gateway's error page
+        try:
+            return _parse_envelope(status, body, retry_after)
+        except TransientAPIError as exc:
+            answered = not exc.no_answer
+            raise
+        finally:
+            if answered:
+                self.breaker.answered()
 
     async def _get(self, session: aiohttp.ClientSession,
                    url: URL) -> tuple[int, bytes, float | None]:
@@ -152,6 +282,11 @@ class AkoolClient:
         raise APIError(None, f"the API redirected more than {MAX_REDIRECTS} times")
 
 
+def _worth_retrying(exc: BaseException) -> bool:
+    # An open breaker is final for this request: retrying is what it is there to stop.
+    return isinstance(exc, TransientAPIError) and not isinstance(exc, ApiUnavailable)
+
+
 def _origin_text(url: URL) -> str:
     try:
         return str(url.origin())
@@ -164,15 +299,19 @@ def _parse_envelope(status: int, body: bytes, retry_after: float | None) -> dict
     if status == 429:
         raise TransientAPIError(None, "HTTP 429 Too Many Requests", retry_after)
     if status >= 500:
-        raise TransientAPIError(None, f"HTTP {status} from the API", retry_after)
+        # A gateway's answer for an API that is down, as often as the API's own.
+        raise TransientAPIError(None, f"HTTP {status} from the API", retry_after,
+                                no_answer=True)
     if status != 200:
         raise APIError(None, f"unexpected HTTP {status} from the API")
     try:
         envelope = json.loads(body)
     except ValueError:
-        raise TransientAPIError(None, "the API answered something that is not JSON") from None
+        raise TransientAPIError(None, "the API answered something that is not JSON",
+                                no_answer=True) from None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("code"), int):
-        raise TransientAPIError(None, "the API answered JSON without a numeric 'code'")
+        raise TransientAPIError(None, "the API answered JSON without a numeric 'code'",
+                                no_answer=True)
     code = envelope["code"]
     msg = str(envelope.get("msg") or "")[:200]
     if code == OK:

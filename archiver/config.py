@@ -70,6 +70,11 @@ class ApiConfig(_Model):
     #: Cap on API requests per second of the whole Akool account (None: no cap): a run
     #: takes all of it, each of N ``--shard K/N`` runs 1/N (:func:`archiver.shard.api_share`).
     requests_per_second: PositiveFloat | None = None
+    #: After this many API requests in a row got no answer (connection refused or cut,
+    #: timeout, DNS or TLS failure, a 5xx or non-JSON page), each once its ``retries``
+    #: ran out, with no answer in between: the API is down. The run starts no new poll
+    #: and leaves the ids not finished pending (exit status 69). 0: never give up.
+    unavailable_after: Annotated[int, Field(ge=0, le=1_000_000)] = 8
 
     @field_validator("base_url")
     @classmethod

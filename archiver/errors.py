@@ -14,6 +14,8 @@ they enter the archiver (``raise X(...) from exc``) so callers only ever see the
     ├── ItemError                 one id failed; the others go on (exit 1)
     │   ├── APIError              a business code for this id (``code``, ``msg``)
     │   │   └── TransientAPIError 429 / 5xx / non-JSON / 1005 / 2001 after retries ran out
+    │   │       └── ApiUnavailable    the API gave no answer to api.unavailable_after requests
+    │   │                             in a row: no new polls, unfinished ids stay pending
     │   ├── JobFailed             Akool reports video_status 4 (``code``, ``reason``)
     │   ├── DownloadError         a result file could not be fetched
     │   │   ├── TransientDownloadError   connection cut, stall, short body, 5xx: retried
@@ -96,13 +98,40 @@ class APIError(ItemError):
 
 
 class TransientAPIError(APIError, Transient):
-    """A failure worth retrying: HTTP 429/5xx, a body that is not JSON, 1005, 2001, I/O."""
+    """A failure worth retrying: HTTP 429/5xx, a body that is not JSON, 1005, 2001, I/O.
+
+    ``no_answer``: the API itself did not answer - the connection failed, timed out or
+    was cut, or something in front of it answered a 5xx or a page that is not Akool's
+    JSON. Such failures, once their retries ran out, count towards
+    :class:`ApiUnavailable`; a 429 or a business code is an answer and does not.
+    """
 
     kind = "api_transient"
 
-    def __init__(self, code: int | None, msg: str, retry_after: float | None = None) -> None:
+    def __init__(self, code: int | None, msg: str, retry_after: float | None = None,
+                 *, no_answer: bool = False) -> None:
         super().__init__(code, msg)
         self.retry_after = retry_after
+        self.no_answer = no_answer
+
+
+class ApiUnavailable(TransientAPIError):
+    """The API gave no answer to ``api.unavailable_after`` requests in a row, each after
+    its retries: it is down (or unreachable from here). Not retried: polls stop, the ids
+    not finished stay pending for a later run (exit status 69)."""
+
+    kind = "api_unavailable"
+
+    def __init__(self, origin: str, failures: int, last: str) -> None:
+        text = (f"the Akool API at {origin} is unavailable: {failures} requests in a row "
+                f"got no answer (last: {last})")
+        # Not APIError's "Akool API error (no code): ..." wording: Akool said nothing.
+        ItemError.__init__(self, text)
+        self.code = None
+        self.msg = text
+        self.retry_after = None
+        self.no_answer = True
+        self.origin = origin
 
 
 class JobFailed(ItemError):

@@ -23,6 +23,11 @@ class ExitStatus(enum.IntEnum):
     USAGE = 2
     #: None failed, but some jobs were not finished by ``polling.deadline``: run again later.
     PENDING = 3
+    #: EX_UNAVAILABLE: the Akool API did not answer (``api.unavailable_after`` requests
+    #: in a row, each after its retries): the run stopped polling, unfinished ids are
+    #: pending; try again later. Not 75: a lock held is routine, an API unreachable for
+    #: hours (or a wrong ``api.base_url``, a firewall) is for an operator to see.
+    UNAVAILABLE = 69
     #: EX_SOFTWARE: an unexpected error (a bug); ``--debug`` shows the traceback.
     SOFTWARE = 70
     #: EX_IOERR: the run is over and the archive fine, but ``--report`` /

@@ -1,7 +1,8 @@
 """Prometheus text-format metrics for node_exporter's textfile collector.
 
 Written atomically (temp file + rename in the same folder), as the collector requires:
-it must never read a half-written file.
+it must never read a half-written file. A FIFO, a character device or ``-`` (stdout)
+is written straight into (:class:`~archiver.report.OutputFile`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from .exitstatus import ExitStatus
 from .models import Outcome, RunResult
-from .report import write_atomic_text
+from .report import OutputFile
 from .shard import Shard
 
 _LAST_SUCCESS = re.compile(
@@ -42,6 +43,9 @@ def render_metrics(result: RunResult | None, exit_status: int, *, now: float,
                [("", result.bytes_archived)])
         metric("archiver_run_duration_seconds", "gauge", "Duration of the last run.",
                [("", round(result.duration, 3))])
+        metric("archiver_api_unavailable", "gauge",
+               "1 if the last run stopped polling because the Akool API did not answer.",
+               [("", int(result.api_unavailable))])
     metric("archiver_last_run_timestamp_seconds", "gauge", "When the last run ended.",
            [("", round(now, 3))])
     if last_success is not None:
@@ -53,20 +57,20 @@ def render_metrics(result: RunResult | None, exit_status: int, *, now: float,
     return "\n".join(lines) + "\n"
 
 
-def write_metrics(path: Path, result: RunResult | None, exit_status: int,
+def write_metrics(path: Path | OutputFile, result: RunResult | None, exit_status: int,
                   now: float | None = None, shard: Shard | None = None) -> None:
-    """Write the metrics file; the last-success time carries over from the previous file."""
+    """Write the metrics file; the last-success time carries over from the previous
+    file (a regular one: a stream has no previous content)."""
+    output = path if isinstance(path, OutputFile) else OutputFile(path, probe=False)
     now = time.time() if now is None else now
-    last_success = now if exit_status == ExitStatus.OK else _previous_success(path)
-    write_atomic_text(path, render_metrics(result, exit_status, now=now,
-                                           last_success=last_success, shard=shard))
+    last_success = now if exit_status == ExitStatus.OK else \
+        _previous_success(output.previous_text())
+    output.write(render_metrics(result, exit_status, now=now, last_success=last_success,
+                                shard=shard))
 
 
-def _previous_success(path: Path) -> float | None:
-    try:
-        match = _LAST_SUCCESS.search(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        return None
+def _previous_success(text: str | None) -> float | None:
+    match = _LAST_SUCCESS.search(text) if text is not None else None
     return float(match.group(1)) if match else None
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .errors import ApiUnavailable
 from .exitstatus import ExitStatus
 
 #: Akool keeps generated results this long after ``create_time``.
@@ -152,11 +153,21 @@ class RunResult:
         return sum(i.bytes for i in self.items if i.outcome is Outcome.ARCHIVED)
 
     @property
+    def api_unavailable(self) -> bool:
+        """The run stopped polling because the API did not answer (its pending ids
+        say so in their error)."""
+        return any(i.error_kind == ApiUnavailable.kind for i in self.items)
+
+    @property
     def exit_status(self) -> ExitStatus:
-        """FAILED if any id failed or expired; else TEMPFAIL if the run lost its lease
-        and stopped (another run has the shard); else PENDING if some are; else OK."""
+        """FAILED if any id failed or expired (a person should look; retrying alone
+        will not help them); else UNAVAILABLE if the API did not answer; else TEMPFAIL
+        if the run lost its lease and stopped (another run has the shard); else PENDING
+        if some are; else OK."""
         if any(i.outcome in (Outcome.FAILED, Outcome.EXPIRED) for i in self.items):
             return ExitStatus.FAILED
+        if self.api_unavailable:
+            return ExitStatus.UNAVAILABLE
         if self.lease_lost:
             return ExitStatus.TEMPFAIL
         if any(i.outcome is Outcome.PENDING for i in self.items):

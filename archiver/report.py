@@ -12,6 +12,8 @@ import errno
 import json
 import os
 import re
+import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,8 @@ def build_report(result: RunResult, exit_status: int, signal: str | None = None)
         # api.requests_per_second; null when there is no cap.
         "api_requests_per_second": result.api_requests_per_second,
         "lease_lost": result.lease_lost,
+        # The API did not answer: polling stopped, unfinished ids pending (exit 69).
+        "api_unavailable": result.api_unavailable,
         "totals": totals,
         "items": [_item(i, now) for i in result.items],
     }
@@ -72,9 +76,10 @@ def _item(item: ItemResult, now: float) -> dict[str, Any]:
     }
 
 
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    """Write atomically: a reader never sees half a report."""
-    write_atomic_text(path, json_text(report, indent=2) + "\n")
+def write_report(path: Path | OutputFile, report: dict[str, Any]) -> None:
+    """Write atomically (see :class:`OutputFile`): a reader never sees half a report."""
+    output = path if isinstance(path, OutputFile) else OutputFile(path)
+    output.write(json_text(report, indent=2) + "\n")
 
 
 _RAW_IN_JSON = re.compile("[\x7f-\x9f]")
@@ -90,15 +95,129 @@ def json_text(value: Any, *, indent: int | None = None) -> str:
     return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
-def check_writable(path: Path) -> None:
-    """Raise OSError unless :func:`write_atomic_text` can write *path* now.
+#: ``--report -``, ``--metrics-file -``: standard output.
+STDOUT = "-"
 
-    Probes by doing what the write will do (create the folder, create a temporary file
-    in it) instead of reading permission bits, which root ignores and which say nothing
-    of read-only mounts or a parent that is a regular file.
+
+class OutputFile:
+    """Where a report or a metrics file goes: resolved and checked when created (before
+    the run), written by :meth:`write` (after it). Raises OSError if it cannot be.
+
+    By what *path* is:
+
+    - ``-``, or the very pipe or file standard output is (``/dev/stdout``,
+      ``/proc/self/fd/1``): standard output (:attr:`is_stdout`: the caller keeps its
+      own text off it);
+    - an existing FIFO or character device (a pipe, a terminal, ``/dev/null``): opened
+      now and written straight into - a device cannot be renamed onto, and a FIFO's
+      reader would see the end of the stream if a check opened and closed it. A FIFO
+      nobody reads fails at once (ENXIO), it does not hang the run;
+    - a symbolic link: its target, resolved now; the link stays a link. A link to
+      nothing (dangling) gets its target created, as a shell's ``>`` would;
+    - anything else: a regular file, written atomically (a temporary file in the same
+      folder, then a rename), checked now by creating the folder and a temporary file.
+
+    Block devices, sockets and directories are refused.
     """
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+
+    def __init__(self, path: Path | str, *, probe: bool = True) -> None:
+        """*probe*: check now that a regular file's folder takes a temporary file."""
+        self.path = Path(path)
+        self.is_stdout = str(path) == STDOUT
+        #: The regular file written atomically (a link's target), or None for a stream.
+        self.target: Path | None = None
+        self._fd: int | None = None
+        if self.is_stdout:
+            return
+        try:
+            st = os.stat(self.path)  # follows links, /proc/self/fd/N's too
+        except FileNotFoundError:
+            st = None  # nothing there yet, or a dangling link: a new regular file
+        # A terminal or /dev/null may be stdout too, but nothing gets mixed up there.
+        if st is not None and not stat.S_ISCHR(st.st_mode) and _same_file(st, sys.stdout):
+            self.is_stdout = True
+        elif st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            self._fd = _open_stream(self.path)
+        elif st is not None and stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        elif st is not None and not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file, FIFO or character device")
+        else:
+            # realpath, not resolve(): the same answer, and a dangling link is no error.
+            self.target = Path(os.path.realpath(self.path))
+            if probe:
+                _probe_folder(self.target)
+
+    def previous_text(self) -> str | None:
+        """What the regular file holds now (None for a stream or no file)."""
+        if self.target is None:
+            return None
+        try:
+            return self.target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def write(self, text: str) -> None:
+        """Write *text* in full (atomically for a regular file), then close."""
+        if self.target is not None:
+            _replace_atomically(self.target, text)
+        elif self.is_stdout:
+            _write_stdout(text)
+        else:
+            try:
+                data = text.encode("utf-8")
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._stream_fd(), view):]
+            finally:
+                self.close()
+
+    def close(self) -> None:
+        """Release the stream opened by the check, if any (idempotent)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def _stream_fd(self) -> int:
+        if self._fd is None:  # written twice: open again
+            self._fd = _open_stream(self.path)
+        return self._fd
+
+
+def _same_file(st: os.stat_result, stream: object) -> bool:
+    """Whether *st* is the file behind *stream* (standard output, if it has a file)."""
+    try:
+        theirs = os.fstat(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def _open_stream(path: Path) -> int:
+    """Open a FIFO or character device for writing without waiting for a reader."""
+    # O_NONBLOCK: a FIFO with no reader fails with ENXIO instead of blocking forever.
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    # Then blocking writes: a full pipe waits for its reader rather than fail.
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _write_stdout(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader is gone: say so once, and keep Python's exit from failing to
+        # flush the rest again with a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise
+
+
+def _probe_folder(path: Path) -> None:
+    """Raise OSError unless a temporary file can be created next to *path*."""
     _make_folder(path.parent)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
@@ -114,6 +233,14 @@ def _make_folder(folder: Path) -> None:
 
 
 def write_atomic_text(path: Path, text: str) -> None:
+    """Write *text* to *path* as :class:`OutputFile` does: a regular file (a link's
+    target, never the link) is replaced atomically; a FIFO or character device is
+    written straight into."""
+    OutputFile(path, probe=False).write(text)
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Temporary file in *path*'s folder, fsync, rename onto *path*."""
     _make_folder(path.parent)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

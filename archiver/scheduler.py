@@ -9,6 +9,11 @@ Stopping (SIGINT/SIGTERM, via the ``interrupt`` event): no new poll or download 
 polls in flight are dropped, transfers in flight get ``run.shutdown_grace`` seconds to
 finish and are then cancelled - keeping their bytes for the next run to resume.
 
+The API down (:class:`~archiver.errors.ApiUnavailable`, from the client's breaker): no
+new poll starts, polls in flight end, the jobs already known to be done are archived
+(the file host may well be up), and every id not finished is pending - including those
+whose polls got no answer just before, which were the first signs of the outage.
+
 Archiving one finished job is its transaction (:mod:`archiver.transaction`); the
 scheduler decides when it starts, how long it may take and what its outcome is.
 """
@@ -27,12 +32,14 @@ from .api import AkoolClient
 from .config import Config
 from .download import Downloader
 from .errors import (
+    ApiUnavailable,
     DownloadError,
     FatalRunError,
     Interrupted,
     ItemError,
     ItemTimeout,
     JobFailed,
+    TransientAPIError,
     UrlGone,
 )
 from .events import Observer
@@ -100,6 +107,12 @@ class Scheduler:
         self._remaining = 0
         self._done = asyncio.Event()
         self._fatal: FatalRunError | None = None
+        #: Set once the API is known to be down: no poll starts after that.
+        self._unavailable: ApiUnavailable | None = None
+        #: Ids whose poll got no answer (retries exhausted) since the API last answered
+        #: one: failed, unless the API turns out to be down - then they are pending.
+        #: Their log lines wait for that verdict.
+        self._unanswered: list[_State] = []
         self._stopping = False
         self._seq = itertools.count()
         self._deadline = 0.0
@@ -153,6 +166,7 @@ class Scheduler:
             await asyncio.gather(*workers, return_exceptions=True)
         if self._fatal is not None:
             raise self._fatal
+        self._answered()
         # Whatever was cut off mid-way (a dry-run probe at shutdown...) is pending, never lost.
         for state in states:
             if not state.done:
@@ -191,6 +205,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while True:
             state = await self._poll_queue.get()
+            if self._unavailable is not None:
+                self._finish(state, Outcome.PENDING, error=self._unavailable)
+                continue
             if not state.started:
                 state.started = self._monotonic()
             state.polls += 1
@@ -199,7 +216,19 @@ class Scheduler:
             except FatalRunError as exc:
                 self._stop(exc)
                 return
+            except ApiUnavailable as exc:
+                self._api_down(exc, state)
+                continue
+            except TransientAPIError as exc:
+                if exc.no_answer:  # failed - or the first sign of an outage
+                    self._unanswered.append(state)
+                    await self._end(state, Outcome.FAILED, exc, quiet=True)
+                else:
+                    self._answered()
+                    await self._end(state, Outcome.FAILED, exc)
+                continue
             except ItemError as exc:
+                self._answered()
                 await self._end(state, Outcome.FAILED, exc)
                 continue
             except asyncio.CancelledError:
@@ -210,6 +239,7 @@ class Scheduler:
             except Exception as exc:
                 await self._end(state, Outcome.FAILED, _internal(state, exc))
                 continue
+            self._answered()
             state.last_status = info.status
             state.expires_at = info.expires_at
             await self._route(loop, state, info)
@@ -233,6 +263,9 @@ class Scheduler:
                 state.warned_status = True
                 log.warning("%s: unknown video_status %r, polling again until the deadline",
                             item_id, info.status)
+            if self._unavailable is not None:  # no more polls in this run
+                self._finish(state, Outcome.PENDING, error=self._unavailable)
+                return
             now = loop.time()
             if now >= self._deadline:
                 log.info("%s: not done by the deadline (status %s), left pending",
@@ -242,6 +275,37 @@ class Scheduler:
             delay = min(self._backoff(state.polls), self._deadline - now)
             state.timer = loop.call_later(delay, self._repoll, state)
             self._waiting.add(state)
+
+    def _api_down(self, exc: ApiUnavailable, state: _State | None = None) -> None:
+        """The API is down: no new polls. *state* (its poll refused), the ids waiting for
+        a poll and those whose polls just got no answer are left pending."""
+        if state is not None:
+            self._finish(state, Outcome.PENDING, error=exc)
+        if self._unavailable is not None:
+            return
+        self._unavailable = exc
+        for earlier in self._unanswered:
+            # Already finished as failed (the observer was told so); the outage is the
+            # better explanation, and the next run polls them again.
+            result = self._results[earlier.item.id]
+            result.outcome = Outcome.PENDING
+            result.error, result.error_kind, result.error_code = str(exc), exc.kind, None
+        self._unanswered.clear()
+        for waiting in list(self._waiting):
+            if waiting.timer is not None:
+                waiting.timer.cancel()
+            self._finish(waiting, Outcome.PENDING, error=exc)
+        self._waiting.clear()
+        while not self._poll_queue.empty():
+            self._finish(self._poll_queue.get_nowait(), Outcome.PENDING, error=exc)
+
+    def _answered(self) -> None:
+        """The API answered a poll (or the run is over): the polls that got no answer
+        before it failed on their own, and their log lines are due."""
+        for state in self._unanswered:
+            result = self._results[state.item.id]
+            log.warning("%s: %s: %s", state.item.id, result.outcome.value, result.error)
+        self._unanswered.clear()
 
     def _repoll(self, state: _State) -> None:
         self._waiting.discard(state)
@@ -295,6 +359,8 @@ class Scheduler:
                 # Before _finish: the last item's clean-up must be over when the run returns.
                 await transaction.end(outcome, error)
                 self._finish(state, outcome, error=error)
+                if isinstance(error, ApiUnavailable):  # asking for a fresh URL
+                    self._api_down(error)
             else:
                 self._finish(state, Outcome.ARCHIVED, files=files)
 
@@ -303,6 +369,8 @@ class Scheduler:
         if isinstance(exc, TimeoutError):
             return Outcome.FAILED, ItemTimeout(
                 f"gave up after downloads.item_timeout ({self._config.downloads.item_timeout:g}s)")
+        if isinstance(exc, ApiUnavailable):
+            return Outcome.PENDING, exc
         if isinstance(exc, UrlGone):
             if state.expires_at is not None and state.expires_at < self._clock():
                 return Outcome.EXPIRED, UrlGone(
@@ -314,14 +382,15 @@ class Scheduler:
         # A bug must fail one id, not hang the run with a worker gone.
         return Outcome.FAILED, _internal(state, exc)
 
-    async def _end(self, state: _State, outcome: Outcome, error: ItemError) -> None:
+    async def _end(self, state: _State, outcome: Outcome, error: ItemError, *,
+                   quiet: bool = False) -> None:
         """End an item that failed while polling: discard what earlier runs kept for it
         if it failed for good (:func:`archiver.transaction.end_unstarted`), then record
         its outcome."""
         if not self._dry_run:  # a dry run writes nothing, not even a removal
             # Before _finish: the last item's clean-up must be over when the run returns.
             await end_unstarted(self._storage, state.item.id, outcome, error)
-        self._finish(state, outcome, error=error)
+        self._finish(state, outcome, error=error, quiet=quiet)
 
     async def _probe(self, state: _State, info: JobInfo) -> None:
         """Dry run: what would be downloaded, with sizes where the file host says."""
@@ -333,7 +402,8 @@ class Scheduler:
     # ------------------------------------------------------------------ outcome
 
     def _finish(self, state: _State, outcome: Outcome, *, error: ItemError | None = None,
-                files: list[FileRecord] | None = None) -> None:
+                files: list[FileRecord] | None = None, quiet: bool = False) -> None:
+        """Record *state*'s outcome; *quiet*: its log line is the caller's to write."""
         if state.done:
             return
         state.done = True
@@ -348,7 +418,9 @@ class Scheduler:
             result.error = str(error)
             result.error_kind = error.kind
             result.error_code = getattr(error, "code", None)
-            level = logging.INFO if outcome is Outcome.PENDING else logging.WARNING
+            # A down API is said once (by the client), not once per id.
+            level = logging.DEBUG if quiet or isinstance(error, ApiUnavailable) else \
+                logging.INFO if outcome is Outcome.PENDING else logging.WARNING
             log.log(level, "%s: %s: %s", item.id, outcome.value, error)
         elif outcome is Outcome.ARCHIVED:
             log.info("%s: archived %d file(s), %d bytes", item.id, len(result.files), result.bytes)

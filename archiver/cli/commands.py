@@ -32,8 +32,9 @@ from ..sources import load_manifest_from
 from .logs import install_secret_filter, route_logs, setup_logging
 from .outputs import (
     OutputPathError,
-    check_output,
+    check_outputs,
     save,
+    summary_stream,
     write_failure_report,
     write_metrics_file,
 )
@@ -88,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = ExitStatus.SOFTWARE
     finally:
         # Metrics say how the run ended, whatever ended it (even a config error).
-        metrics_file = getattr(args, "metrics_file", None)
+        metrics_file = getattr(args, "metrics_output", None) or \
+            getattr(args, "metrics_file", None)
         if metrics_file is not None and status is not None and metrics_ok:
             written = write_metrics_file(metrics_file, result, status,
                                          getattr(args, "resolved_shard", None))
@@ -162,8 +164,7 @@ def _run(args: argparse.Namespace) -> tuple[int, RunResult]:
     config = _load_config(args)
     manifest = _manifest_or_journal(args, config, shard)
     # Found now, not after an hour of downloads: outputs that cannot be written.
-    check_output(args.report, "report")
-    check_output(args.metrics_file, "metrics file")
+    check_outputs(args)
     with _progress_display(args) as display:
         return asyncio.run(_run_async(args, config, manifest, display))
 
@@ -183,20 +184,22 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
         result = await archive(config, manifest, observer=observer, interrupt=interrupt,
                                dry_run=args.dry_run, shard=args.resolved_shard)
     except (UsageError, FatalRunError, LockHeld) as exc:
-        if args.report:
-            write_failure_report(args.report, exc, args.resolved_shard)
+        if args.report_output is not None:
+            write_failure_report(args.report_output, exc, args.resolved_shard)
         raise
     finally:
         remove_handlers()
     status = ExitStatus.for_signal(received[0]) if received else result.exit_status
-    if args.report:
+    output = args.report_output
+    if output is not None:
         signame = received[0].name if received else None
         report = build_report(result, status, signame)
-        if not save(args.report, "report", lambda: write_report(args.report, report)) \
+        if not save(output, "report", lambda: write_report(output, report)) \
                 and not received:
             status = ExitStatus.IOERR
     if not args.quiet:
-        print(format_dry_run(result) if args.dry_run else format_summary(result))
+        print(format_dry_run(result) if args.dry_run else format_summary(result),
+              file=summary_stream(args))
     return status, result
 
 

@@ -47,9 +47,11 @@ def _add_run(commands: _Commands) -> None:
     _add_config_flag(run)
     _add_shard_flag(run)
     run.add_argument("--report", type=Path, metavar="PATH",
-                     help="write a JSON report of the run (each id's outcome, files, errors)")
+                     help="write a JSON report of the run (each id's outcome, files, errors); "
+                          "- for stdout (the summary then goes to stderr)")
     run.add_argument("--metrics-file", type=Path, metavar="PATH",
-                     help="write Prometheus metrics for node_exporter's textfile collector")
+                     help="write Prometheus metrics for node_exporter's textfile collector; "
+                          "- for stdout")
     run.add_argument("--dry-run", action="store_true",
                      help="poll and report what would be downloaded; write nothing")
     _add_output_flags(run)

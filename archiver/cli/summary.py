@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 
+from ..errors import ApiUnavailable
 from ..models import JobStatus, Outcome, RunResult, iso_utc
 
 #: Failed ids listed under the summary table; the rest are in --report.
@@ -56,6 +57,10 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"  ... and {len(failed) - _FAILURES_SHOWN} more (see --report)")
     if result.interrupted:
         lines.append("  interrupted: unfinished ids are pending; partial downloads are kept")
+    if result.api_unavailable:
+        down = next(i for i in result.items if i.error_kind == ApiUnavailable.kind)
+        lines.append(f"  API unavailable: {printable(str(down.error))}; unfinished ids are "
+                     "pending, try again later (exit status 69)")
     if result.lease_lost:
         lines.append("  lease lost: another run took this shard over; unfinished ids are "
                      "pending (exit status 75)")
