@@ -35,7 +35,7 @@ SECRET = "standin-client-secret-24"
 
 def env_for(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "TEST_AKOOL_KEY": API_KEY, "TEST_WEBHOOK_SECRET": SECRET,
-            **aws_env(tmp_path)}
+            "PYTHONFAULTHANDLER": "1", **aws_env(tmp_path)}
 
 
 def write_config(folder: Path, url: str, storage: dict[str, Any], **run: Any) -> Path:
@@ -77,7 +77,14 @@ class Process:
     def finish(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=60)
+        try:
+            out, err = self.proc.communicate(timeout=120)  # a hang guard
+        except subprocess.TimeoutExpired:
+            # PYTHONFAULTHANDLER (env_for) makes SIGABRT print every thread's stack.
+            self.proc.send_signal(signal.SIGABRT)
+            out, err = self.proc.communicate()
+            raise AssertionError(f"archiver {self.proc.args[3]} did not end: "
+                                 f"{err[-6000:]}") from None
         return self.proc.returncode, out, err
 
 
@@ -209,7 +216,7 @@ def test_run_frozen_past_its_lease_starts_nothing_after_waking(tmp_path, served,
                 assert time.monotonic() < deadline, other.stderr
                 time.sleep(0.5)
             assert other.returncode == 0, other.stderr
-            assert "took over the expired lease" in other.stderr
+            assert "took over the expired lease" in other.stderr, other.stderr
             before = (slow.api_calls, sum(slow.file_requests.values()))
             frozen.proc.send_signal(signal.SIGCONT)
             status, _, err = frozen.finish(0)
@@ -219,7 +226,8 @@ def test_run_frozen_past_its_lease_starts_nothing_after_waking(tmp_path, served,
                 frozen.proc.kill()
                 frozen.proc.communicate()
         after = (slow.api_calls, sum(slow.file_requests.values()))
-    assert after == before, f"the frozen run started work after waking: {before} -> {after}"
+    assert after == before, \
+        f"the frozen run started work after waking: {before} -> {after}\n{err}"
     assert status == 75, err
     assert "lost the lease" in err
     report = _report(frozen_dir)
@@ -249,3 +257,42 @@ def _report(folder: Path) -> dict[str, Any]:
 
     report: dict[str, Any] = json.loads((folder / "report.json").read_text())
     return report
+
+
+# ------------------------------------------------------------ already archived
+
+async def test_an_id_committed_by_another_run_meanwhile_is_already_archived(
+        tmp_path, storage):
+    """Two runs that do not exclude each other (each its own run.lock_file) archive one
+    id; the one that commits second keeps the first's record and says already_archived."""
+    import asyncio
+
+    from archiver.config import Config
+    from archiver.manifest import Manifest
+    from archiver.models import Outcome
+    from archiver.run import archive
+
+    slow = AkoolStandIn(api_key=API_KEY, file_rate=64 * 1024)  # ~4 s for the file
+    fast = AkoolStandIn(api_key=API_KEY)
+    item = "meanwhile0001"
+    for standin in (slow, fast):
+        standin.add_job(item, video_size=256 * 1024)
+    async with slow.serve() as slow_url, fast.serve() as fast_url:
+        def config(url: str, name: str) -> Config:
+            data = config_dict(url, tmp_path / "archive")
+            data["storage"] = storage
+            data["run"] = {"lock_file": str(tmp_path / f"{name}.lock")}
+            return Config.model_validate(data)
+
+        manifest = Manifest.from_ids([item])
+        first = asyncio.create_task(archive(config(slow_url, "slow"), manifest))
+        while not slow.file_requests[(item, "video.mp4")]:
+            await asyncio.sleep(0.01)
+        second = await archive(config(fast_url, "fast"), manifest)
+        late = await first
+    # Usually the fast run commits first; whichever did, the other found its record at
+    # its own commit (it polled and downloaded: not the skip check) and kept it.
+    results = {r.outcome: r for r in (second.items[0], late.items[0])}
+    assert set(results) == {Outcome.ARCHIVED, Outcome.ALREADY_ARCHIVED}, results
+    beaten = results[Outcome.ALREADY_ARCHIVED]
+    assert beaten.polls == 1 and beaten.files == []
