@@ -43,6 +43,7 @@ import fnmatch
 import hashlib
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -132,16 +133,26 @@ class Downloader:
             self._resolver = None
 
     async def fetch(self, remote: RemoteFile, writer: ItemWriter,
-                    listener: TransferListener | None = None) -> FileRecord:
+                    listener: TransferListener | None = None, *,
+                    admit: Callable[[], Awaitable[None]] | None = None) -> FileRecord:
         """Download *remote* into *writer*, retrying transient failures (resuming if possible).
+
+        *admit* is awaited before each attempt, the first and every retry: the run's
+        fence (:class:`~archiver.lock.Fence`), which raises to keep it from starting.
 
         Raises :class:`UrlGone` for 403/404/410 (the caller may ask the API for a fresh
         URL), :class:`~archiver.validate.ContentRejected` for a body that is not the
         expected kind of file, :class:`DownloadError` otherwise.
         """
         carry = _Carry()
+
+        async def attempt() -> FileRecord:
+            if admit is not None:
+                await admit()
+            return await self._fetch_once(remote, writer, listener, carry)
+
         return await with_retries(
-            lambda: self._fetch_once(remote, writer, listener, carry),
+            attempt,
             retryable=TransientDownloadError, policy=self._config.retries,
             on_retry=lambda n: log.info("%s: retrying %s (attempt %d)", remote.name,
                                         redact_url(remote.url), n))

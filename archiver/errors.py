@@ -24,6 +24,7 @@ they enter the archiver (``raise X(...) from exc``) so callers only ever see the
     │   │   └── ItemTimeout              the item took longer than downloads.item_timeout
     │   ├── StorageError          the destination failed to store this item's files
     │   └── Interrupted           the run was stopped (SIGINT / SIGTERM) before this id
+    │       └── LeaseLost         the run's lock is no longer confirmed: no new work
     └── Transient                 mixed into the errors worth retrying (``retry_after``);
                                   :mod:`archiver.retry` retries these by default
 
@@ -183,6 +184,16 @@ class Interrupted(ItemError):
     """The run was asked to stop before this id was done."""
 
     kind = "interrupted"
+
+
+class LeaseLost(Interrupted):
+    """The run's lease is lost, or could not be confirmed in time: work may not start.
+
+    A fence (:class:`archiver.lock.Fence`) raises it before a poll, a download or a
+    commit; the item stays pending for whichever run holds the lease now.
+    """
+
+    kind = "lease_lost"
 
 
 class TransientDownloadError(DownloadError, Transient):

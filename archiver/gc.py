@@ -11,7 +11,9 @@ Safety rests on age: an attempt in progress wrote everything it has written with
 last ``downloads.item_timeout`` seconds (the item is cancelled after that), so an id is
 only collected when *every* file it has is older than ``min_age >= item_timeout``. Each
 backend implements :meth:`~archiver.storage.base.Storage.collect_garbage`; this module only checks
-the arguments, takes the run lock (no run on this host beside it) and calls it.
+the arguments, takes the run lock - the one ``run`` and ``serve`` take
+(:func:`archiver.runlock.hold`): a flock in a local root, the lease on S3, which keeps out
+runs on every host - and calls it, asking the lock's fence before each removal.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from collections.abc import Sequence
 
 from .config import Config
 from .errors import UsageError
-from .lock import RunLock
-from .run import lock_path
+from .runlock import hold
 from .storage import make_storage
 from .storage.base import GcResult
 
@@ -58,17 +59,18 @@ async def collect(config: Config, ids: Sequence[str] | None, *, min_age: float,
                   dry_run: bool = False) -> GcResult:
     """Collect the garbage of the configured storage (see the module docstring).
 
-    Raises :class:`~archiver.lock.LockHeld` if a run on this host holds the lock, and
+    Raises :class:`~archiver.lock.LockHeld` if a run (or ``serve``) holds the lock,
+    :class:`~archiver.errors.LeaseLost` if gc loses its S3 lease midway, and
     :class:`~archiver.errors.StorageUnavailable` if the storage cannot be listed.
     """
     check_min_age(min_age, config)
     storage = make_storage(config.storage)
-    await storage.open(readonly=True)
+    # A dry run only lists; a real one writes its lease (S3) before removing anything.
+    await storage.open(readonly=dry_run)
     try:
         if dry_run:  # removes nothing: no need to keep runs out (as run --dry-run)
             return await storage.collect_garbage(ids, min_age, dry_run)
-        # Keeps out runs of this host; other hosts are kept out by min_age alone.
-        with RunLock(lock_path(config, storage)):
-            return await storage.collect_garbage(ids, min_age, dry_run)
+        async with hold(config, storage, command="gc") as fence:
+            return await storage.collect_garbage(ids, min_age, dry_run, fence)
     finally:
         await storage.close()

@@ -16,9 +16,15 @@ S3 prefix keep apart with one small object per prefix and shard,
 - **Renewal**: a background thread rewrites the lease every TTL/3 with ``If-Match`` on
   the ETag it last wrote. A 412 or 404 means another run took the shard over (our lease
   had expired: the process was frozen, or the network down, for longer than the TTL),
-  and so does failing to renew for 3/4 of the TTL: the run is told to stop (no new
-  poll or download; what is in flight may still commit, which is safe because
-  ``archive.json`` is written with ``If-None-Match: *``).
+  and so does failing to renew for 3/4 of the TTL: the run is told to stop.
+- **Fencing**: the renewal thread alone is not enough - a process frozen (SIGSTOP, a VM
+  paused, swap) for longer than the TTL wakes up with a stale lease and work ready to
+  start, before its renewal thread has run. So every poll, download, commit and gc
+  removal first asks :meth:`S3Lease.confirm`: a lease last confirmed by S3 (a write that
+  succeeded, timed from when it was *sent*) within 3/4 of the TTL lets it start at once;
+  an older one is renewed on the spot, and if that is refused or fails, the lease is
+  lost and the work does not start (:class:`~archiver.errors.LeaseLost`). Work already
+  running when the lease is lost may finish its transfer, but not commit.
 - **Other shard counts**: once it holds its lease, a run lists the lease folder and gives
   its lease back (LockHeld) if a live lease of another N exists: ``1/2`` and ``2/4`` own
   overlapping ids. Each writes before it looks, so two such runs cannot miss each other.
@@ -55,8 +61,8 @@ from typing import Any, TypeVar
 import botocore.exceptions as bce
 
 from . import __version__
-from .errors import StorageUnavailable
-from .lock import LockHeld
+from .errors import LeaseLost, StorageUnavailable
+from .lock import LockHeld, describe_name, shard_count
 from .models import iso_utc
 from .retry import RetryPolicy, with_retries_sync
 
@@ -71,6 +77,8 @@ _CLOCK_MARGIN = 1.0
 #: 4 attempts, 0.25 s doubling. Runs pass ``storage.s3.retries`` (:meth:`S3Storage.run_lock`).
 LEASE_RETRIES = RetryPolicy(attempts=4, wait_initial=0.25, wait_max=2.0, timeout=30.0)
 _CONFLICT = {412, 409}  # 409: ConditionalRequestConflict (a concurrent conditional write)
+#: Work may start only if the lease was confirmed within this fraction of its TTL.
+FRESH_FRACTION = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +98,9 @@ class LeaseState:
         host = self.body.get("host", "an unknown host")
         pid = self.body.get("pid", "?")
         since = self.body.get("acquired_at", "?")
-        return f"host {host} (pid {pid}, since {since}); its lease expires at " \
+        command = self.body.get("command")
+        who = f"archiver {command}, " if isinstance(command, str) and command.isalpha() else ""
+        return f"host {host} ({who}pid {pid}, since {since}); its lease expires at " \
                f"{iso_utc(self.expires)} unless renewed"
 
 
@@ -107,13 +117,15 @@ class S3Lease:
                  on_lost: Callable[[str], None] | None = None,
                  scrub: Callable[[str], str] = lambda s: s,
                  put_args: dict[str, str] | None = None,
-                 retry: RetryPolicy = LEASE_RETRIES) -> None:
+                 retry: RetryPolicy = LEASE_RETRIES, command: str = "run") -> None:
         self.client = client
         self.bucket = bucket
         self.key = key
         self.ttl = ttl
         self.what = what
         self.owner = secrets.token_hex(16)
+        #: The archiver command holding it (``run``, ``serve``, ``gc``), for messages.
+        self.command = command
         self.lost: str | None = None
         self._on_lost = on_lost
         self._scrub = scrub
@@ -123,6 +135,10 @@ class S3Lease:
         #: schedule: every TTL/3, lost after failing for 3/4 of the TTL).
         self._retry = retry
         self._etag: str | None = None
+        #: time.monotonic() at which the last write that S3 accepted was sent.
+        self._confirmed = float("-inf")
+        #: One write of the lease at a time: the renewal thread's and a fence's.
+        self._writing = threading.Lock()
         self._acquired_at = iso_utc(time.time())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -175,8 +191,10 @@ class S3Lease:
     def _take(self) -> None:
         """Create the lease, or take over an expired one; raise LockHeld if it is live."""
         for _ in range(5):
+            sent = time.monotonic()
             try:
                 self._etag = self._retrying(functools.partial(self._put, IfNoneMatch="*"))
+                self._confirmed = sent
                 log.debug("lease %s acquired", self.where)
                 return
             except bce.ClientError as exc:
@@ -189,13 +207,16 @@ class S3Lease:
                 continue  # released between our write and our read: try again
             if current.body.get("owner") == self.owner:
                 self._etag = current.etag  # our own write, whose answer was lost
+                self._confirmed = sent
                 return
             if not current.expired:
                 raise LockHeld(f"{self.what} is held by another archiver run on "
                                f"{current.describe()}; not starting a second one "
                                f"(lease {self.where})")
+            sent = time.monotonic()
             try:
                 self._etag = self._retrying(functools.partial(self._put, IfMatch=current.etag))
+                self._confirmed = sent
             except bce.ClientError as exc:
                 if _status(exc) in _CONFLICT | {404}:
                     continue  # another run took it over first, or it was released
@@ -233,8 +254,7 @@ class S3Lease:
                 continue
             current = self._read(str(obj["Key"]))
             if current is not None and not current.expired:
-                what = "an unsharded run" if count == 1 else f"a run of shard " \
-                    f"{other.removeprefix('shard-').replace('-of-', '/')}"
+                what = describe_name(other)
                 raise LockHeld(
                     f"{what} holds s3://{self.bucket}/{obj['Key']} on {current.describe()}; "
                     f"{self.what} would archive some of its ids too: use one shard count "
@@ -267,7 +287,8 @@ class S3Lease:
         now = time.time()
         body = {
             "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-            "what": self.what, "acquired_at": self._acquired_at, "renewed_at": iso_utc(now),
+            "what": self.what, "command": self.command,
+            "acquired_at": self._acquired_at, "renewed_at": iso_utc(now),
             # By the holder's clock, for people; other runs judge expiry by S3's clock.
             "expires_at": iso_utc(now + self.ttl), "ttl_s": self.ttl,
             "archiver_version": __version__,
@@ -281,45 +302,91 @@ class S3Lease:
 
     def _renew_loop(self) -> None:
         interval = self.ttl / 3
-        last_ok = time.monotonic()
         wait = interval
         while not self._stop.wait(wait):
-            try:
-                self._etag = self._put(IfMatch=str(self._etag))
-                last_ok, wait = time.monotonic(), interval
+            with self._writing:
+                if self.lost is not None:
+                    return
+                problem = self._renew_once()
+            if self.lost is not None:
+                return
+            if problem is None:
+                wait = interval
                 continue
-            except bce.ClientError as exc:
-                if _status(exc) in _CONFLICT | {404}:
-                    self._renewal_refused(exc)
-                    if self.lost is not None:
-                        return
-                    continue
-                problem = _describe(exc)
-            except bce.BotoCoreError as exc:
-                problem = _describe(exc)
-            late = time.monotonic() - last_ok
-            if late > self.ttl * 0.75:
+            late = time.monotonic() - self._confirmed
+            if late > self.ttl * FRESH_FRACTION:
                 self._lose(f"could not renew it for {late:.0f}s ({problem})")
                 return
             log.info("could not renew the lease of %s (%s); trying again", self.what,
                      self._scrub(problem))
             wait = min(interval, 1.0)
 
-    def _renewal_refused(self, exc: bce.ClientError) -> None:
+    def _renew_once(self) -> str | None:
+        """Rewrite the lease on its ETag: None if done (or the lease is lost: see
+        :attr:`lost`), else why not. Call holding ``_writing``."""
+        for _ in range(2):
+            sent = time.monotonic()
+            try:
+                self._etag = self._put(IfMatch=str(self._etag))
+                self._confirmed = sent
+                return None
+            except bce.ClientError as exc:
+                if _status(exc) not in _CONFLICT | {404}:
+                    return _describe(exc)
+                if not self._still_ours(exc):
+                    return None  # lost
+                # Ours after all (an earlier write landed, its answer lost): write again
+                # on the ETag found, which confirms it.
+            except bce.BotoCoreError as exc:
+                return _describe(exc)
+        return "the lease's ETag keeps changing"
+
+    # ---------------------------------------------------------------------- fence
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._confirmed <= self.ttl * FRESH_FRACTION
+
+    async def confirm(self) -> None:
+        """Let work start only under a lease S3 confirmed within 3/4 of its TTL; renew
+        a staler one now; raise :class:`LeaseLost` if it is lost (see the module doc)."""
+        if self.lost is None and self._fresh():
+            return  # the common case: one clock read, no thread hop
+        await asyncio.to_thread(self.confirm_sync)
+
+    def confirm_sync(self) -> None:
+        """:meth:`confirm` from a worker thread (gc's removals)."""
+        if self.lost is None and not self._fresh():
+            with self._writing:
+                if self.lost is None and not self._fresh():
+                    problem = self._renew_once()
+                    if self.lost is None and not self._fresh():
+                        late = time.monotonic() - self._confirmed
+                        self._lose(f"could not confirm it for {late:.0f}s "
+                                   f"({problem or 'no answer'})")
+        if self.lost is not None:
+            raise LeaseLost(f"the lease of {self.what} is lost: {self._scrub(self.lost)}")
+
+    def _still_ours(self, exc: bce.ClientError) -> bool:
+        """After a refused renewal: adopt the lease's ETag if it holds our owner token
+        (a renewal whose answer was lost) and say True; else it was taken over or
+        deleted: lose it and say False."""
         try:
             current = self._read()
         except StorageUnavailable:
             current = None
         if current is not None and current.body.get("owner") == self.owner:
-            self._etag = current.etag  # our previous renewal landed; its answer was lost
-            return
+            self._etag = current.etag
+            return True
         who = f"taken over by {current.describe().split(';')[0]}" if current is not None \
             else "deleted"
         self._lose(f"it was {who} ({_describe(exc)})")
+        return False
 
     def _lose(self, reason: str) -> None:
+        if self.lost is not None:
+            return  # told once
         self.lost = reason
-        log.error("lost the lease of %s: %s; stopping: no new poll or download",
+        log.error("lost the lease of %s: %s; stopping: no new poll, download or commit",
                   self.what, self._scrub(reason))
         if self._on_lost is not None:
             self._on_lost(reason)
@@ -384,16 +451,6 @@ def _transient(exc: BaseException) -> bool:
         status = _status(exc)
         return status is None or status == 429 or (status >= 500 and status != 501)
     return isinstance(exc, bce.BotoCoreError)
-
-
-def shard_count(name: str) -> int | None:
-    """N of a lease name (``all``: 1, ``shard-2-of-4``: 4); None for other names."""
-    if name == "all":
-        return 1
-    parts = name.split("-")
-    if len(parts) == 4 and parts[0] == "shard" and parts[2] == "of" and parts[3].isdigit():
-        return int(parts[3])
-    return None
 
 
 def _status(exc: bce.ClientError) -> int | None:

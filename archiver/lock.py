@@ -1,10 +1,22 @@
-"""One run at a time: an advisory ``flock`` on a lock file.
+"""Run locks on this host (``flock``), lock names, and the fence work checks before it starts.
 
 The kernel releases a ``flock`` when its process dies, however it dies, so a lock left
 by a crashed or killed run never blocks the next one. The file itself stays (removing
-it would race with a run that just opened it); it holds the owner's pid for messages.
-Note: ``flock`` is not reliable on some network filesystems; put ``run.lock_file`` on a
-local disk when the archive root is an NFS mount.
+it would race with a run that just opened it); it holds the owner's pid and command for
+messages. Note: ``flock`` is not reliable on some network filesystems; put
+``run.lock_file`` on a local disk when the archive root is an NFS mount.
+
+Every command that writes (``run``, ``serve``, ``gc``) takes its lock through one seam,
+:func:`archiver.runlock.hold`; this module has the pieces it is built from:
+
+- :class:`RunLock`: one ``flock`` on one file;
+- :class:`LocalLock`: the run lock of a local archive (or of ``run.lock_file``): the
+  ``flock`` of its name (``all``, ``shard-2-of-4``), then the *layout check*: a live lock
+  of another shard count beside it (``shard-1-of-2`` while ``shard-2-of-4`` or ``all``
+  runs) means overlapping ids, and the run gives its lock back (:class:`LockHeld`);
+- :class:`Fence`: what a held lock tells the work it guards before each start. A
+  ``flock`` cannot be lost while its process lives; an S3 lease can
+  (:mod:`archiver.lease`).
 """
 
 from __future__ import annotations
@@ -16,34 +28,113 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Protocol
 
 from ._os import os_reason
 from .errors import ArchiverError, StorageUnavailable
+
+#: The lock name of a whole (unsharded) archive.
+ALL = "all"
+#: How long a contender waits for a lock whose file names no holder yet: a run between
+#: its ``flock`` and writing its pid, or another run's layout check probing it.
+_SETTLE_TRIES = 25
+_SETTLE_WAIT = 0.02
 
 
 class LockHeld(ArchiverError):
     """Another run holds the lock (exit status 75, EX_TEMPFAIL: try again later)."""
 
 
+class Fence(Protocol):
+    """Whether the run still holds its lock: checked before each poll, download, commit
+    and removal starts, not only by a background renewal."""
+
+    async def confirm(self) -> None:
+        """Return if the lock is still held; raise :class:`~archiver.errors.LeaseLost`
+        if not (an S3 lease not confirmed within 3/4 of its TTL is renewed first)."""
+
+    def confirm_sync(self) -> None:
+        """:meth:`confirm` for code running in a worker thread."""
+
+
+class _Unfenced:
+    """The fence of a lock that cannot be lost while its process lives (``flock``), or
+    of work that takes no lock (dry runs)."""
+
+    async def confirm(self) -> None:
+        return None
+
+    def confirm_sync(self) -> None:
+        return None
+
+
+#: A fence that always lets work start.
+NO_FENCE: Fence = _Unfenced()
+
+
+# ------------------------------------------------------------------------- names
+
+def lock_name(index: int | None = None, count: int = 1) -> str:
+    """``all`` for a whole archive (no shard, or one of one), else ``shard-K-of-N``."""
+    if index is None or count == 1:
+        return ALL
+    return f"shard-{index}-of-{count}"
+
+
+def shard_count(name: str) -> int | None:
+    """N of a lock name (``all``: 1, ``shard-2-of-4``: 4); None for other names."""
+    if name == ALL:
+        return 1
+    parts = name.split("-")
+    if len(parts) == 4 and parts[0] == "shard" and parts[2] == "of" and parts[3].isdigit() \
+            and parts[1].isdigit():
+        return int(parts[3])
+    return None
+
+
+def describe_name(name: str) -> str:
+    """``an unsharded run`` / ``a run of shard 2/4``, for messages."""
+    if name == ALL:
+        return "an unsharded run"
+    return f"a run of shard {name.removeprefix('shard-').replace('-of-', '/')}"
+
+
+def lock_file_for(base: Path, name: str) -> Path:
+    """The file of lock *name* next to *base* (``.archiver.lock`` ->
+    ``.archiver.shard-2-of-4.lock``); *base* itself for ``all``."""
+    if name == ALL:
+        return base
+    return base.with_name(f"{base.stem}.{name}{base.suffix}")
+
+
+# ------------------------------------------------------------------------- flock
+
 class RunLock:
     """``with RunLock(path):`` holds the lock for the block, or raises :class:`LockHeld`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, command: str = "run") -> None:
         self.path = path
+        self.command = command
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
         fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = _read_owner(fd)
-            os.close(fd)
-            raise LockHeld(f"another archiver run holds {self.path}{owner}; "
-                           "not starting a second one") from None
+        for attempt in range(_SETTLE_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                owner = _read_owner(fd)
+            if owner or attempt == _SETTLE_TRIES - 1:
+                os.close(fd)
+                raise LockHeld(f"another archiver run holds {self.path}{owner}; "
+                               "not starting a second one")
+            # Held, but by nobody who says so yet: a run that is writing its pid, or
+            # a layout check probing this file for an instant. Look again shortly.
+            time.sleep(_SETTLE_WAIT)
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
-                 .encode())
+        os.write(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
+                     f"{self.command}\n".encode())
         self._fd = fd
         return self
 
@@ -63,13 +154,7 @@ class RunLock:
                                          "refusing to follow it; remove it") from None
             raise StorageUnavailable(
                 f"cannot create lock file {self.path}: {os_reason(exc)}") from None
-        info = os.fstat(fd)
-        problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode)
-                   else "has other hard links" if info.st_nlink != 1 else None)
-        if problem is not None:
-            os.close(fd)
-            raise StorageUnavailable(f"lock file {self.path} {problem}: refusing to "
-                                     "truncate it; remove it")
+        _check_regular(fd, self.path, "truncate")
         return fd
 
     def __exit__(self, *exc_info: object) -> None:
@@ -80,11 +165,114 @@ class RunLock:
             self._fd = None
 
 
+def _check_regular(fd: int, path: Path, action: str) -> None:
+    info = os.fstat(fd)
+    problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode)
+               else "has other hard links" if info.st_nlink != 1 else None)
+    if problem is not None:
+        os.close(fd)
+        raise StorageUnavailable(f"lock file {path} {problem}: refusing to {action} it; "
+                                 "remove it")
+
+
 def _read_owner(fd: int) -> str:
+    """`` (pid 123, archiver serve, since ...)`` from a lock file's text; "" if empty."""
     try:
-        text = os.pread(fd, 100, 0).decode("ascii", "replace").split()
+        text = os.pread(fd, 200, 0).decode("ascii", "replace").split()
     except OSError:
         return ""
+    if not text:
+        return ""
+    parts = [f"pid {text[0]}"]
+    if len(text) >= 3:
+        parts.append(f"archiver {text[2]}")
     if len(text) >= 2:
-        return f" (pid {text[0]}, since {text[1]})"
-    return f" (pid {text[0]})" if text else ""
+        parts.append(f"since {text[1]}")
+    return f" ({', '.join(parts)})"
+
+
+class LocalLock:
+    """The run lock of a local archive: ``async with LocalLock(base, name, what):``.
+
+    *base* is the ``all`` lock file (``<root>/.archiver.lock`` or ``run.lock_file``);
+    lock *name* is the flock of :func:`lock_file_for`. Once held, the lock files of
+    other shard counts beside it are probed: one that is held means a run whose ids
+    overlap ours, and we give ours back (:class:`LockHeld`). Each run locks before it
+    looks, so of two such runs starting together at least one sees the other (both may,
+    and both stop: exit 75, try again) - the rule the S3 lease follows.
+    """
+
+    def __init__(self, base: Path, name: str, what: str, command: str = "run") -> None:
+        self.base = base
+        self.name = name
+        self.what = what
+        self._lock = RunLock(lock_file_for(base, name), command)
+
+    @property
+    def path(self) -> Path:
+        return self._lock.path
+
+    async def __aenter__(self) -> LocalLock:
+        self._lock.__enter__()
+        try:
+            self._check_layout()
+        except BaseException:
+            self._lock.__exit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.__exit__()
+
+    # A flock is not lost while its process lives: the fence never stops work.
+    async def confirm(self) -> None:
+        return None
+
+    def confirm_sync(self) -> None:
+        return None
+
+    def _check_layout(self) -> None:
+        mine = shard_count(self.name)
+        for path in self._siblings():
+            other = path.name[len(self.base.stem) + 1:-len(self.base.suffix) or None] \
+                if path != self.base else ALL
+            count = shard_count(other)
+            if count is None or count == mine:
+                continue
+            owner = _probe(path)
+            if owner is not None:
+                raise LockHeld(
+                    f"{describe_name(other)} holds {path}{owner}; {self.what} would "
+                    "archive some of its ids too: use one shard count per archive at a "
+                    "time; not starting")
+
+    def _siblings(self) -> list[Path]:
+        pattern = f"{self.base.stem}.shard-*-of-*{self.base.suffix}"
+        try:
+            found = sorted(self.base.parent.glob(pattern))
+        except OSError:
+            found = []
+        return [self.base, *found]
+
+
+def _probe(path: Path) -> str | None:
+    """The owner text of *path* if a run holds its flock now, else None.
+
+    A shared flock, taken and dropped at once: it never blocks a holder, and a run that
+    tries to take the file in that instant waits for it (:data:`_SETTLE_TRIES`).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None  # gone, or a link: not a lock any run of ours holds
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_owner(fd) or " (pid unknown)"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -14,15 +14,8 @@ the lock) are raised; per-id failures are in the result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import os
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 
 from .api import AkoolClient
 from .config import Config
@@ -30,10 +23,10 @@ from .download import Downloader
 from .events import Observer
 from .manifest import Manifest
 from .models import RunResult
+from .runlock import hold, unlocked
 from .scheduler import Scheduler
 from .shard import Shard, api_share
 from .storage import Storage, make_storage
-from .storage.base import flock
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +62,15 @@ async def archive(config: Config, manifest: Manifest, *, storage: Storage | None
     forward = asyncio.create_task(_forward(interrupt, stop)) if interrupt is not None else None
     try:
         async with (
-            _no_lock() if dry_run else run_lock(config, storage, shard, on_lost),
+            unlocked() if dry_run else hold(config, storage, command="run", shard=shard,
+                                            on_lost=on_lost) as fence,
             AkoolClient(config.api, limit=config.concurrency.polls,
                         shares=shard.count if shard is not None else 1) as client,
             Downloader(config.downloads, limit=config.concurrency.downloads,
                        bandwidth=config.limits.bandwidth_bytes) as downloader,
         ):
             scheduler = Scheduler(config, client, downloader, storage, observer,
-                                  dry_run=dry_run)
+                                  dry_run=dry_run, fence=fence)
             items = await scheduler.run(manifest.items, stop)
             api_requests, file_requests = client.requests, downloader.requests
     finally:
@@ -103,48 +97,3 @@ def archive_sync(config: Config, manifest: Manifest, **kwargs: object) -> RunRes
 async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
     await source.wait()
     target.set()
-
-
-@contextlib.asynccontextmanager
-async def _no_lock() -> AsyncIterator[None]:
-    yield  # a dry run writes nothing: it needs no lock and keeps no run out
-
-
-def run_lock(config: Config, storage: Storage, shard: Shard | None = None,
-             on_lost: Callable[[str], None] | None = None,
-             ) -> AbstractAsyncContextManager[object]:
-    """The lock that keeps other runs of the same archive (and shard) out.
-
-    The storage's own (:meth:`Storage.run_lock`: a ``flock`` in the local root, a lease
-    object on S3 that keeps out runs on every host), unless ``run.lock_file`` asks for a
-    local file: then a ``flock`` on :func:`lock_path`. Raises
-    :class:`~archiver.lock.LockHeld` on entry if another run holds it; *on_lost* is
-    called if a lease is lost while held.
-    """
-    whole = shard is None or shard.count == 1  # 0/1 is the whole manifest
-    if config.run.lock_file is not None:
-        return flock(lock_path(config, storage, None if whole else shard))
-    what = storage.description if whole else f"shard {shard} of {storage.description}"
-    name = "all" if whole or shard is None else f"shard-{shard.name}"
-    return storage.run_lock(name, ttl=config.run.lease_ttl, what=what, on_lost=on_lost)
-
-
-def lock_path(config: Config, storage: Storage, shard: Shard | None = None) -> Path:
-    """``run.lock_file``, else the backend's own (``<root>/.archiver.lock`` for local),
-    else a file in the runtime/temp directory named after the destination. A shard
-    gets its own file next to it (``.archiver.shard-2-of-4.lock``)."""
-    path = _base_lock_path(config, storage)
-    if shard is not None and shard.count > 1:
-        path = path.with_name(f"{path.stem}.shard-{shard.name}{path.suffix}")
-    return path
-
-
-def _base_lock_path(config: Config, storage: Storage) -> Path:
-    if config.run.lock_file is not None:
-        return config.run.lock_file
-    default = storage.default_lock_path()
-    if default is not None:
-        return default
-    digest = hashlib.sha256(storage.description.encode()).hexdigest()[:16]
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"archiver-{digest}.lock"

@@ -16,6 +16,10 @@ whose polls got no answer just before, which were the first signs of the outage.
 
 Archiving one finished job is its transaction (:mod:`archiver.transaction`); the
 scheduler decides when it starts, how long it may take and what its outcome is.
+
+Fencing: no poll or download starts (and no transaction commits) unless the run still
+holds its lock - the :class:`~archiver.lock.Fence` it was given says so at each start.
+An id turned away by it stays pending for the run that holds the lock now.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ from .errors import (
     ItemError,
     ItemTimeout,
     JobFailed,
+    LeaseLost,
     TransientAPIError,
     UrlGone,
 )
 from .events import Observer
+from .lock import NO_FENCE, Fence
 from .manifest import ManifestItem
 from .models import FileRecord, ItemResult, JobInfo, JobStatus, Outcome, redact_url
 from .record import iso
@@ -84,10 +90,11 @@ class Scheduler:
     def __init__(self, config: Config, client: AkoolClient, downloader: Downloader,
                  storage: Storage, observer: Observer | None = None,
                  clock: Callable[[], float] = time.time, dry_run: bool = False,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 fence: Fence = NO_FENCE) -> None:
         """*clock* is wall-clock time (epoch seconds): expiry warnings, what counts as
         expired, the record's ``archived_at``; tests pass a fixed one. *monotonic* times
-        the items' durations."""
+        the items' durations. *fence* is the run lock's: asked before each start."""
         self._config = config
         self._dry_run = dry_run
         self._client = client
@@ -96,10 +103,11 @@ class Scheduler:
         self._observer = observer or Observer()
         self._clock = clock
         self._monotonic = monotonic
+        self._fence = fence
         self._transactions = Transactions(
             storage=storage, client=client, downloader=downloader, observer=self._observer,
             file_slots=asyncio.Semaphore(config.concurrency.downloads),
-            url_refreshes=config.downloads.url_refreshes, clock=clock)
+            url_refreshes=config.downloads.url_refreshes, clock=clock, fence=fence)
         self._results: dict[str, ItemResult] = {}
         self._poll_queue: asyncio.Queue[_State] = asyncio.Queue()
         self._download_queue: asyncio.PriorityQueue[_Ready] = asyncio.PriorityQueue()
@@ -177,6 +185,10 @@ class Scheduler:
                                downloaders: list[asyncio.Task[None]],
                                done: asyncio.Task[bool]) -> None:
         grace = self._config.run.shutdown_grace
+        try:
+            await self._fence.confirm()
+        except LeaseLost:
+            grace = 0.0  # nothing in flight may commit any more: stop it now
         log.warning("stopping: no new work; transfers in progress get %gs to finish", grace)
         self._stopping = True
         interrupted = Interrupted("the run was interrupted before this id was done")
@@ -207,6 +219,8 @@ class Scheduler:
             state = await self._poll_queue.get()
             if self._unavailable is not None:
                 self._finish(state, Outcome.PENDING, error=self._unavailable)
+                continue
+            if not await self._admitted(state):
                 continue
             if not state.started:
                 state.started = self._monotonic()
@@ -339,6 +353,8 @@ class Scheduler:
             if self._dry_run:
                 await self._probe(state, info)
                 continue
+            if not await self._admitted(state):
+                continue
             transaction = self._transactions.begin(state.item)
             try:
                 async with asyncio.timeout(item_timeout):
@@ -362,10 +378,27 @@ class Scheduler:
                 if isinstance(error, ApiUnavailable):  # asking for a fresh URL
                     self._api_down(error)
             else:
-                self._finish(state, Outcome.ARCHIVED, files=files)
+                if files is None:
+                    log.info("%s: committed by another run meanwhile; its record stands",
+                             state.item.id)
+                    self._finish(state, Outcome.ALREADY_ARCHIVED)
+                else:
+                    self._finish(state, Outcome.ARCHIVED, files=files)
+
+    async def _admitted(self, state: _State) -> bool:
+        """Whether work on *state* may start: the run still holds its lock. If not, the
+        id stays pending (the run holding the lock now will do it)."""
+        try:
+            await self._fence.confirm()
+        except LeaseLost as exc:
+            self._finish(state, Outcome.PENDING, error=exc)
+            return False
+        return True
 
     def _failure(self, state: _State, exc: Exception) -> tuple[Outcome, ItemError]:
         """The outcome and error of an item whose archiving raised *exc*."""
+        if isinstance(exc, LeaseLost):
+            return Outcome.PENDING, exc  # turned away at the commit: not a failure
         if isinstance(exc, TimeoutError):
             return Outcome.FAILED, ItemTimeout(
                 f"gave up after downloads.item_timeout ({self._config.downloads.item_timeout:g}s)")

@@ -19,8 +19,10 @@ Three parts, one process:
   SIGTERM: stop accepting, let transfers finish within ``run.shutdown_grace``, exit 0.
   Whatever is not finished stays pending in the journal and is resumed on start.
 
-The server holds the run lock for its lifetime: it is *the* archiver of that storage
-(``archiver run`` on the same archive meanwhile exits 75).
+The server holds the run lock for its lifetime (:func:`archiver.runlock.hold`, the one
+``run`` and ``gc`` take: a flock in a local root, the lease on S3): it is *the* archiver
+of that storage (``archiver run``, sharded or not, and ``archiver gc`` on the same
+archive meanwhile exit 75). If it loses an S3 lease, it stops as on SIGTERM and exits 75.
 """
 
 from __future__ import annotations
@@ -43,12 +45,12 @@ from aiohttp import web
 from .api import AkoolClient
 from .config import Config, WebhookConfig, parse_listen
 from .download import Downloader
-from .errors import ArchiverError, JobFailed, UsageError
+from .errors import ArchiverError, JobFailed, LeaseLost, UsageError
 from .journal import JobRow, Journal, JournalError, Recorded
-from .lock import RunLock
+from .lock import NO_FENCE, Fence
 from .manifest import ManifestItem
 from .models import ItemResult, JobStatus, Outcome
-from .run import lock_path
+from .runlock import hold
 from .scheduler import Scheduler
 from .storage import Storage, make_storage
 from .transaction import RESUMABLE_KINDS, end_unstarted
@@ -281,7 +283,7 @@ class Worker:
 
     def __init__(self, config: Config, journal: WorkerJournal, storage: Storage,
                  client: AkoolClient, downloader: Downloader, counters: Counters,
-                 wake: asyncio.Event, stop: asyncio.Event) -> None:
+                 wake: asyncio.Event, stop: asyncio.Event, fence: Fence = NO_FENCE) -> None:
         webhook = config.webhook
         assert webhook is not None
         self._repoll = webhook.repoll_interval
@@ -300,6 +302,7 @@ class Worker:
         self._counters = counters
         self._wake = wake
         self._stop = stop
+        self._fence = fence
         self._in_flight: set[str] = set()
         self._batches: set[asyncio.Task[None]] = set()
 
@@ -356,6 +359,8 @@ class Worker:
             processing = [r for r in rows if r.status not in (JobStatus.SUCCESS, JobStatus.FAILED)]
             await asyncio.gather(self._archive(final, self._final_config),
                                  self._archive(processing, self._repoll_config))
+        except LeaseLost:
+            return  # the server is stopping; the rows stay due for whoever holds the lock
         except Exception as exc:
             # The rows stay pending and come due again: a bug must not lose a job.
             log.error("worker: batch of %d job(s) failed: %s (kept pending)", len(rows),
@@ -376,6 +381,7 @@ class Worker:
         code = row.payload.get("error_code")
         error = f"Akool job failed: {reason}" + (f" (error_code {code})" if code else "")
         # Bytes an earlier attempt kept for this id are of no use now (as in `run`).
+        await self._fence.confirm()  # LeaseLost: the batch keeps the row pending
         await end_unstarted(self._storage, row.id, Outcome.FAILED, JobFailed(None, str(reason)))
         await self._done(row.id, "failed", error)
         log.warning("%s: failed: %s", row.id, error)
@@ -383,7 +389,8 @@ class Worker:
     async def _archive(self, rows: list[JobRow], config: Config) -> None:
         if not rows:
             return
-        scheduler = Scheduler(config, self._client, self._downloader, self._storage)
+        scheduler = Scheduler(config, self._client, self._downloader, self._storage,
+                              fence=self._fence)
         items = [ManifestItem(r.id) for r in rows]
         results = await scheduler.run(items, self._stop)
         for row, result in zip(rows, results, strict=True):
@@ -395,7 +402,7 @@ class Worker:
                 outcome is Outcome.FAILED and result.error_kind not in _RETRYABLE_KINDS):
             await self._done(row.id, outcome.value, result.error)
             return
-        if self._stop.is_set():
+        if self._stop.is_set() or result.error_kind == LeaseLost.kind:
             return  # interrupted: the row stays due, the next start takes it at once
         if time.time() - row.received_at > _GIVE_UP_AFTER:
             await self._done(row.id, Outcome.EXPIRED.value,
@@ -433,6 +440,8 @@ class Server:
         self.counters = Counters()
         self.stop = asyncio.Event()
         self.journal_path: Path | None = None
+        #: Why the server stopped on its own: it lost its S3 lease (exit 75), or None.
+        self.lease_lost: str | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[str]:
@@ -440,8 +449,14 @@ class Server:
         config = self.config
         storage = make_storage(config.storage)
         await storage.open()
+        loop = asyncio.get_running_loop()
+
+        def on_lost(reason: str) -> None:  # from the lease's renewal thread
+            self.lease_lost = reason
+            loop.call_soon_threadsafe(self.stop.set)
+
         try:
-            with RunLock(lock_path(config, storage)):
+            async with hold(config, storage, command="serve", on_lost=on_lost) as fence:
                 self.journal_path = journal_path(config, storage)
                 async with (
                     AkoolClient(config.api, limit=config.concurrency.polls) as client,
@@ -453,7 +468,7 @@ class Server:
                                           self.counters, wake, self._host, self._port)
                     port = await intake.start()
                     worker = Worker(config, _JournalProxy(intake), storage, client,
-                                    downloader, self.counters, wake, self.stop)
+                                    downloader, self.counters, wake, self.stop, fence)
                     worker_task = asyncio.create_task(worker.run(), name="webhook-worker")
                     url = f"http://{_url_host(self._host)}:{port}{self.webhook.path}"
                     log.info("serving %s; journal %s; storage %s", url,

@@ -25,11 +25,13 @@ from .errors import (
     Interrupted,
     ItemError,
     ItemTimeout,
+    LeaseLost,
     TransientAPIError,
     TransientDownloadError,
     UrlGone,
 )
 from .events import FileEvents, Observer
+from .lock import NO_FENCE, Fence
 from .manifest import ManifestItem
 from .models import FileRecord, JobInfo, JobStatus, Outcome, RemoteFile
 from .record import ArchiveRecord, json_bytes, sha256sums
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 #: Failures a later run may get past, using the bytes already stored: interruption, the
 #: item's time limit, network or API trouble, a refused URL Akool may renew ...
 _RESUMABLE_ITEM_ERRORS: tuple[type[ItemError], ...] = (
-    TransientDownloadError, TransientAPIError, UrlGone, ItemTimeout, Interrupted)
+    TransientDownloadError, TransientAPIError, UrlGone, ItemTimeout, Interrupted, LeaseLost)
 #: ... and whatever stopped the whole run.
 _RESUMABLE = (*_RESUMABLE_ITEM_ERRORS, FatalRunError)
 
@@ -88,6 +90,8 @@ class Transactions:
     url_refreshes: int
     #: Wall-clock time (epoch seconds): the record's ``archived_at``.
     clock: Callable[[], float]
+    #: The run lock's fence: no commit starts unless the lock is still held.
+    fence: Fence = NO_FENCE
 
     def begin(self, item: ManifestItem) -> ItemTransaction:
         """The transaction of *item*, its writer open."""
@@ -100,8 +104,9 @@ class ItemTransaction:
     def __init__(self, shared: Transactions, item: ManifestItem, writer: ItemWriter) -> None:
         self._shared, self._item, self._writer = shared, item, writer
 
-    async def commit(self, info: JobInfo) -> list[FileRecord]:
-        """Fetch every file of *info* and commit the item; its files, in archive order.
+    async def commit(self, info: JobInfo) -> list[FileRecord] | None:
+        """Fetch every file of *info* and commit the item; its files, in archive order,
+        or None if another run committed the item first (its record stands).
 
         On failure the caller ends the transaction with :meth:`end`, knowing the outcome
         (an :class:`UrlGone` may yet turn out to be an expiry).
@@ -123,10 +128,13 @@ class ItemTransaction:
                 info = await self._fresh_info()
         ordered = [records[f.name] for f in info.files]
         record = ArchiveRecord.build(item.id, item.label, info, ordered, now=shared.clock())
+        # The lock may have been lost while the files came: then another run owns the
+        # item now, and this one may not commit it (LeaseLost: pending).
+        await shared.fence.confirm()
         await self._writer.put_small(INFO_NAME, json_bytes(info.raw))
         await self._writer.put_small(SUMS_NAME, sha256sums(ordered))
-        await self._writer.commit(record.to_bytes())
-        return ordered
+        ours = await self._writer.commit(record.to_bytes())
+        return ordered if ours else None
 
     async def end(self, outcome: Outcome | None, error: BaseException) -> None:
         """End an item that did not commit: keep its stored bytes or not
@@ -151,6 +159,7 @@ class ItemTransaction:
         _collect(tasks, records)
 
     async def _fresh_info(self) -> JobInfo:
+        await self._shared.fence.confirm()
         info = await self._shared.client.video_info(self._item.id)
         if info.status != JobStatus.SUCCESS or not info.files:
             raise DownloadError(f"result URL refused and the job now has status {info.status}")
@@ -160,7 +169,8 @@ class ItemTransaction:
         shared = self._shared
         async with shared.file_slots:
             listener = FileEvents(shared.observer, self._item.id, remote.name)
-            return await shared.downloader.fetch(remote, self._writer, listener)
+            return await shared.downloader.fetch(remote, self._writer, listener,
+                                                 admit=shared.fence.confirm)
 
 
 async def _end_writer(writer: ItemWriter, item_id: str, *, keep: bool) -> None:

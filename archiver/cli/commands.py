@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..config import Config, load_config
-from ..errors import ArchiverError, FatalRunError, ItemError, UsageError
+from ..errors import ArchiverError, FatalRunError, ItemError, LeaseLost, UsageError
 from ..events import Observer
 from ..exitstatus import ExitStatus
 from ..lock import LockHeld
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("archiver: interrupted", file=sys.stderr)
         status = ExitStatus.INTERRUPTED
-    except LockHeld as exc:
+    except (LockHeld, LeaseLost) as exc:
         print(f"archiver: {printable(str(exc))}", file=sys.stderr)
         status = ExitStatus.TEMPFAIL
     except OutputPathError as exc:
@@ -247,6 +247,12 @@ async def _serve_async(server: Server) -> ExitStatus:
         await server.serve_until_stopped()
     finally:
         remove_handlers()
+    if server.lease_lost is not None:
+        # Another run took the archive over: what was not finished is pending in the
+        # journal; a supervisor restarting the server gets 75 until the other one ends.
+        print(f"archiver: serve stopped: it lost its lease ({printable(server.lease_lost)}); "
+              "unfinished jobs stay pending in the journal", file=sys.stderr)
+        return ExitStatus.TEMPFAIL
     # A stop on request is the normal end of a server: whatever was not finished is
     # pending in the journal, and the next start resumes it.
     return ExitStatus.OK

@@ -17,14 +17,13 @@ nobody committed.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..lock import RunLock
+from ..lock import NO_FENCE, Fence
 
 RECORD_NAME = "archive.json"
 INFO_NAME = "info.json"
@@ -168,8 +167,12 @@ class ItemWriter(Protocol):
     async def put_small(self, name: str, data: bytes) -> None:
         """Atomically write a small metadata file (``info.json``, ``SHA256SUMS``)."""
 
-    async def commit(self, record: bytes) -> None:
-        """Write ``archive.json`` - last - making the item count as archived."""
+    async def commit(self, record: bytes) -> bool:
+        """Write ``archive.json`` - last - making the item count as archived.
+
+        Write-once: True if this writer's record is the item's now; False if another
+        run committed the item first (its record stands, and the item was already
+        archived when this run got there)."""
 
     async def abort(self, keep: bool = False) -> None:
         """Remove temporary files (and, where no other run can share them, any file this
@@ -211,14 +214,18 @@ class Storage(Protocol):
 
     def run_lock(self, name: str, *, ttl: float, what: str,
                  on_lost: Callable[[str], None] | None = None,
-                 ) -> AbstractAsyncContextManager[object]:
+                 command: str = "run") -> AbstractAsyncContextManager[Fence]:
         """The lock that keeps other runs of this destination out while held.
 
+        Commands take it through :func:`archiver.runlock.hold`, not directly.
         *name* is ``all`` or the shard's (``shard-2-of-4``); *what* describes it in
-        messages. Local disk: a ``flock`` on a file in the root (runs on this host). S3: a
-        lease object under the prefix (runs on every host), renewed every *ttl* / 3
-        seconds; *on_lost* is called (from another thread) if it is lost while held.
-        Entering raises :class:`~archiver.lock.LockHeld` if another run holds it.
+        messages, *command* (``run``, ``serve``, ``gc``) tells other runs who holds it.
+        Local disk: a ``flock`` on a file in the root (runs on this host). S3: a lease
+        object under the prefix (runs on every host), renewed every *ttl* / 3 seconds;
+        *on_lost* is called (from another thread) if it is lost while held. Either way,
+        a live lock of another shard count beside it makes the run give its own back.
+        Entering raises :class:`~archiver.lock.LockHeld` if another run holds it, and
+        yields the :class:`~archiver.lock.Fence` work checks before it starts.
         """
 
     # ---------------------------------------------------------------- writing
@@ -252,14 +259,8 @@ class Storage(Protocol):
     # ---------------------------------------------------------------- gc
 
     async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
-                              dry_run: bool) -> GcResult:
+                              dry_run: bool, fence: Fence = NO_FENCE) -> GcResult:
         """Remove leftovers of uncommitted ids (all ids when *ids* is None) whose every
         file is older than *min_age* seconds; with *dry_run*, only report them. A
-        committed item is never touched (:mod:`archiver.gc`)."""
-
-
-@contextlib.asynccontextmanager
-async def flock(path: Path) -> AsyncIterator[None]:
-    """A ``flock`` on *path* held for the ``async with`` block (runs on this host only)."""
-    with RunLock(path):
-        yield
+        committed item is never touched (:mod:`archiver.gc`). *fence* is asked before
+        each removal: :class:`~archiver.errors.LeaseLost` stops the collection."""

@@ -37,13 +37,13 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .._os import os_reason
 from ..errors import StorageError, StorageUnavailable
-from .base import NOT_A_FILE, RECORD_NAME, GcResult, Partial, flock, is_temporary
+from ..lock import NO_FENCE, Fence, LocalLock
+from .base import NOT_A_FILE, RECORD_NAME, GcResult, Partial, is_temporary
 
 TEMP_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
@@ -86,16 +86,14 @@ class LocalStorage:
 
     def run_lock(self, name: str, *, ttl: float, what: str,
                  on_lost: Callable[[str], None] | None = None,
-                 ) -> AbstractAsyncContextManager[object]:
-        """A ``flock`` on ``<root>/.archiver.lock`` (a shard's: ``.archiver.shard-2-of-4.lock``).
+                 command: str = "run") -> LocalLock:
+        """A ``flock`` on ``<root>/.archiver.lock`` (a shard's: ``.archiver.shard-2-of-4.lock``),
+        with the layout check beside it (:class:`~archiver.lock.LocalLock`).
 
         Disks are not shared between hosts here, so a file lock keeps every other run
         out; it cannot be lost while held (*ttl* and *on_lost* do not apply).
         """
-        path = self.default_lock_path()
-        if name != "all":
-            path = path.with_name(f"{path.stem}.{name}{path.suffix}")
-        return flock(path)
+        return LocalLock(self.default_lock_path(), name, what, command)
 
     async def open(self, readonly: bool = False) -> None:
         if not readonly:  # a dry run or verify must not even create the root
@@ -186,7 +184,7 @@ class LocalStorage:
     # Self-contained (imports inside), so that it stays clear of the rest of the module.
 
     async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
-                              dry_run: bool) -> GcResult:
+                              dry_run: bool, fence: Fence = NO_FENCE) -> GcResult:
         """Remove the temporaries (``.NAME.part``, ``.NAME.part.json``, ``.NAME.tmp``) of
         ids without ``archive.json`` whose every entry is older than *min_age* seconds,
         then their folder if it is empty. Returns a :class:`~archiver.storage.base.GcResult`.
@@ -195,12 +193,14 @@ class LocalStorage:
         entries are looked at (``lstat``) and removed relative to that descriptor, so a
         folder or file swapped for a link can only make gc skip it. Only regular files
         with the archiver's own temporary names are removed; a committed item is never
-        touched. The caller holds the run lock: no run on this root writes meanwhile.
+        touched. The caller holds the run lock: no run on this root writes meanwhile
+        (*fence* is asked before each item all the same).
         """
         wanted = None if ids is None else list(ids)
-        return await asyncio.to_thread(self._collect_sync, wanted, min_age, dry_run)
+        return await asyncio.to_thread(self._collect_sync, wanted, min_age, dry_run, fence)
 
-    def _collect_sync(self, ids: list[str] | None, min_age: float, dry_run: bool) -> GcResult:
+    def _collect_sync(self, ids: list[str] | None, min_age: float, dry_run: bool,
+                      fence: Fence) -> GcResult:
         import time
 
         from ..manifest import ID_PATTERN
@@ -220,6 +220,7 @@ class LocalStorage:
                     ids = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
             for item_id in sorted(set(ids)):
                 if ID_PATTERN.fullmatch(item_id):
+                    fence.confirm_sync()
                     self._collect_item(root_fd, item_id, cutoff, dry_run, result)
         finally:
             os.close(root_fd)
@@ -309,15 +310,21 @@ class LocalItemWriter:
         # only matter once the item commits.
         self._pending_small.append((name, data))
 
-    async def commit(self, record: bytes) -> None:
+    async def commit(self, record: bytes) -> bool:
         sinks = [s for s in self._sinks if s.state == "complete"]
         small, self._pending_small = self._pending_small, []
         # If the commit fails half-way, abort() removes the metadata files it wrote.
         self._small = [name for name, _ in small]
-        await asyncio.to_thread(_commit_sync, self.folder, sinks, small, record)
+        ours = await asyncio.to_thread(_commit_sync, self.folder, sinks, small, record)
+        if not ours:
+            # Another run committed this id first: its files stand, ours are temporaries.
+            self._small.clear()
+            await self.abort(keep=False)
+            return False
         for sink in sinks:
             sink.state = "final"
         self._small.clear()
+        return True
 
     async def abort(self, keep: bool = False) -> None:
         """End the item uncommitted. Without *keep*, every temporary in its folder goes,
@@ -792,12 +799,17 @@ def _write_error(path: Path, exc: OSError) -> StorageError:
 # ---------------------------------------------------------------- commit and abort
 
 def _commit_sync(folder: Path, sinks: list[LocalFileSink], small: list[tuple[str, bytes]],
-                 record: bytes) -> None:
-    """The whole commit in one thread hop: metadata files, renames, folder fsync, record."""
+                 record: bytes) -> bool:
+    """The whole commit in one thread hop: metadata files, renames, folder fsync, record.
+
+    False, touching nothing, if the item has a record already (another run committed it).
+    """
     path = folder
     try:
         with _folder(folder, create=True) as dir_fd:
             assert dir_fd is not None  # created
+            if _is_regular(dir_fd, RECORD_NAME):
+                return False
             for name, data in small:
                 path = folder / name
                 _write_atomic_sync(dir_fd, name, data)
@@ -808,12 +820,13 @@ def _commit_sync(folder: Path, sinks: list[LocalFileSink], small: list[tuple[str
             # Last: from this moment the item counts as archived. Write-once, like S3's
             # If-None-Match: if another run committed this id first, its record stands.
             path = folder / RECORD_NAME
-            _write_atomic_sync(dir_fd, RECORD_NAME, record, replace=False)
+            ours = _write_atomic_sync(dir_fd, RECORD_NAME, record, replace=False)
             os.fsync(dir_fd)
             # Temporaries of files this item no longer has (an earlier run's partial of
             # a subtitle Akool stopped offering): a committed folder keeps none.
             with contextlib.suppress(OSError):
                 _remove_temporaries(dir_fd)
+            return ours
     except OSError as exc:
         raise _write_error(path, exc) from None
 
@@ -845,30 +858,32 @@ def _remove_temporaries(dir_fd: int) -> None:
                 os.unlink(name, dir_fd=dir_fd)  # a planted link goes, not its target
 
 
-def _write_atomic_sync(dir_fd: int, name: str, data: bytes, *, replace: bool = True) -> None:
-    """Temp file, fsync, rename (or hard-link, keeping an existing regular *name*). The
-    caller fsyncs the folder."""
+def _write_atomic_sync(dir_fd: int, name: str, data: bytes, *, replace: bool = True) -> bool:
+    """Temp file, fsync, rename (or hard-link, keeping an existing regular *name*: then
+    False). The caller fsyncs the folder."""
     temp = f".{name}.tmp"
     try:
         _write_fresh(dir_fd, temp, data, fsync=True)
         if replace:
             os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        else:
-            _link_unless_regular(dir_fd, temp, name)
-            os.unlink(temp, dir_fd=dir_fd)
+            return True
+        linked = _link_unless_regular(dir_fd, temp, name)
+        os.unlink(temp, dir_fd=dir_fd)
+        return linked
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=dir_fd)
         raise
 
 
-def _link_unless_regular(dir_fd: int, temp: str, name: str) -> None:
-    """Hard-link *temp* as *name*. A regular file already there stands (another run's
-    record); a link or special file planted there is replaced."""
+def _link_unless_regular(dir_fd: int, temp: str, name: str) -> bool:
+    """Hard-link *temp* as *name*: True. A regular file already there stands (another
+    run's record): False. A link or special file planted there is replaced."""
     try:
         os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError:
         if _is_regular(dir_fd, name):
-            return
+            return False
         os.unlink(name, dir_fd=dir_fd)
         os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    return True

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from ...errors import StorageUnavailable
+from ...lock import NO_FENCE, Fence
 from ...manifest import ID_PATTERN
 from ...models import RESULT_FILES
 from ...retry import with_retries_sync
@@ -147,7 +148,7 @@ class S3Reader:
     # ---------------------------------------------------------------- archiver gc
 
     async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
-                              dry_run: bool) -> GcResult:
+                              dry_run: bool, fence: Fence = NO_FENCE) -> GcResult:
         """Delete the objects of ids without ``archive.json`` whose every object is older
         than *min_age* seconds, leftover write probes, and multipart uploads initiated
         longer ago than that. Ages are measured by S3's clock (``LastModified``,
@@ -161,11 +162,15 @@ class S3Reader:
         uploads in exactly that moment then finds its object gone when it checks, before
         writing ``archive.json`` (:class:`~.writer.S3ItemWriter`), and fails the item
         instead of committing a record with a missing file.
+
+        *fence* (the run lease's) is asked before each deletion: a gc that lost its
+        lease deletes nothing more.
         """
         wanted = None if ids is None else set(ids)
-        return await self.reading(self._collect_sync, wanted, min_age, dry_run)
+        return await self.reading(self._collect_sync, wanted, min_age, dry_run, fence)
 
-    def _collect_sync(self, ids: set[str] | None, min_age: float, dry_run: bool) -> GcResult:
+    def _collect_sync(self, ids: set[str] | None, min_age: float, dry_run: bool,
+                      fence: Fence = NO_FENCE) -> GcResult:
         result = GcResult()
         now, folders, probes = self._gc_listing(ids)
         cutoff = now - min_age
@@ -178,12 +183,15 @@ class S3Reader:
             elif dry_run:
                 result.removed.extend(self._garbage(o, item_id) for o in garbage)
             else:
+                fence.confirm_sync()
                 self._gc_item(item_id, cutoff, result)
         stale = [p for p in probes if _modified(p) < cutoff]
         if dry_run:
             result.removed.extend(self._garbage(o, None) for o in stale)
         else:
+            fence.confirm_sync()
             self._gc_probes(stale, result)
+            fence.confirm_sync()
         self._gc_uploads(ids, cutoff, dry_run, result)
         return result
 

@@ -13,6 +13,7 @@ import botocore.exceptions as bce
 
 from ...errors import StorageUnavailable
 from ...lease import LEASE_FOLDER, S3Lease
+from ...lock import NO_FENCE, Fence
 from ...retry import RetryPolicy
 from ..base import GcResult
 from .multipart import Spool
@@ -169,7 +170,8 @@ class S3Storage:
         return None
 
     def run_lock(self, name: str, *, ttl: float, what: str,
-                 on_lost: Callable[[str], None] | None = None) -> S3Lease:
+                 on_lost: Callable[[str], None] | None = None,
+                 command: str = "run") -> S3Lease:
         """The run lock of this storage: a lease object under the prefix (:mod:`archiver.lease`),
         so that runs on other hosts and pods are kept out too. Call after :meth:`open`.
 
@@ -183,7 +185,7 @@ class S3Storage:
                        # the storage class: a lease in GLACIER could not be read back.
                        put_args={k: v for k, v in self.bucket.put_args.items()
                                  if k != "StorageClass"},
-                       retry=self.bucket.retry)
+                       retry=self.bucket.retry, command=command)
 
     # ---------------------------------------------------------------- skip check
 
@@ -215,5 +217,5 @@ class S3Storage:
         return await self.reader.check_file(video_model_id, entry, deep)
 
     async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
-                              dry_run: bool) -> GcResult:
-        return await self.reader.collect_garbage(ids, min_age, dry_run)
+                              dry_run: bool, fence: Fence = NO_FENCE) -> GcResult:
+        return await self.reader.collect_garbage(ids, min_age, dry_run, fence)

@@ -62,6 +62,8 @@ class S3ItemWriter:
         # Keys of metadata files written: checked for presence before the commit.
         self._small_keys: list[str] = []
         self._committed = False
+        #: Whether the item's record is this writer's (False: another run's stood).
+        self._ours = True
         self._abort_future: concurrent.futures.Future[None] | None = None
 
     async def partial(self, name: str) -> Partial | None:
@@ -87,11 +89,13 @@ class S3ItemWriter:
         self._bucket.put(key, data)
         self._small_keys.append(key)
 
-    async def commit(self, record: bytes) -> None:
-        """Write ``archive.json`` with If-None-Match: a 412 (committed by another run) is fine."""
+    async def commit(self, record: bytes) -> bool:
+        """Write ``archive.json`` with If-None-Match: a 412 (committed by another run) is
+        fine, and says False."""
         self._check_usable()
         key = self.folder + RECORD_NAME
         await self._request("PutObject", key, self._commit_sync, key, record)
+        return self._ours
 
     async def _request(self, action: str, key: str, fn: Callable[..., None],
                        *args: Any) -> None:
@@ -113,6 +117,7 @@ class S3ItemWriter:
                 # stands (write-once); our objects carry the same bytes, so keep them.
                 log.info("%s was committed by another run meanwhile; keeping its record",
                          key)
+                self._ours = False
             elif bucket.conditional_writes and (http_status(exc) == 501
                                                 or error_code(exc) == "NotImplemented"):
                 # Stores that ignore If-None-Match just work; one that refuses it gets
