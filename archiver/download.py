@@ -43,6 +43,7 @@ import fnmatch
 import hashlib
 import itertools
 import logging
+import mmap
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -807,6 +808,13 @@ class _Segmented:
         return self._total
 
     async def _read_back(self) -> None:
+        # One block, read into again and again: a fresh 4 MiB object per read, made in
+        # whichever worker thread ran it, is what left glibc's per-thread arenas holding
+        # tens of MiB (see _ReadBack).
+        with _ReadBack() as block:
+            await self._read_back_into(block.view)
+
+    async def _read_back_into(self, view: memoryview) -> None:
         loop = asyncio.get_running_loop()
         while self.hashed < self._total:
             frontier = self._frontier()
@@ -815,20 +823,48 @@ class _Segmented:
                 await self._progress.wait()
                 continue
             while self.hashed < frontier:
-                data = await self._sink.read_at(self.hashed,
-                                                min(_READ_BACK, frontier - self.hashed))
-                if not data:
+                got = await self._sink.read_into(
+                    self.hashed, view[:min(len(view), frontier - self.hashed)])
+                if not got:
                     raise DownloadError(f"{self._remote.name}: stored bytes vanished at "
                                         f"{self.hashed}")
+                data = view[:got]
                 await loop.run_in_executor(None, self._hasher.update, data)
-                self._check.feed(data)
-                self.hashed += len(data)
+                self._check.feed(data)  # copies what it keeps (a head, box headers)
+                self.hashed += got
             if self._mark is not None and self._mark.done() and self._mark.exception():
                 raise self._mark.exception()  # type: ignore[misc]
             if self.hashed - self._marked >= _MARK_STEP and (self._mark is None
                                                             or self._mark.done()):
                 self._marked = self.hashed
                 self._mark = asyncio.ensure_future(self._sink.mark_prefix(self.hashed))
+
+
+class _ReadBack:
+    """The read-back block of a segmented fetch: an anonymous memory map of
+    ``_READ_BACK`` bytes, reused for every read and unmapped at the end.
+
+    Not ``bytes`` per read: each ``os.pread`` made a new 4 MiB object in the worker
+    thread that ran it; glibc gives each thread its own arena and, once a block that
+    large has been freed, serves later ones from those arenas instead of fresh maps
+    (its mmap threshold rises to the freed size), so up to six arenas kept several
+    blocks each: 1 GiB over 4 connections peaked at 115 MiB of RSS against 54 for one
+    stream. A map is outside malloc: it costs its pages while in use, nothing after.
+    """
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, _READ_BACK)
+        self.view = memoryview(self._map)
+
+    def __enter__(self) -> _ReadBack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.view.release()
+        # A hash still running in a thread after a cancellation holds a slice: the map
+        # then goes when that slice does.
+        with contextlib.suppress(BufferError):
+            self._map.close()
 
 
 class _RangeStore(_OneBehind):

@@ -110,12 +110,12 @@ class FileSink(Protocol):
 
     A sink writes sequentially (:meth:`write`). One whose :attr:`supports_positional_writes`
     is true can also be written out of order - several ranges of one file fetched at
-    once - with :meth:`write_at`, read back with :meth:`read_at` (the caller hashes the
+    once - with :meth:`write_at`, read back with :meth:`read_into` (the caller hashes the
     bytes in order), and told with :meth:`mark_prefix` how far the bytes are contiguous
     and checked. A sink uses one mode or the other, never both.
     """
 
-    #: Whether :meth:`write_at`, :meth:`read_at` and :meth:`mark_prefix` work (local
+    #: Whether :meth:`write_at`, :meth:`read_into` and :meth:`mark_prefix` work (local
     #: disk: into the temporary file; S3: into a local spool, parts sent as the prefix grows).
     supports_positional_writes: bool
 
@@ -125,8 +125,10 @@ class FileSink(Protocol):
     async def write_at(self, offset: int, chunk: bytes) -> None:
         """Write *chunk* at byte *offset* (positional sinks only; see the class docstring)."""
 
-    async def read_at(self, offset: int, size: int) -> bytes:
-        """Read back up to *size* bytes written at *offset* (positional sinks only)."""
+    async def read_into(self, offset: int, buffer: memoryview) -> int:
+        """Read back bytes written at *offset* into *buffer*, up to its length; how many
+        came (positional sinks only). The buffer is the caller's, reused read after
+        read: reading back a whole file allocates nothing per read."""
 
     async def mark_prefix(self, size: int) -> None:
         """The first *size* bytes are contiguous and checked: make them durable and record

@@ -354,7 +354,7 @@ class LocalFileSink:
         self._writes = 0
         self._has_sidecar = False
         self._meta: dict[str, Any] = {}
-        #: A read-only descriptor of the temporary, opened by the first read_at().
+        #: A read-only descriptor of the temporary, opened by the first read_into().
         self._reader: int | None = None
         #: The first chunk, held until a second comes or the item commits: a file that
         #: arrives in one chunk (most subtitles, small videos) then costs no thread hop
@@ -458,14 +458,14 @@ class LocalFileSink:
             done = os.pwrite(self._file.fileno(), view, offset)
             view, offset = view[done:], offset + done
 
-    async def read_at(self, offset: int, size: int) -> bytes:
+    async def read_into(self, offset: int, buffer: memoryview) -> int:
         try:
-            return await asyncio.to_thread(self._read_at_sync, offset, size)
+            return await asyncio.to_thread(self._read_into_sync, offset, buffer)
         except OSError as exc:
             await self.abort()
             raise _write_error(self.final, exc) from None
 
-    def _read_at_sync(self, offset: int, size: int) -> bytes:
+    def _read_into_sync(self, offset: int, buffer: memoryview) -> int:
         if self._reader is None:
             with _folder(self.folder) as dir_fd:
                 if dir_fd is None:
@@ -473,14 +473,14 @@ class LocalFileSink:
                                             str(self.folder))
                 self._reader = _open_existing(dir_fd, temp_name(self.name), os.O_RDONLY,
                                               single_link=True)
-        data = os.pread(self._reader, size, offset)
-        end = offset + len(data)
+        done = os.preadv(self._reader, [buffer], offset)
+        end = offset + done
         if _FADVISE and end - self._written_back >= WRITEBACK_STEP:
             # Read back and hashed: start writing it back and let it leave the page cache.
             os.posix_fadvise(self._reader, self._written_back, end - self._written_back,
                              os.POSIX_FADV_DONTNEED)
             self._written_back = end
-        return data
+        return done
 
     async def mark_prefix(self, size: int) -> None:
         try:
