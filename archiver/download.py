@@ -5,7 +5,11 @@ files live on a CDN, which must never see the Akool key.
 
 A transfer cut short keeps its bytes (where the backend can) and the next attempt -
 in this run or the next - asks only for the rest with ``Range``, guarded by ``If-Range``
-so that a file changed in between is fetched again from zero.
+so that a file changed in between is fetched again from zero. Only a strong validator
+can guard that (:func:`_validator`: an ETag that is not weak, or a Last-Modified at
+least a minute older than the answer's Date): bytes that came without one are never
+resumed, so storage does not keep them - a Range request without If-Range could splice
+two versions of a file.
 
 What the server sends must agree with what it declares. A body shorter than its
 Content-Length is a cut transfer (resumed); bytes *beyond* it mean the declared length
@@ -39,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import email.utils
 import fnmatch
 import hashlib
 import itertools
@@ -168,11 +174,15 @@ class Downloader:
             extra = await kept.commit(partial.size, partial.hasher.hexdigest())
             return FileRecord(name=remote.name, size=partial.size,
                               sha256=partial.hasher.hexdigest(), source_url=shown, extra=extra)
+        if partial is not None and not partial.validator:
+            # Nothing to send as If-Range: a Range request could splice two versions of
+            # the file. (Storage keeps no such bytes; an earlier version did.)
+            partial = None
         headers = {}
         if partial is not None:
+            assert partial.validator
             headers["Range"] = f"bytes={partial.size}-"
-            if partial.validator:
-                headers["If-Range"] = partial.validator
+            headers["If-Range"] = partial.validator
         sink: FileSink | None = None
         stale = committed = False
         try:
@@ -231,8 +241,9 @@ class Downloader:
         finally:
             if sink is not None and not committed:
                 # Bytes of a file that changed are worthless. Any other stop keeps them
-                # for now: whether they stay is decided once for the whole item, when its
-                # outcome is known (transaction.keeps_partials).
+                # for now - if storage can guard their resume (no validator: they go at
+                # once) - and whether they stay is decided once for the whole item, when
+                # its outcome is known (transaction.keeps_partials).
                 await sink.abort(keep=not stale)
         log.debug("stored %s (%d bytes) from %s", remote.name, size, shown)
         return FileRecord(name=remote.name, size=size, sha256=hasher.hexdigest(),
@@ -523,11 +534,38 @@ def _blocked_message(url: str, exc: BlockedAddress) -> str:
 
 
 def _validator(resp: aiohttp.ClientResponse) -> str | None:
-    # If-Range needs a strong validator: a weak ETag cannot be used, Last-Modified can.
+    """What a resume of this answer's bytes may send as ``If-Range``; None if nothing can
+    guard one (the bytes are then never resumed, so never kept).
+
+    If-Range needs a strong validator (RFC 9110 13.1.5): an ETag that is not weak; else
+    Last-Modified, but only where it is strong - at least 60 seconds before the answer's
+    Date (RFC 9110 8.8.2.2): a file changed twice within one second keeps its date.
+    """
     etag = resp.headers.get("ETag")
     if etag and not etag.startswith("W/"):
         return etag
-    return resp.headers.get("Last-Modified")
+    modified = resp.headers.get("Last-Modified")
+    sent = _http_date(resp.headers.get("Date"))
+    changed = _http_date(modified)
+    if modified and sent is not None and changed is not None \
+            and (sent - changed).total_seconds() >= _STRONG_DATE:
+        return modified
+    return None
+
+
+#: Last-Modified is a strong validator only this many seconds before the answer's Date.
+_STRONG_DATE = 60
+
+
+def _http_date(value: str | None) -> datetime.datetime | None:
+    """An HTTP date header as an aware datetime, or None (absent or unparseable)."""
+    if not value:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
 
 
 def _host_matches(host: str, port: int | None, pattern: str) -> bool:

@@ -49,7 +49,9 @@ class Partial:
     name: str
     #: Bytes already stored.
     size: int
-    #: The ETag or Last-Modified the bytes came with (sent as If-Range when resuming).
+    #: The strong ETag or Last-Modified the bytes came with, sent as If-Range when
+    #: resuming. None only for a *complete* file, which needs no request: bytes that
+    #: came without a validator are never kept (a resume could splice two versions).
     validator: str | None
     #: The URL path they came from (query stripped): resume only the same file.
     source: str
@@ -149,7 +151,9 @@ class FileSink(Protocol):
         """Discard what was written; safe to call twice, and after a failed commit.
 
         With *keep*, a backend that can resume keeps the bytes under their temporary
-        name for a later :meth:`ItemWriter.partial` (others discard them all the same).
+        name for a later :meth:`ItemWriter.partial` - only if that resume can be guarded:
+        they came with a validator (or are the whole file, checked). Other bytes, and
+        every backend that cannot resume, discard them all the same.
         """
 
 
@@ -157,7 +161,8 @@ class ItemWriter(Protocol):
     """Writes one item. Either :meth:`commit` or :meth:`abort` ends it."""
 
     async def partial(self, name: str) -> Partial | None:
-        """What an earlier, interrupted attempt left of *name*, if resumable (else None)."""
+        """What an earlier, interrupted attempt left of *name*, if resumable (else None):
+        never bytes without a validator, unless complete (see :class:`Partial`)."""
 
     async def open_file(self, name: str, *, resume: Partial | None = None,
                         validator: str | None = None, source: str = "") -> FileSink:
@@ -178,7 +183,8 @@ class ItemWriter(Protocol):
         writer made final without committing: local disk; S3 keeps those for ``gc``).
 
         With *keep*, a backend that can resume keeps downloaded bytes under temporary
-        names for the next run (interruption, transient failure). Without it, the item
+        names for the next run (interruption, transient failure) - those whose resume
+        can be guarded (:meth:`FileSink.abort`). Without it, the item
         leaves nothing: temporaries kept by earlier attempts or runs go too. The caller
         (the scheduler) decides once it knows the item's outcome.
         """

@@ -536,8 +536,9 @@ class LocalFileSink:
         if "prefix" in self._meta:
             self._meta["prefix"] = size  # all of it is checked now
         # Complete and checked: if the run stops before the item commits, the next
-        # run can use this file as it is.
-        self._write_sidecar({**self._meta, "complete": True, "size": size, "sha256": sha256})
+        # run can use this file as it is (no request, so no validator needed).
+        self._meta = {**self._meta, "complete": True, "size": size, "sha256": sha256}
+        self._write_sidecar(self._meta)
 
     def make_final_sync(self, dir_fd: int) -> None:
         if self._sync_at_commit and self._file is not None:
@@ -581,7 +582,9 @@ class LocalFileSink:
             return  # the item folder is a link: nothing behind it is ours to touch
 
     def _keep_or_remove(self, dir_fd: int, keep: bool) -> None:
-        if keep and _regular_size(dir_fd, temp_name(self.name)) > 0:
+        # Kept only if a later resume can be guarded (_resumable): whatever the caller
+        # asked, bytes without a validator go now.
+        if keep and _resumable(self._meta) and _regular_size(dir_fd, temp_name(self.name)) > 0:
             if not self._has_sidecar:
                 with contextlib.suppress(OSError):
                     self._write_sidecar_at(dir_fd, self._meta)
@@ -736,8 +739,8 @@ def _read_partial(folder: Path, name: str) -> Partial | None:
     with temp:
         try:
             size = os.fstat(temp.fileno()).st_size
-            if not isinstance(meta, dict):
-                return None
+            if not isinstance(meta, dict) or not _resumable(meta):
+                return None  # e.g. kept by an earlier version without a validator
             on_disk = size
             prefix = meta.get("prefix")
             if prefix is not None:
@@ -759,9 +762,21 @@ def _read_partial(folder: Path, name: str) -> Partial | None:
             return None
     complete = bool(meta.get("complete")) and meta.get("size") == size \
         and meta.get("sha256") == hasher.hexdigest()
+    if not (complete or meta.get("validator")):
+        return None  # a "complete" that is not: nothing could guard its resume
     return Partial(name=name, size=size, validator=meta.get("validator"),
                    source=str(meta.get("source", "")), hasher=hasher, head=head,
                    complete=complete and on_disk == size, cut=on_disk > size)
+
+
+def _resumable(meta: dict[str, Any]) -> bool:
+    """Whether bytes a sidecar describes may be kept for a later attempt: only if their
+    resume can be guarded - a validator to send as If-Range - or needs no request at all
+    (the whole file, checked). Without either, a Range request could splice two
+    versions of the file: such bytes are dropped (:meth:`LocalFileSink.abort`) and never
+    resumed (:func:`_read_partial`)."""
+    validator = meta.get("validator")
+    return (isinstance(validator, str) and validator != "") or meta.get("complete") is True
 
 
 def _sha256_file(folder: Path, name: str) -> str:
