@@ -61,6 +61,10 @@ def keeps_partials(outcome: Outcome | None, error: BaseException) -> bool:
     The one place this is decided, once the outcome is known. An expired item, and
     one that failed for good (rejected content, a permanent HTTP or API error, a failed
     job), keeps nothing: no later run could finish it, so its bytes would stay forever.
+    What a kept item keeps is bounded by what can be resumed safely, whatever the error:
+    storage never keeps bytes without a validator to send as If-Range
+    (:meth:`~archiver.storage.base.FileSink.abort`), since a resume without one could
+    splice two versions of a file.
     """
     if outcome is Outcome.EXPIRED:
         return False

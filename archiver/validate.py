@@ -61,7 +61,7 @@ class ContentCheck:
             raise ContentRejected(f"{name}: the server sent {media_type}, not a "
                                   f"{'subtitle' if self._kind == 'srt' else 'media'} file")
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         if self._kind == "srt" or not self._head_checked:
             if len(self._head) < HEAD_SIZE:
                 self._head += data[: HEAD_SIZE - len(self._head)]
@@ -95,7 +95,7 @@ class ContentCheck:
         if self._kind == "mp4" and head[4:8] != b"ftyp":
             raise ContentRejected(f"{self.name}: not an MP4 file (no 'ftyp' box at offset 4)")
 
-    def _decode(self, data: bytes, final: bool = False) -> None:
+    def _decode(self, data: bytes | memoryview, final: bool = False) -> None:
         try:
             self._decoder.decode(data, final)
         except UnicodeDecodeError:
@@ -127,7 +127,7 @@ class Mp4Boxes:
         self._last: tuple[bytes, int, int] | None = None  # type, start, size
         self._to_end = False  # a size-0 box reaches to the end of the file
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         """Walk through *data*, the file's next bytes; raise ContentRejected on nonsense."""
         i, n = 0, len(data)
         while i < n and not (self.lost or self._to_end):

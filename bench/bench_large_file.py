@@ -6,10 +6,13 @@
 The Akool stand-in (its own process) answers the API for one job whose video is SIZE;
 the video itself is served by nginx from a folder (default) or by the stand-in
 (``--file-server standin``: Python, sharing the 2 cores with both clients). Per round,
-alternating which goes first: ``archiver run`` into a fresh archive, then
-``curl -s -o FILE URL`` on the same URL (``sync`` before each, so neither pays for the
-other's dirty pages). Prints medians, the throughput ratio and each process's peak RSS
-(from wait4).
+in an order rotated round by round: ``archiver run`` at default settings (a file this
+large goes over ``downloads.segments`` connections) into a fresh archive, the archiver
+with ``downloads.segments: 1`` (one stream), a bare aiohttp loop
+(``_bare_download.py --durable``: SHA-256, temp file, fsync, rename; one stream) and
+``curl -s -o FILE URL`` on the same URL (``sync`` before each, so none pays for another's
+dirty pages). Prints medians, the throughput ratio and each process's own peak RSS
+(``ru_maxrss`` from wait4): the median and the largest over the rounds.
 
 Targets: archiver throughput >= 0.90 x curl's; archiver peak RSS <= 100 MiB.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
+    BENCH_DIR,
     BenchServer,
     Measure,
     MiB,
@@ -72,6 +76,10 @@ def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer, nginx:
     [job] = server.ids()
     url = f"{nginx.base_url if nginx else server.base_url}/files/{job}/video.mp4"
     config = write_config(work / "cfg.yaml", server.base_url, KEY, work / "archive")
+    single = write_config(work / "cfg-1.yaml", server.base_url, KEY, work / "archive-1",
+                          downloads={"allow_private": True, "segments": 1})
+    url_list = work / "urls.txt"
+    url_list.write_text(f"{url} video.mp4\n")
     report_path = work / "report.json"
     stored = work / "archive" / job / "video.mp4"
     out = work / "curl.out"
@@ -88,6 +96,28 @@ def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer, nginx:
         stored.unlink()  # free the disk before the other side runs
         return m
 
+    def one_stream() -> Measure:
+        # The same run with downloads.segments: 1: what the segments cost in memory.
+        root = work / "archive-1"
+        (root / job / "video.mp4").unlink(missing_ok=True)
+        (root / job / "archive.json").unlink(missing_ok=True)
+        server.reset()
+        settle()
+        m = measure(archiver_cmd(server.manifest, single, report_path))
+        assert m.returncode == 0, m
+        assert (root / job / "video.mp4").stat().st_size == size
+        (root / job / "video.mp4").unlink()
+        return m
+
+    def bare() -> Measure:
+        dest = work / "bare"
+        settle()
+        m = measure([sys.executable, str(BENCH_DIR / "_bare_download.py"), str(url_list),
+                     str(dest), "--parallel", "1", "--durable"])
+        assert m.returncode == 0 and (dest / "video.mp4").stat().st_size == size, m
+        (dest / "video.mp4").unlink()
+        return m
+
     def curl() -> Measure:
         out.unlink(missing_ok=True)
         settle()
@@ -96,13 +126,16 @@ def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer, nginx:
         out.unlink()
         return m
 
-    results: dict[str, list[Measure]] = {"archiver": [], "curl -o": []}
+    commands = {"archiver": archiver, "archiver segments=1": one_stream,
+                "bare aiohttp": bare, "curl -o": curl}
+    results: dict[str, list[Measure]] = {name: [] for name in commands}
+    names = list(commands)
     for n in range(args.rounds):
-        order = (("archiver", archiver), ("curl -o", curl))
-        for name, run in order if n % 2 == 0 else reversed(order):
-            results[name].append(run())
-        print(f"round {n + 1}: archiver {results['archiver'][-1].wall:.2f}s, "
-              f"curl {results['curl -o'][-1].wall:.2f}s", file=sys.stderr, flush=True)
+        for name in names[n % len(names):] + names[:n % len(names)]:  # rotate who goes first
+            results[name].append(commands[name]())
+        print(f"round {n + 1}: " + ", ".join(
+            f"{name} {results[name][-1].wall:.2f}s {results[name][-1].max_rss_mib:.0f}MiB"
+            for name in names), file=sys.stderr, flush=True)
     return results
 
 
@@ -113,14 +146,22 @@ def report(args: argparse.Namespace, results: dict[str, list[Measure]]) -> None:
         wall = median([m.wall for m in runs])
         rows.append([name, f"{wall:.2f}", f"{mib / wall:.0f}",
                      f"{median([m.cpu for m in runs]):.2f}",
+                     f"{median([m.max_rss_mib for m in runs]):.0f}",
                      f"{max(m.max_rss_mib for m in runs):.0f}"])
     a = median([m.wall for m in results["archiver"]])
     c = median([m.wall for m in results["curl -o"]])
     rss = max(m.max_rss_mib for m in results["archiver"])
     print(f"machine: {machine()}")
-    print(f"workload 2: one {mib} MiB file from {args.file_server}; {args.rounds} rounds "
-          "alternating, medians (peak RSS: the largest)")
-    print(rows_table(["", "wall s", "MiB/s", "CPU s", "peak RSS MiB"], rows))
+    print(f"workload 2: one {mib} MiB file from {args.file_server}; {args.rounds} rounds, "
+          "order rotated, medians")
+    print(rows_table(["", "wall s", "MiB/s", "CPU s", "peak RSS MiB (median)",
+                      "peak RSS MiB (largest)"], rows))
+    one = median([m.wall for m in results["archiver segments=1"]])
+    print(f"archiver (default) wall = {a / one:.2f} x the one stream's; peak RSS median "
+          f"{median([m.max_rss_mib for m in results['archiver']]):.0f} MiB against "
+          f"{median([m.max_rss_mib for m in results['archiver segments=1']]):.0f} MiB "
+          "(one stream) and "
+          f"{median([m.max_rss_mib for m in results['bare aiohttp']]):.0f} MiB (bare aiohttp)")
     print(f"archiver throughput = {c / a:.2f} x curl's (target >= 0.90: {verdict(c / a >= 0.9)});"
           f" archiver peak RSS {rss:.0f} MiB (target <= 100: {verdict(rss <= 100)})")
     pairs = zip(results["archiver"], results["curl -o"], strict=True)

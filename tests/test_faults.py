@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from archiver.manifest import Manifest
-from archiver.models import Outcome
+from archiver.models import Outcome, redact_url
 from archiver.run import archive
+from archiver.storage import LocalStorage
 
 from .conftest import ID1, ID2, ID3, all_files
 
@@ -192,6 +193,90 @@ async def test_item_time_limit_stops_a_slow_item(standin, make_config, tmp_path)
     assert "item_timeout" in slow.error
     assert ok.outcome is Outcome.ARCHIVED
     assert time.monotonic() - started < 10
+
+
+# ------------------------------------------- 6. kept bytes only where a resume is guarded
+
+#: Stalls forever half-way (until the item's time limit), chunked: no Content-Length.
+STALLED = {"video_size": 2 * MiB, "chunked": True, "file_faults": {"video": ["stall"]}}
+TIMED_OUT = {"read_timeout": 30, "item_timeout": 1.0}
+
+
+@pytest.mark.parametrize("validators", [(), ("last_modified",)],
+                         ids=["no validator", "Last-Modified within a minute of Date"])
+async def test_timed_out_item_drops_bytes_no_validator_can_guard(standin, make_config,
+                                                                 tmp_path, validators):
+    """A chunked body without ETag (and no Last-Modified, or one too recent to be strong)
+    that hits item_timeout: nothing is kept, the item is absent; the next run starts at 0."""
+    standin.add_job(ID1, validators=validators, **STALLED)
+    config = make_config(downloads=TIMED_OUT)
+    result = await archive(config, Manifest.from_ids([ID1]))
+    assert result.items[0].outcome is Outcome.FAILED and result.items[0].error_kind == "timeout"
+    assert standin.file_bytes_sent[(ID1, "video.mp4")] >= MiB  # half the file did arrive
+    assert all_files(tmp_path / "archive") == []  # no .video.mp4.part, no sidecar
+    assert await LocalStorage(tmp_path / "archive").item_states([ID1]) == {ID1: "absent"}
+    second = await archive(make_config(), Manifest.from_ids([ID1]))
+    assert second.items[0].outcome is Outcome.ARCHIVED
+    assert standin.file_ranges == []  # never a Range request without If-Range
+
+
+@pytest.mark.parametrize("validators", [("etag",), ("last_modified",)])
+async def test_timed_out_item_keeps_guarded_bytes_and_resumes_with_if_range(
+        standin, make_config, tmp_path, validators):
+    """The same stall with a strong validator (an ETag, or a Last-Modified an hour before
+    Date): the bytes are kept, and the next run resumes them with Range + If-Range."""
+    hour_ago = int(time.time() * 1000) - 3600 * 1000
+    standin.add_job(ID1, validators=validators, create_time=hour_ago, **STALLED)
+    first = await archive(make_config(downloads=TIMED_OUT), Manifest.from_ids([ID1]))
+    assert first.items[0].error_kind == "timeout"
+    folder = tmp_path / "archive" / ID1
+    kept = (folder / ".video.mp4.part").stat().st_size
+    validator = json.loads((folder / ".video.mp4.part.json").read_text())["validator"]
+    assert validator and 0 < kept < 2 * MiB
+    assert await LocalStorage(tmp_path / "archive").item_states([ID1]) == {ID1: "partial"}
+
+    second = await archive(make_config(), Manifest.from_ids([ID1]))
+    assert second.items[0].outcome is Outcome.ARCHIVED
+    assert sha256(folder / "video.mp4") == standin.file_sha256(ID1, "video.mp4")
+    assert standin.file_if_ranges == [(ID1, "video.mp4", f"bytes={kept}-", validator)]
+    if validators == ("etag",):
+        assert validator.startswith('"')
+    else:
+        assert validator.endswith(" GMT")
+
+
+async def test_cut_transfer_without_validator_restarts_from_zero(standin, make_config,
+                                                                 tmp_path):
+    """Within one run too: a body cut short with no validator is fetched again whole,
+    never resumed with a bare Range."""
+    size = 2 * MiB
+    standin.add_job(ID1, video_size=size, validators=(), file_faults={"video": ["truncate"]})
+    result = await archive(make_config(), Manifest.from_ids([ID1]))
+    assert result.items[0].outcome is Outcome.ARCHIVED
+    assert sha256(tmp_path / "archive" / ID1 / "video.mp4") == standin.file_sha256(ID1, "video")
+    assert standin.file_ranges == []
+    assert standin.file_requests[(ID1, "video.mp4")] == 2
+
+
+async def test_old_partial_without_validator_is_dropped_not_resumed(standin, make_config,
+                                                                    tmp_path, base_url):
+    """A partial an earlier version kept with ``"validator": null`` is never resumed: the
+    file is fetched from zero (a Range without If-Range could splice two versions)."""
+    size = 2 * MiB
+    standin.add_job(ID1, video_size=size)
+    folder = tmp_path / "archive" / ID1
+    folder.mkdir(parents=True)
+    (folder / ".video.mp4.part").write_bytes(standin.file_bytes(ID1, "video")[:MiB])
+    source = redact_url(standin.file_url(ID1, "video"))
+    (folder / ".video.mp4.part.json").write_text(
+        json.dumps({"source": source, "validator": None}))
+    result = await archive(make_config(), Manifest.from_ids([ID1]))
+    assert result.items[0].outcome is Outcome.ARCHIVED
+    assert sha256(folder / "video.mp4") == standin.file_sha256(ID1, "video")
+    assert standin.file_ranges == []
+    assert standin.file_bytes_sent[(ID1, "video.mp4")] == size
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "SHA256SUMS", "archive.json", "info.json", "video.mp4"]
 
 
 # --------------------------------------------------------------- 8. hostile answers

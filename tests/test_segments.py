@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from archiver.manifest import Manifest
@@ -68,6 +70,28 @@ async def test_segments_one_keeps_a_single_stream(standin, make_config, tmp_path
     assert result.items[0].outcome is Outcome.ARCHIVED
     assert standin.file_ranges == []
     assert standin.file_requests[(ID1, "video.mp4")] == 1
+
+
+@pytest.mark.parametrize(("validators", "age"), [
+    (("etag",), 0), (("last_modified",), 3600), (("last_modified",), 0), ((), 0)],
+    ids=["ETag", "Last-Modified an hour old", "Last-Modified just now", "none"])
+async def test_ranges_go_only_with_if_range_on_a_strong_validator(standin, make_config,
+                                                                  tmp_path, validators, age):
+    """Every range request carries If-Range with the first answer's strong validator; a
+    file with none (or a Last-Modified within a minute of Date: weak) gets one stream."""
+    created = int((time.time() - age) * 1000)
+    standin.add_job(ID1, video_size=SIZE, validators=validators, create_time=created)
+    result = await archive(make_config(downloads=SEGMENTED), Manifest.from_ids([ID1]))
+    assert result.items[0].outcome is Outcome.ARCHIVED
+    assert archived_sha(tmp_path / "archive", ID1) == (standin.file_sha256(ID1, "video"),) * 2
+    guards = {if_range for _, _, _, if_range in standin.file_if_ranges}
+    if validators == ("etag",) or age:
+        assert starts(standin.file_ranges) == boundaries(SIZE)[1:]
+        [guard] = guards
+        assert guard is not None and guard.startswith('"' if age == 0 else tuple("MTWFS"))
+    else:
+        assert standin.file_if_ranges == []  # a Range without If-Range could mix versions
+        assert standin.file_requests[(ID1, "video.mp4")] == 1
 
 
 async def test_range_cut_midway_is_resumed_from_where_it_stopped(standin, make_config,

@@ -48,7 +48,9 @@ class Partial:
     name: str
     #: Bytes already stored.
     size: int
-    #: The ETag or Last-Modified the bytes came with (sent as If-Range when resuming).
+    #: The strong ETag or Last-Modified the bytes came with, sent as If-Range when
+    #: resuming. None only for a *complete* file, which needs no request: bytes that
+    #: came without a validator are never kept (a resume could splice two versions).
     validator: str | None
     #: The URL path they came from (query stripped): resume only the same file.
     source: str
@@ -109,12 +111,12 @@ class FileSink(Protocol):
 
     A sink writes sequentially (:meth:`write`). One whose :attr:`supports_positional_writes`
     is true can also be written out of order - several ranges of one file fetched at
-    once - with :meth:`write_at`, read back with :meth:`read_at` (the caller hashes the
+    once - with :meth:`write_at`, read back with :meth:`read_into` (the caller hashes the
     bytes in order), and told with :meth:`mark_prefix` how far the bytes are contiguous
     and checked. A sink uses one mode or the other, never both.
     """
 
-    #: Whether :meth:`write_at`, :meth:`read_at` and :meth:`mark_prefix` work (local
+    #: Whether :meth:`write_at`, :meth:`read_into` and :meth:`mark_prefix` work (local
     #: disk: into the temporary file; S3: into a local spool, parts sent as the prefix grows).
     supports_positional_writes: bool
 
@@ -124,8 +126,10 @@ class FileSink(Protocol):
     async def write_at(self, offset: int, chunk: bytes) -> None:
         """Write *chunk* at byte *offset* (positional sinks only; see the class docstring)."""
 
-    async def read_at(self, offset: int, size: int) -> bytes:
-        """Read back up to *size* bytes written at *offset* (positional sinks only)."""
+    async def read_into(self, offset: int, buffer: memoryview) -> int:
+        """Read back bytes written at *offset* into *buffer*, up to its length; how many
+        came (positional sinks only). The buffer is the caller's, reused read after
+        read: reading back a whole file allocates nothing per read."""
 
     async def mark_prefix(self, size: int) -> None:
         """The first *size* bytes are contiguous and checked: make them durable and record
@@ -146,7 +150,9 @@ class FileSink(Protocol):
         """Discard what was written; safe to call twice, and after a failed commit.
 
         With *keep*, a backend that can resume keeps the bytes under their temporary
-        name for a later :meth:`ItemWriter.partial` (others discard them all the same).
+        name for a later :meth:`ItemWriter.partial` - only if that resume can be guarded:
+        they came with a validator (or are the whole file, checked). Other bytes, and
+        every backend that cannot resume, discard them all the same.
         """
 
 
@@ -154,7 +160,8 @@ class ItemWriter(Protocol):
     """Writes one item. Either :meth:`commit` or :meth:`abort` ends it."""
 
     async def partial(self, name: str) -> Partial | None:
-        """What an earlier, interrupted attempt left of *name*, if resumable (else None)."""
+        """What an earlier, interrupted attempt left of *name*, if resumable (else None):
+        never bytes without a validator, unless complete (see :class:`Partial`)."""
 
     async def open_file(self, name: str, *, resume: Partial | None = None,
                         validator: str | None = None, source: str = "") -> FileSink:
@@ -179,7 +186,8 @@ class ItemWriter(Protocol):
         writer made final without committing: local disk; S3 keeps those for ``gc``).
 
         With *keep*, a backend that can resume keeps downloaded bytes under temporary
-        names for the next run (interruption, transient failure). Without it, the item
+        names for the next run (interruption, transient failure) - those whose resume
+        can be guarded (:meth:`FileSink.abort`). Without it, the item
         leaves nothing: temporaries kept by earlier attempts or runs go too. The caller
         (the scheduler) decides once it knows the item's outcome.
         """

@@ -361,7 +361,7 @@ class LocalFileSink:
         self._writes = 0
         self._has_sidecar = False
         self._meta: dict[str, Any] = {}
-        #: A read-only descriptor of the temporary, opened by the first read_at().
+        #: A read-only descriptor of the temporary, opened by the first read_into().
         self._reader: int | None = None
         #: The first chunk, held until a second comes or the item commits: a file that
         #: arrives in one chunk (most subtitles, small videos) then costs no thread hop
@@ -465,14 +465,14 @@ class LocalFileSink:
             done = os.pwrite(self._file.fileno(), view, offset)
             view, offset = view[done:], offset + done
 
-    async def read_at(self, offset: int, size: int) -> bytes:
+    async def read_into(self, offset: int, buffer: memoryview) -> int:
         try:
-            return await asyncio.to_thread(self._read_at_sync, offset, size)
+            return await asyncio.to_thread(self._read_into_sync, offset, buffer)
         except OSError as exc:
             await self.abort()
             raise _write_error(self.final, exc) from None
 
-    def _read_at_sync(self, offset: int, size: int) -> bytes:
+    def _read_into_sync(self, offset: int, buffer: memoryview) -> int:
         if self._reader is None:
             with _folder(self.folder) as dir_fd:
                 if dir_fd is None:
@@ -480,14 +480,14 @@ class LocalFileSink:
                                             str(self.folder))
                 self._reader = _open_existing(dir_fd, temp_name(self.name), os.O_RDONLY,
                                               single_link=True)
-        data = os.pread(self._reader, size, offset)
-        end = offset + len(data)
+        done = os.preadv(self._reader, [buffer], offset)
+        end = offset + done
         if _FADVISE and end - self._written_back >= WRITEBACK_STEP:
             # Read back and hashed: start writing it back and let it leave the page cache.
             os.posix_fadvise(self._reader, self._written_back, end - self._written_back,
                              os.POSIX_FADV_DONTNEED)
             self._written_back = end
-        return data
+        return done
 
     async def mark_prefix(self, size: int) -> None:
         try:
@@ -543,8 +543,9 @@ class LocalFileSink:
         if "prefix" in self._meta:
             self._meta["prefix"] = size  # all of it is checked now
         # Complete and checked: if the run stops before the item commits, the next
-        # run can use this file as it is.
-        self._write_sidecar({**self._meta, "complete": True, "size": size, "sha256": sha256})
+        # run can use this file as it is (no request, so no validator needed).
+        self._meta = {**self._meta, "complete": True, "size": size, "sha256": sha256}
+        self._write_sidecar(self._meta)
 
     def make_final_sync(self, dir_fd: int) -> None:
         if self._sync_at_commit and self._file is not None:
@@ -588,7 +589,9 @@ class LocalFileSink:
             return  # the item folder is a link: nothing behind it is ours to touch
 
     def _keep_or_remove(self, dir_fd: int, keep: bool) -> None:
-        if keep and _regular_size(dir_fd, temp_name(self.name)) > 0:
+        # Kept only if a later resume can be guarded (_resumable): whatever the caller
+        # asked, bytes without a validator go now.
+        if keep and _resumable(self._meta) and _regular_size(dir_fd, temp_name(self.name)) > 0:
             if not self._has_sidecar:
                 with contextlib.suppress(OSError):
                     self._write_sidecar_at(dir_fd, self._meta)
@@ -743,8 +746,8 @@ def _read_partial(folder: Path, name: str) -> Partial | None:
     with temp:
         try:
             size = os.fstat(temp.fileno()).st_size
-            if not isinstance(meta, dict):
-                return None
+            if not isinstance(meta, dict) or not _resumable(meta):
+                return None  # e.g. kept by an earlier version without a validator
             on_disk = size
             prefix = meta.get("prefix")
             if prefix is not None:
@@ -766,9 +769,21 @@ def _read_partial(folder: Path, name: str) -> Partial | None:
             return None
     complete = bool(meta.get("complete")) and meta.get("size") == size \
         and meta.get("sha256") == hasher.hexdigest()
+    if not (complete or meta.get("validator")):
+        return None  # a "complete" that is not: nothing could guard its resume
     return Partial(name=name, size=size, validator=meta.get("validator"),
                    source=str(meta.get("source", "")), hasher=hasher, head=head,
                    complete=complete and on_disk == size, cut=on_disk > size)
+
+
+def _resumable(meta: dict[str, Any]) -> bool:
+    """Whether bytes a sidecar describes may be kept for a later attempt: only if their
+    resume can be guarded - a validator to send as If-Range - or needs no request at all
+    (the whole file, checked). Without either, a Range request could splice two
+    versions of the file: such bytes are dropped (:meth:`LocalFileSink.abort`) and never
+    resumed (:func:`_read_partial`)."""
+    validator = meta.get("validator")
+    return (isinstance(validator, str) and validator != "") or meta.get("complete") is True
 
 
 def _sha256_file(folder: Path, name: str) -> str:

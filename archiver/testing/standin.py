@@ -170,6 +170,12 @@ class JobScenario:
     range_faults: dict[str, list[FileFault]] = field(default_factory=dict)
     #: Whether file answers ignore ``Range`` (a full 200 every time, as some servers do).
     ignore_range: bool = False
+    #: The validators file answers carry: ``"etag"``, ``"last_modified"`` (the job's
+    #: ``create_time``); ``()`` for none, as some origins stream files (an ``If-Range``
+    #: then never matches: a Range request gets the whole file).
+    validators: tuple[str, ...] = ("etag", "last_modified")
+    #: Whether file answers go without Content-Length (chunked transfer coding).
+    chunked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +363,9 @@ def _validate(job_id: str, scenario: JobScenario) -> None:
         raise ValueError(f"unknown file kinds {sorted(unknown)}; expected {FILE_KINDS}")
     if scenario.video_size < 0 or scenario.no_caption_size < 0:
         raise ValueError("file sizes must be >= 0")
+    if set(scenario.validators) - {"etag", "last_modified"}:
+        raise ValueError(f"unknown validators {scenario.validators}; expected 'etag', "
+                         "'last_modified'")
 
 
 def _error_page(status: int, detail: str = "") -> str:
@@ -522,7 +531,8 @@ class AkoolStandIn:
         self._polls: Counter[str] = Counter()
         self._file_requests: Counter[tuple[str, str]] = Counter()
         self._file_bytes_sent: Counter[tuple[str, str]] = Counter()
-        self._file_ranges: list[tuple[str, str, str]] = []
+        #: (id, name, Range, If-Range or None) of each file request with a Range.
+        self._file_ranges: list[tuple[str, str, str, str | None]] = []
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded_requests)
         self._lookups: deque[Lookup] = deque(maxlen=max_recorded_requests)
         self._throttled = 0
@@ -756,6 +766,12 @@ class AkoolStandIn:
     @property
     def file_ranges(self) -> list[tuple[str, str, str]]:
         """Snapshot: (id, file name, Range header) of each file request with a Range."""
+        with self._lock:
+            return [(job, name, ranged) for job, name, ranged, _ in self._file_ranges]
+
+    @property
+    def file_if_ranges(self) -> list[tuple[str, str, str, str | None]]:
+        """Snapshot: :attr:`file_ranges` with each request's If-Range header (or None)."""
         with self._lock:
             return list(self._file_ranges)
 
@@ -1059,7 +1075,8 @@ class AkoolStandIn:
         with self._lock:
             self._file_requests[key] += 1
             if ranged:
-                self._file_ranges.append((job_id, name, ranged))
+                self._file_ranges.append((job_id, name, ranged,
+                                          request.headers.get("If-Range")))
             state = self._jobs.get(job_id)
             file = state.files.get(name) if state is not None else None
             fault: FileFault | None = None
@@ -1122,9 +1139,16 @@ class AkoolStandIn:
         resp.content_type = file.content_type
         if file.content_type == "application/x-subrip":
             resp.charset = "utf-8"
-        resp.content_length = end - start
-        resp.etag = file.etag
-        resp.last_modified = file.last_modified
+        scenario = self._scenario(key)
+        if scenario is not None and scenario.chunked:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = end - start
+        validators = scenario.validators if scenario is not None else ("etag", "last_modified")
+        if "etag" in validators:
+            resp.etag = file.etag
+        if "last_modified" in validators:
+            resp.last_modified = file.last_modified
         if not ignore:
             resp.headers["Accept-Ranges"] = "bytes"
         if status == 206:
@@ -1175,6 +1199,11 @@ class AkoolStandIn:
         with self._lock:
             state = self._jobs.get(key[0])
         return state is not None and state.scenario.ignore_range
+
+    def _scenario(self, key: tuple[str, str]) -> JobScenario | None:
+        with self._lock:
+            state = self._jobs.get(key[0])
+        return None if state is None else state.scenario
 
     @staticmethod
     def _if_range_ok(request: web.Request, file: _File) -> bool:

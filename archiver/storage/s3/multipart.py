@@ -22,7 +22,7 @@ upload whose parts go up while the download goes on.
   (:class:`Spool`): an anonymous temporary file in ``storage.s3.spool_dir`` (O_TMPFILE
   on Linux: no name, nothing left behind by a crash), made on the first positional
   write, so sequential writes never touch it. The downloader reads the spool back in
-  order to hash and check it (:meth:`S3FileSink.read_at`) and reports the checked
+  order to hash and check it (:meth:`S3FileSink.read_into`) and reports the checked
   prefix (:meth:`S3FileSink.mark_prefix`); every whole part inside that prefix then
   goes up from the spool through the same path as a sequential part (its checksum, the
   ``parts_in_flight`` bound, the clean-up registration, the composite checksum), and
@@ -116,9 +116,9 @@ class Spool:
                 done = os.pwrite(fd, view, offset)
                 view, offset = view[done:], offset + done
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read_into(self, offset: int, buffer: memoryview) -> int:
         with self.using() as fd:
-            return os.pread(fd, size, offset)
+            return os.preadv(fd, [buffer], offset)
 
     def close(self) -> None:
         """Close now, or when the last read or write in flight ends; idempotent."""
@@ -135,7 +135,7 @@ class S3FileSink:
     """One media file streaming into S3: one PutObject, or a multipart upload.
 
     Written in order (:meth:`write`), or by position through a local spool
-    (:meth:`write_at`, :meth:`read_at`, :meth:`mark_prefix`; see the module docstring).
+    (:meth:`write_at`, :meth:`read_into`, :meth:`mark_prefix`; see the module docstring).
     """
 
     #: Through the spool: ranges are written there, parts go up as the checked prefix grows.
@@ -222,12 +222,12 @@ class S3FileSink:
         self._spool = Spool(self._spool_dir)
         return self._spool
 
-    async def read_at(self, offset: int, size: int) -> bytes:
+    async def read_into(self, offset: int, buffer: memoryview) -> int:
         self._check_open()
         if self._spool is None:
-            return b""  # nothing written by position
+            return 0  # nothing written by position
         try:
-            return await asyncio.to_thread(self._spool.read, offset, size)
+            return await asyncio.to_thread(self._spool.read_into, offset, buffer)
         except OSError as exc:
             await self.abort()
             raise self._spool_error(exc) from None
