@@ -4,9 +4,10 @@ Three parts, one process:
 
 - the **intake** (aiohttp, on its own thread and event loop, owning the journal; see
   :class:`IntakeThread`): ``POST webhook.path`` checks size and shape, the signature
-  (constant time), the timestamp, decrypts (:mod:`archiver.webhook`), rejects replays and
-  records the callback in the :class:`~archiver.journal.Journal` - committed to disk -
-  before answering 200. Nothing is recorded for a callback that is refused;
+  (constant time), the timestamp, decrypts (:mod:`archiver.webhook`) and records the
+  callback in the :class:`~archiver.journal.Journal` - committed to disk - before
+  answering 200 (a body accepted before is answered 200 and changes nothing). Nothing
+  is recorded for a callback that is refused;
 - the **worker**: takes due rows from the journal in small batches and hands each batch
   to the same :class:`~archiver.scheduler.Scheduler` ``archiver run`` uses, sharing one
   API client, one downloader and one storage (so ``concurrency.*``,
@@ -33,6 +34,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .api import AkoolClient
 from .config import Config, WebhookConfig, parse_listen
@@ -148,6 +151,19 @@ class Intake:
 
     async def handle_callback(self, request: web.Request) -> web.Response:
         self._counters.received += 1
+        try:
+            return await self._callback(request)
+        except Exception as exc:
+            # Last resort: every refusal a sender can cause is a CallbackRejected (4xx)
+            # raised by checks that cannot fail otherwise; reaching here is a bug. One
+            # line, no traceback (unless --debug), counted, and no 200: Akool retries.
+            self._counters.rejected["internal_error"] += 1
+            log.error("callback from %s failed (500 internal_error): %s", request.remote,
+                      type(exc).__name__)
+            log.debug("callback: internal error", exc_info=exc)
+            return web.Response(status=500, text="internal_error\n")
+
+    async def _callback(self, request: web.Request) -> web.Response:
         webhook = self._webhook
         try:
             body = await _read_body(request, webhook.max_body)
@@ -166,10 +182,10 @@ class Intake:
             return web.Response(status=503, text="journal unavailable, try again\n")
         if time.monotonic() - started > _SLOW_ACCEPT + 2 * self._journal.commit_floor:
             self._counters.slow_accept_at = time.monotonic()
-        if recorded is Recorded.REPLAY:
-            return self._reject(request, CallbackRejected(
-                "replay", "this delivery (nonce + timestamp) was already accepted", 409))
-        self._counters.recorded[recorded.value] += 1
+        # A re-delivery (the very body accepted before: Akool did not see our 200) is a
+        # duplicate like any other: 200, so that Akool stops sending it; nothing changes.
+        counted = Recorded.DUPLICATE if recorded is Recorded.REDELIVERY else recorded
+        self._counters.recorded[counted.value] += 1
         log.info("callback: %s status %d (%s)", note.job_id, note.status, recorded.value)
         if recorded is Recorded.NEW:
             self._wake()
@@ -208,6 +224,25 @@ class Intake:
                             content_type="text/plain", charset="utf-8")
 
 
+class _ProtocolLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's own log of requests it refuses before any handler runs (malformed HTTP:
+    bad chunked framing, control characters in a header, two Content-Lengths): one
+    warning line under ``archiver.serve``, naming the peer and the parser's verdict,
+    never the request's bytes (the error's text quotes them) nor a traceback, which
+    only ``--debug`` shows."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True,
+                  **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        text = str(msg) % args if args else str(msg)
+        self.logger.warning("%s: %s", text, type(error).__name__)
+        self.logger.debug("aiohttp: %s", text, exc_info=exc_info)
+
+
+#: Passed to aiohttp's request handler as its logger.
+_PROTOCOL_LOG = _ProtocolLog(log, {})
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The body, refused as soon as it is known to exceed *limit*: from Content-Length
     before reading a byte, else while streaming (chunked bodies)."""
@@ -217,11 +252,18 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
                                             f"webhook.max_body ({limit})", 413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(16384):
-        size += len(chunk)
-        if size > limit:
-            raise CallbackRejected("too_large", f"body exceeds webhook.max_body ({limit})", 413)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(16384):
+            size += len(chunk)
+            if size > limit:
+                raise CallbackRejected("too_large", f"body exceeds webhook.max_body ({limit})",
+                                       413)
+            chunks.append(chunk)
+    except (ConnectionError, HttpProcessingError):
+        # The sender hung up mid-body, or broke the chunked framing: it will not read
+        # the answer, but the refusal is counted and logged like any other.
+        raise CallbackRejected("incomplete", f"the body ended after {size} bytes, before "
+                                             "its end (the sender hung up?)") from None
     return b"".join(chunks)
 
 
@@ -607,7 +649,7 @@ class _JournalProxy:
 async def _http(app: web.Application, host: str,
                 port: int) -> AsyncIterator[tuple[web.AppRunner, int]]:
     # access_log=None: each callback already gets one line of ours, without query strings.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, logger=_PROTOCOL_LOG)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, backlog=1024)

@@ -5,13 +5,22 @@ Akool POSTs ``{"signature", "dataEncrypt", "timestamp", "nonce"}`` (``akool-api.
 
 - ``signature`` is the hex SHA-1 of ``clientId``, ``timestamp``, ``nonce`` and
   ``dataEncrypt`` as strings, sorted, concatenated with no separator;
-- ``dataEncrypt`` is Base64 of AES-CBC ciphertext with PKCS#7 padding, key = the client
-  secret's bytes (24 bytes: AES-192), IV = the client id's bytes (16);
+- ``dataEncrypt`` is AES-CBC ciphertext with PKCS#7 padding, key = the client secret's
+  bytes (24 bytes: AES-192), IV = the client id's bytes (16), in Base64 - or in hex, as
+  one of Akool's samples has it (see :func:`ciphertext_of`);
 - the plaintext is JSON with ``_id``, ``status`` (2, 3, 4) and, at 3, ``url``.
+
+Akool's samples differ on the types: ``timestamp`` comes as a number or a string of
+digits, ``nonce`` as a string or a number. Both forms are accepted and the signature is
+checked over the *text* that came (a number's JSON text as written), never over a
+re-formatted value.
 
 Pure functions, no I/O: :mod:`archiver.serve` calls :func:`open_callback` on each body.
 Every failure is a :class:`CallbackRejected` with a short machine ``reason`` (a metrics
-label) and a message that never quotes the secret or the decrypted payload.
+label) and a message that never quotes the secret, the body or the decrypted payload.
+Nothing a sender controls can make them raise anything else: JSON is parsed by
+:func:`load_json`, which bounds nesting and integer length before :mod:`json` could
+recurse or convert without limit, and timestamps are compared as integers.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives import padding
@@ -33,6 +44,41 @@ from .manifest import ID_PATTERN
 CALLBACK_STATUSES = frozenset({2, 3, 4})
 _FIELDS = ("signature", "dataEncrypt", "timestamp", "nonce")
 _NONCE_MAX = 256
+#: JSON nested deeper than this is refused before parsing. A callback's envelope is one
+#: flat object and its payload a small one; :mod:`json` recurses once per level and
+#: raises RecursionError near 1,000 (less on a deep stack).
+MAX_DEPTH = 32
+#: Integers longer than this are refused while parsing: Python refuses to convert more
+#: than 4,300 digits (``sys.set_int_max_str_digits``) and takes quadratic time below
+#: that. Akool's longest number is a 13-digit timestamp.
+MAX_INT_DIGITS = 64
+#: Timestamps (ms) must lie in [0, 2**53): what Akool's JavaScript can send exactly
+#: (year 287,396). Anything else is not a time, refused before any arithmetic.
+_TIMESTAMP_LIMIT = 2**53
+_HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{40}")
+_DIGITS = re.compile(r"[0-9]{1,20}")
+#: A JSON number's text whose exponent, if any, is short enough for Decimal to handle.
+_SHORT_EXPONENT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,4})?")
+_HEX_BLOCKS = re.compile(r"(?:[0-9a-fA-F]{32})+")
+#: A JSON string, or an unterminated one running to the end of the text (possessive:
+#: linear time on any input, no backtracking). On bytes: UTF-8 never puts an ASCII byte
+#: (a quote, a backslash, a bracket) inside a multi-byte character.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.S)
+#: Brackets only, and of one kind: "{" -> "[", "}" -> "]", every other byte deleted.
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nested_at_most(depth: int) -> re.Pattern[bytes]:
+    # Balanced brackets nested at most *depth* deep are a regular language: this
+    # pattern, nested *depth* times. Possessive, so matching is one linear pass.
+    pattern = b""
+    for _ in range(depth):
+        pattern = rb"(?:\[" + pattern + rb"\])*+"
+    return re.compile(pattern)
+
+
+_BALANCED = _nested_at_most(MAX_DEPTH)
 
 
 class CallbackRejected(Exception):
@@ -49,10 +95,27 @@ class CallbackRejected(Exception):
 class Envelope:
     """The outer, signed body of a callback (still encrypted)."""
 
+    #: Lower-case hex, 40 digits.
     signature: str
     data_encrypt: str
+    #: Milliseconds since 1970, and the text the sender wrote for it (what is signed).
     timestamp: int
+    timestamp_text: str
+    #: The nonce's text: a string as it came, or a number's JSON text.
     nonce: str
+
+    @property
+    def key(self) -> bytes:
+        """What makes this delivery unique: SHA-256 of everything the signature covers
+        (timestamp, nonce, ciphertext), each length-prefixed so that two different
+        envelopes never hash the same text, cut to 16 bytes (a collision needs ~2^64
+        deliveries; the journal keeps those of the last minutes). The same body sent
+        again has the same key."""
+        digest = hashlib.sha256()
+        for part in (self.timestamp_text, self.nonce, self.data_encrypt):
+            data = part.encode("utf-8")
+            digest.update(b"%d:" % len(data) + data)
+        return digest.digest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +127,21 @@ class Notification:
     url: str | None
     timestamp: int
     nonce: str
+    #: The delivery's :attr:`Envelope.key`: the journal's guard against recording the
+    #: same delivery twice.
+    key: bytes
     #: The decrypted object as it came, unknown fields kept.
     payload: dict[str, Any] = field(repr=False)
+
+
+class _Number:
+    """A number of the envelope, kept as the text the sender wrote: the signature is
+    over that text, and no conversion happens before its range is known."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def signature_of(client_id: str, timestamp: int | str, nonce: str, data_encrypt: str) -> str:
@@ -83,12 +159,72 @@ def check_credentials(client_id: str, client_secret: str) -> None:
                          "Akool's is 24)")
 
 
-def parse_envelope(body: bytes) -> Envelope:
-    """The outer JSON object, with every field of the right type."""
+# ------------------------------------------------------------------------ JSON
+
+class _NotAccepted(ValueError):
+    """Raised by the parser's hooks; :func:`load_json` turns it into a refusal."""
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits) > MAX_INT_DIGITS and len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NotAccepted(f"a number of more than {MAX_INT_DIGITS} digits")
+    return int(digits)
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotAccepted(f"{name} is not JSON")
+
+
+# Built once: json.loads() with any option builds a new decoder on every call.
+_EXACT = json.JSONDecoder(parse_int=_Number, parse_float=_Number, parse_constant=_no_constant)
+_BOUNDED = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constant)
+
+
+def load_json(data: bytes, reason: str, *, exact_numbers: bool = False) -> Any:
+    """Parse UTF-8 JSON from a sender we do not trust yet; :class:`CallbackRejected`
+    with *reason* for anything but a document of sane depth and numbers.
+
+    Bounded by construction rather than by catching what :mod:`json` may raise: the
+    nesting depth is measured first (:func:`_check_depth`, linear time), and ``NaN`` /
+    ``Infinity`` (not JSON) are refused. Numbers: with *exact_numbers* they stay
+    :class:`_Number` (their text), nothing is converted and each field's check judges
+    its own; otherwise integers longer than :data:`MAX_INT_DIGITS` are refused as the
+    parser meets them, before Python's conversion could refuse them its own way.
+    """
+    _check_depth(data, reason)
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CallbackRejected("bad_json", "body is not JSON") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CallbackRejected(reason, "body is not UTF-8") from None
+    try:
+        return (_EXACT if exact_numbers else _BOUNDED).decode(text)
+    except _NotAccepted as exc:
+        raise CallbackRejected(reason, str(exc)) from None
+    except json.JSONDecodeError:
+        raise CallbackRejected(reason, "not JSON") from None
+
+
+def _check_depth(data: bytes, reason: str) -> None:
+    """Refuse *data* if its arrays and objects nest deeper than :data:`MAX_DEPTH`, or
+    if its brackets do not balance (invalid JSON, which the parser would still recurse
+    into up to the point where it fails). Linear time, in C: the regular expressions
+    and ``bytes.translate`` do the work."""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        # Cannot nest deeper (a callback's case, at the speed of bytes.count); unbalanced
+        # brackets are left to the parser, which cannot recurse far here.
+        return
+    # Brackets inside strings are text; what remains must be balanced and shallow.
+    brackets = _JSON_STRING.sub(b"", data).translate(_ONE_KIND, _NOT_BRACKET)
+    if not _BALANCED.fullmatch(brackets):
+        raise CallbackRejected(reason, f"JSON nested more than {MAX_DEPTH} deep, or its "
+                                       "brackets do not balance")
+
+
+# -------------------------------------------------------------------- envelope
+
+def parse_envelope(body: bytes) -> Envelope:
+    """The outer JSON object, with every field of an acceptable type and range."""
+    data = load_json(body, "bad_json", exact_numbers=True)
     if not isinstance(data, dict):
         raise CallbackRejected("bad_shape", "body is not a JSON object")
     missing = [name for name in _FIELDS if name not in data]
@@ -97,38 +233,109 @@ def parse_envelope(body: bytes) -> Envelope:
     signature, data_encrypt, timestamp, nonce = (data[name] for name in _FIELDS)
     if not isinstance(signature, str) or not isinstance(data_encrypt, str):
         raise CallbackRejected("bad_shape", "signature and dataEncrypt must be strings")
-    # bool is an int in Python; a timestamp of `true` is not a time.
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
-        raise CallbackRejected("bad_shape", "timestamp must be an integer (milliseconds)")
-    if not isinstance(nonce, str) or not nonce or len(nonce) > _NONCE_MAX:
-        raise CallbackRejected("bad_shape", "nonce must be a non-empty string")
-    return Envelope(signature, data_encrypt, timestamp, nonce)
+    if not data_encrypt.isascii():
+        raise CallbackRejected("bad_shape", "dataEncrypt must be Base64 or hex")
+    if not _HEX_SIGNATURE.fullmatch(signature):
+        # It cannot match a hex SHA-1: refused as unsigned, before any other work.
+        raise CallbackRejected("bad_signature", "signature is not 40 hex digits", status=401)
+    stamp, stamp_text = _timestamp(timestamp)
+    return Envelope(signature.lower(), data_encrypt, stamp, stamp_text, _nonce(nonce))
+
+
+def _timestamp(value: object) -> tuple[int, str]:
+    """(milliseconds, the text signed) of a timestamp written as an integer (``1710...``,
+    or integral: ``1710....0``) or as a string of digits (``"1710..."``)."""
+    if isinstance(value, _Number):
+        text = value.text
+        if _DIGITS.fullmatch(text):  # Akool's usual form: no Decimal needed
+            stamp: int | None = int(text)
+        else:
+            number = _integral(text)
+            stamp = int(number) if number is not None and abs(number) < _TIMESTAMP_LIMIT \
+                else None
+    elif isinstance(value, str) and _DIGITS.fullmatch(value):
+        text = value
+        stamp = int(value)
+    else:
+        raise CallbackRejected("bad_shape", "timestamp must be an integer or a string of "
+                                            "digits (milliseconds)")
+    if stamp is None or not 0 <= stamp < _TIMESTAMP_LIMIT:
+        raise CallbackRejected("bad_shape", "timestamp is not a time in milliseconds "
+                                            "(an integer from 0 to 2^53)")
+    return stamp, text
+
+
+def _nonce(value: object) -> str:
+    """The nonce's text: a non-empty string, or an integer's JSON text."""
+    if isinstance(value, _Number):
+        if len(value.text) > _NONCE_MAX or _integral(value.text) is None:
+            raise CallbackRejected("bad_shape", "a number nonce must be an integer of at "
+                                                f"most {_NONCE_MAX} characters")
+        value = value.text
+    if not isinstance(value, str) or not value or len(value) > _NONCE_MAX:
+        raise CallbackRejected("bad_shape", f"nonce must be a non-empty string of at most "
+                                            f"{_NONCE_MAX} characters, or an integer")
+    try:
+        value.encode("utf-8")  # a lone surrogate ("\ud800") cannot be signed
+    except UnicodeEncodeError:
+        raise CallbackRejected("bad_shape", "nonce is not valid Unicode") from None
+    return value
+
+
+def _integral(text: str) -> Decimal | None:
+    """The exact value of a JSON number's *text* if it is an integer (``12``, ``12.0``,
+    ``1.2e1``), else None. No float is involved: no rounding, no overflow; the text is
+    at most 256 characters and its exponent 4 digits, so Decimal's work is bounded."""
+    if len(text) > _NONCE_MAX or not _SHORT_EXPONENT.fullmatch(text):
+        return None
+    number = Decimal(text)
+    return number if number == number.to_integral_value() else None
 
 
 def verify_signature(envelope: Envelope, client_id: str) -> None:
     """Raise (401) unless the signature matches; the comparison takes constant time."""
-    expected = signature_of(client_id, envelope.timestamp, envelope.nonce, envelope.data_encrypt)
-    if not hmac.compare_digest(expected.encode(), envelope.signature.lower().encode("utf-8")):
+    expected = signature_of(client_id, envelope.timestamp_text, envelope.nonce,
+                            envelope.data_encrypt)
+    if not hmac.compare_digest(expected, envelope.signature):
         raise CallbackRejected("bad_signature", "signature does not match", status=401)
 
 
 def check_fresh(envelope: Envelope, now: float, max_age: float) -> None:
     """Raise (401) if the timestamp is more than *max_age* seconds from *now*, either way."""
-    skew = abs(now - envelope.timestamp / 1000)
-    if skew > max_age:
+    # In integer milliseconds: exact, and no float conversion of the sender's number.
+    skew_ms = abs(int(now * 1000) - envelope.timestamp)
+    if skew_ms > max_age * 1000:
         raise CallbackRejected(
-            "stale", f"timestamp is {skew:.0f}s away from now (webhook.max_age is "
+            "stale", f"timestamp is {skew_ms // 1000}s away from now (webhook.max_age is "
                      f"{max_age:g}s)", status=401)
 
 
-def decrypt(data_encrypt: str, client_id: str, client_secret: str) -> bytes:
-    """Base64 -> AES-CBC (key = secret, IV = client id) -> PKCS#7 unpadded plaintext."""
+# --------------------------------------------------------------------- payload
+
+def ciphertext_of(data_encrypt: str) -> bytes:
+    """The ciphertext bytes of ``dataEncrypt``: hex if it is nothing but hex digits in
+    whole AES blocks (32 digits each), else Base64.
+
+    Unambiguous for genuine callbacks: Base64 of ciphertext is written with 64 symbols
+    and ends in ``=`` unless its byte count is a multiple of 3; that it would use only
+    the 22 hex symbols over 44 or more characters (a callback is 2+ blocks) has a
+    chance below 10^-20 - and if it did, decryption fails (400), nothing is recorded.
+    """
+    if _HEX_BLOCKS.fullmatch(data_encrypt):
+        return bytes.fromhex(data_encrypt)
     try:
         ciphertext = base64.b64decode(data_encrypt, validate=True)
     except (binascii.Error, ValueError):
-        raise CallbackRejected("bad_payload", "dataEncrypt is not Base64") from None
+        raise CallbackRejected("bad_payload", "dataEncrypt is neither Base64 nor hex") \
+            from None
     if not ciphertext or len(ciphertext) % 16:
         raise CallbackRejected("bad_payload", "dataEncrypt is not whole AES blocks")
+    return ciphertext
+
+
+def decrypt(data_encrypt: str, client_id: str, client_secret: str) -> bytes:
+    """Base64 or hex -> AES-CBC (key = secret, IV = client id) -> PKCS#7 unpadded."""
+    ciphertext = ciphertext_of(data_encrypt)
     cipher = Cipher(algorithms.AES(client_secret.encode("utf-8")),
                     modes.CBC(client_id.encode("utf-8")))
     decryptor = cipher.decryptor()
@@ -143,26 +350,32 @@ def decrypt(data_encrypt: str, client_id: str, client_secret: str) -> bytes:
 
 def parse_payload(plaintext: bytes, envelope: Envelope) -> Notification:
     """The decrypted JSON as a :class:`Notification`; unknown fields are kept."""
-    try:
-        data = json.loads(plaintext)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CallbackRejected("bad_payload", "decrypted data is not JSON") from None
+    data = load_json(plaintext, "bad_payload")
     if not isinstance(data, dict):
         raise CallbackRejected("bad_payload", "decrypted data is not a JSON object")
     job_id, status, url = data.get("_id"), data.get("status"), data.get("url")
     # The id becomes a folder or key name: the manifest's rule applies here too.
     if not isinstance(job_id, str) or not ID_PATTERN.fullmatch(job_id):
         raise CallbackRejected("bad_payload", "decrypted data has no valid _id")
-    if isinstance(status, bool) or status not in CALLBACK_STATUSES:
+    if type(status) is not int or status not in CALLBACK_STATUSES:
         raise CallbackRejected("bad_payload", "decrypted data has no status 2, 3 or 4")
     if url is not None and not isinstance(url, str):
         raise CallbackRejected("bad_payload", "decrypted url is not a string")
-    return Notification(job_id, status, url or None, envelope.timestamp, envelope.nonce, data)
+    # The journal stores it as UTF-8 text: a lone surrogate ("\ud800") would fail there,
+    # with every other callback of the same commit. Only a \u escape can make one.
+    if b"\\u" in plaintext:
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise CallbackRejected("bad_payload", "decrypted data is not valid Unicode") \
+                from None
+    return Notification(job_id, status, url or None, envelope.timestamp, envelope.nonce,
+                        envelope.key, data)
 
 
 def open_callback(body: bytes, *, client_id: str, client_secret: str, now: float,
                   max_age: float) -> Notification:
-    """Everything but the replay check (which needs the journal), in the safe order:
+    """Everything but the duplicate check (which needs the journal), in the safe order:
     shape, signature, freshness, and only then decryption of authenticated bytes."""
     envelope = parse_envelope(body)
     verify_signature(envelope, client_id)

@@ -1,4 +1,5 @@
-"""The webhook journal on a real SQLite file: replay guard, status ranking, pruning."""
+"""The webhook journal on a real SQLite file: duplicate guard, status ranking, pruning,
+and the in-place upgrade of journals written by earlier versions."""
 
 from __future__ import annotations
 
@@ -7,22 +8,30 @@ import sqlite3
 import time
 from pathlib import Path
 
-from archiver.journal import Journal, Recorded, pending_ids
-from archiver.webhook import Notification
+import pytest
+
+from archiver.journal import SCHEMA_VERSION, Journal, JournalError, Recorded, pending_ids
+from archiver.webhook import Envelope, Notification
+from tests.old_journal import SCHEMA_V0, old_journal
 
 
 def note(job: str, status: int, nonce: str, timestamp: int | None = None) -> Notification:
+    """A callback as the intake hands it over; its key is the envelope's, whose
+    ciphertext differs with the news (job and status), as Akool's does."""
     stamp = int(time.time() * 1000) if timestamp is None else timestamp
-    return Notification(job, status, None, stamp, nonce, {"_id": job, "status": status})
+    envelope = Envelope("0" * 40, f"ciphertext-of-{job}-{status}", stamp, str(stamp), nonce)
+    return Notification(job, status, None, stamp, nonce, envelope.key,
+                        {"_id": job, "status": status})
 
 
-async def test_concurrent_records_share_commits_and_detect_replays(tmp_path: Path) -> None:
-    """200 callbacks recorded at once: each committed, the replayed ones flagged, WAL on."""
+async def test_concurrent_records_share_commits_and_detect_redeliveries(
+        tmp_path: Path) -> None:
+    """200 callbacks recorded at once: each committed, the re-delivered ones flagged, WAL on."""
     path = tmp_path / "j.sqlite3"
     async with Journal(path) as journal:
         notes = [note(f"job{i}", 3, f"n{i}") for i in range(200)]
         results = await asyncio.gather(*(journal.record(n) for n in notes + notes[:20]))
-    assert results.count(Recorded.NEW) == 200 and results.count(Recorded.REPLAY) == 20
+    assert results.count(Recorded.NEW) == 200 and results.count(Recorded.REDELIVERY) == 20
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT count(*) FROM jobs WHERE state = 'pending'").fetchone()[0] == 200
@@ -38,7 +47,7 @@ async def test_prune_forgets_only_deliveries_too_old_to_replay(tmp_path: Path) -
         await journal.record(note("a", 2, "1", old))
         await journal.record(recent)
         assert await journal.prune(int((time.time() - 600) * 1000)) == 1
-        assert await journal.record(recent) is Recorded.REPLAY
+        assert await journal.record(recent) is Recorded.REDELIVERY
         # The job rows are not deliveries: both stay.
         assert {r.id for r in await journal.jobs()} == {"a", "b"}
 
@@ -66,3 +75,62 @@ async def test_commit_floor_follows_fast_commits_at_once_and_slow_ones_slowly(
         assert journal.commit_floor == 1e-6
         journal._note_commit(1.000001)
         assert abs(journal.commit_floor - 0.010001) < 1e-9
+
+
+async def test_callbacks_sharing_nonce_and_timestamp_are_all_recorded(tmp_path: Path) -> None:
+    """Akool's nonces are short: different callbacks with one nonce and timestamp each count."""
+    stamp = int(time.time() * 1000)
+    async with Journal(tmp_path / "j.sqlite3") as journal:
+        first, second, news = note("a", 3, "1529", stamp), note("b", 3, "1529", stamp), \
+            note("a", 4, "1529", stamp)
+        assert await journal.record(first) is Recorded.NEW
+        assert await journal.record(second) is Recorded.NEW
+        # The same nonce and time, other news for a job already final: harmless.
+        assert await journal.record(news) is Recorded.DUPLICATE
+        assert await journal.record(second) is Recorded.REDELIVERY
+        assert {r.id for r in await journal.pending()} == {"a", "b"}
+
+
+async def test_a_journal_of_the_previous_version_is_migrated_in_place(tmp_path: Path) -> None:
+    """A version-0 file keeps its jobs; its (nonce, timestamp) guard goes, harmlessly."""
+    path, stamp = tmp_path / "old.sqlite3", int(time.time() * 1000)
+    old_journal(path, stamp)
+    async with Journal(path) as journal:
+        jobs = {r.id: r for r in await journal.jobs()}
+        assert (jobs["done1"].state, jobs["done1"].outcome) == ("done", "archived")
+        assert [r.id for r in await journal.pending()] == ["wait1"]
+        # A callback Akool sends again after the upgrade, under a nonce and time the old
+        # guard had: recorded again, which changes nothing (the job row has it).
+        assert await journal.record(note("done1", 3, "1529", stamp)) is Recorded.DUPLICATE
+        assert await journal.record(note("wait1", 2, "1530", stamp)) is Recorded.DUPLICATE
+        # Another job under a nonce and time the old guard had (its bug): recorded.
+        assert await journal.record(note("new1", 3, "1529", stamp)) is Recorded.NEW
+        assert await journal.record(note("new1", 3, "1529", stamp)) is Recorded.REDELIVERY
+        assert {r.id for r in await journal.pending()} == {"wait1", "new1"}
+    db = sqlite3.connect(path)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master "
+                                             "WHERE type = 'table'")}
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+    assert "deliveries" not in tables and {"jobs", "accepted", "health"} <= tables
+    # Opened again (and by an older archiver in between, which recreates its table).
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_V0)
+    db.close()
+    async with Journal(path) as journal:
+        assert await journal.record(note("new1", 3, "1529", stamp)) is Recorded.REDELIVERY
+        assert len(await journal.jobs()) == 3
+
+
+async def test_a_journal_of_a_newer_version_is_refused_naming_it(tmp_path: Path) -> None:
+    """A schema this archiver does not know is not touched: one error naming the file."""
+    path = tmp_path / "new.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(JournalError, match=r"new\.sqlite3 has schema version 2.*upgrade"):
+        async with Journal(path):
+            pass
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    db.close()

@@ -6,6 +6,8 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from archiver.config import Config
 from archiver.journal import Journal
 from archiver.serve import JOURNAL_NAME, Server
-from archiver.testing.callbacks import CallbackSender
+from archiver.testing.callbacks import CallbackSender, hostile_bodies, sign
 from archiver.testing.standin import AkoolStandIn, generated_job_id
 from tests.conftest import API_KEY, config_dict
 
@@ -136,7 +138,7 @@ async def test_bad_callbacks_are_refused_and_nothing_is_recorded(
             (b"not json at all", 400, "bad_json"),
             (b"[1, 2]", 400, "bad_shape"),
             ({k: v for k, v in good.items() if k != "nonce"}, 400, "bad_shape"),
-            ({**good, "timestamp": str(good["timestamp"])}, 400, "bad_shape"),
+            ({**good, "timestamp": f"{good['timestamp']}ms"}, 400, "bad_shape"),
             (b"{" + b" " * 4096 + b"}", 413, "too_large"),
             (independent_body({"_id": "../etc", "status": 3}, good["timestamp"], "7"),
              400, "bad_payload"),
@@ -160,21 +162,241 @@ async def test_bad_callbacks_are_refused_and_nothing_is_recorded(
     assert standin.api_calls == 0 and not (tmp_path / "archive" / job).exists()
 
 
-async def test_replay_is_refused_even_after_a_restart(
-        standin: AkoolStandIn, base_url: str, serve: Any, tmp_path: Path) -> None:
-    """The same nonce+timestamp is accepted once; a replay gets 409, before and after restart."""
-    job = generated_job_id(3, "replay")
-    standin.add_job(job, polls_until_done=10**6, outcome="never")
-    async with serve() as (_, url), CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
-        first = await sender.notify(job, 2)
-        assert first.status == 200
-        assert (await sender.replay(first)).status == 409
+async def metrics(url: str) -> str:
+    async with aiohttp.ClientSession() as http, \
+            http.get(url.rsplit("/", 2)[0] + "/metrics") as resp:
+        return await resp.text()
+
+
+def log_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """What the server logged at warning or above, from any logger (aiohttp's too)."""
+    return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("name", list(hostile_bodies(CLIENT_ID, CLIENT_SECRET)))
+async def test_hostile_bodies_are_refused_counted_and_logged_in_one_line(
+        name: str, standin: AkoolStandIn, base_url: str, serve: Any, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Bodies that crashed the handler (deep nesting, a 5,000-digit integer, a 10^400 ms
+    timestamp, a deep encrypted payload, lone surrogates...): 4xx with the reason,
+    counted, one warning naming the peer and the reason, no traceback, never the body."""
+    caplog.set_level(logging.INFO)
+    # Built now, not at collection: the signed ones carry a fresh timestamp.
+    body, status, reason = hostile_bodies(CLIENT_ID, CLIENT_SECRET)[name]
     async with serve() as (server, url), CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
-        assert (await sender.replay(first)).status == 409
-        assert server.counters.rejected["replay"] == 1
-        # The same news under a fresh nonce is a harmless duplicate: 200.
+        caplog.clear()
+        answer = await sender.post(body)
+        assert (answer.status, answer.text.split(":")[0]) == (status, reason)
+        lines = log_lines(caplog)
+        assert len(lines) == 1, [r.getMessage() for r in lines]
+        message = lines[0].getMessage()
+        assert "127.0.0.1" in message and f"{status} {reason}" in message, message
+        assert lines[0].exc_info is None and "Traceback" not in caplog.text
+        assert "7777777777" not in caplog.text and "\\ud" not in caplog.text
+        text = await metrics(url)
+    assert f'archiver_webhook_rejected_total{{reason="{reason}"}} 1' in text, text
+    assert dict(server.counters.rejected) == {reason: 1}
+    assert "archiver_webhook_received_total 1" in text
+    assert await rows(tmp_path / "archive") == {} and standin.api_calls == 0
+
+
+async def test_a_sender_hanging_up_mid_body_is_counted_in_one_line(
+        standin: AkoolStandIn, base_url: str, serve: Any, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A body cut short by the sender (Content-Length never reached): counted as
+    `incomplete`, one warning, no traceback from aiohttp or from us."""
+    from urllib.parse import urlsplit
+
+    caplog.set_level(logging.INFO)
+    async with serve() as (server, url):
+        parts = urlsplit(url)
+        _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(f"POST {parts.path} HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     f"application/json\r\nContent-Length: 1000\r\n\r\n".encode()
+                     + b'{"signature": "')
+        await writer.drain()
+        await wait_for(_received(server))
+        writer.close()
+        await writer.wait_closed()
+
+        async def counted() -> bool:
+            return server.counters.rejected["incomplete"] == 1
+        await wait_for(counted, timeout=10)
+        text = await metrics(url)
+    assert 'archiver_webhook_rejected_total{reason="incomplete"} 1' in text
+    lines = log_lines(caplog)
+    assert len(lines) == 1 and "incomplete" in lines[0].getMessage(), caplog.text
+    assert "Traceback" not in caplog.text and lines[0].exc_info is None
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\nZZsecretZZ\r\n",
+    b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nZZsecretZZ",
+    b"X-Hostile: ZZsecretZZ\x01\r\nContent-Length: 2\r\n\r\n{}",
+], ids=["bad chunk size", "two Content-Lengths", "control character in a header"])
+async def test_malformed_http_is_one_line_without_traceback(
+        request_bytes: bytes, standin: AkoolStandIn, base_url: str, serve: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Requests aiohttp's parser refuses before any handler runs: 400, one warning
+    naming the peer, no traceback, none of the request's bytes in the log."""
+    from urllib.parse import urlsplit
+
+    caplog.set_level(logging.INFO)
+    async with serve() as (_, url):
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(f"POST {parts.path} HTTP/1.1\r\nHost: x\r\n".encode() + request_bytes)
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+    lines = log_lines(caplog)
+    assert len(lines) == 1 and "127.0.0.1" in lines[0].getMessage(), caplog.text
+    assert lines[0].exc_info is None and "Traceback" not in caplog.text
+    assert "ZZsecretZZ" not in caplog.text
+
+
+def _received(server: Server) -> Callable[[], Any]:
+    async def check() -> bool:
+        return server.counters.received >= 1
+    return check
+
+
+async def test_a_redelivery_is_200_and_changes_nothing_even_after_a_restart(
+        standin: AkoolStandIn, base_url: str, serve: Any, tmp_path: Path) -> None:
+    """The very body accepted before (Akool did not see our 200) gets 200, counted as a
+    duplicate, the journal unchanged - before and after a restart; once stale, 401."""
+    job = generated_job_id(3, "again")
+    standin.add_job(job, polls_until_done=10**6, outcome="never")
+    root = tmp_path / "archive"
+    # Stamped 30 s ago: fresh for max_age 60, stale for max_age 10.
+    stamp = int((time.time() - 30) * 1000)
+    async with serve(webhook={"max_age": 60}) as (server, url), \
+            CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
+        first = await sender.notify(job, 2, timestamp=stamp)
+        assert first.status == 200
+        before = await rows(root)
+        again = await sender.replay(first)
+        assert (again.status, again.text) == (200, "ok\n")
+        assert dict(server.counters.recorded) == {"new": 1, "duplicate": 1}
+        assert not server.counters.rejected
+    async with serve(webhook={"max_age": 60}) as (server, url), \
+            CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
+        assert (await sender.replay(first)).status == 200
+        assert dict(server.counters.recorded) == {"duplicate": 1}
+        # The same news under a fresh nonce is a harmless duplicate too.
         assert (await sender.duplicate(job, 2)).status == 200
-    assert list(await rows(tmp_path / "archive")) == [job]
+        assert not server.counters.rejected
+        assert await rows(root) == before
+    # Two deliveries accepted: the first, and the same news under a fresh nonce.
+    db = sqlite3.connect(root / JOURNAL_NAME)
+    assert db.execute("SELECT count(*) FROM accepted").fetchone()[0] == 2
+    db.close()
+    async with serve(webhook={"max_age": 10}) as (server, url), \
+            CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
+        stale = await sender.replay(first)
+        assert (stale.status, stale.text.split(":")[0]) == (401, "stale")
+    assert await rows(root) == before and list(before) == [job]
+
+
+async def test_different_callbacks_sharing_nonce_and_timestamp_are_all_recorded(
+        standin: AkoolStandIn, base_url: str, serve: Any, tmp_path: Path) -> None:
+    """Akool's short nonces: two callbacks with one nonce and timestamp are two jobs, not
+    a replay; each is recorded and archived, and each re-delivery is 200."""
+    jobs = [generated_job_id(i, "shared") for i in range(2)]
+    for job in jobs:
+        standin.add_job(job, video_size=2048)
+    stamp = int(time.time() * 1000)
+    async with serve() as (server, url), CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
+        bodies = [sender.body(job, 3, url=standin.file_url(job, "video"), timestamp=stamp,
+                              nonce="1529") for job in jobs]
+        for body in bodies + bodies:
+            answer = await sender.post(body)
+            assert (answer.status, answer.text) == (200, "ok\n")
+        await wait_for(all_done(tmp_path / "archive", 2))
+        assert dict(server.counters.recorded) == {"new": 2, "duplicate": 2}
+    assert {r.outcome for r in (await rows(tmp_path / "archive")).values()} == {"archived"}
+
+
+async def test_nonce_and_timestamp_in_either_form_and_hex_ciphertext(
+        standin: AkoolStandIn, base_url: str, serve: Any, tmp_path: Path) -> None:
+    """A number nonce, a string timestamp, integral floats, hex dataEncrypt: accepted,
+    signed over their text as it came. Bools, fractions, empty or long nonces, and
+    timestamps that are no time: 400 bad_shape. A signature over another form: 401."""
+    now = int(time.time() * 1000)
+    accepted = {
+        "nonce as a number": {"nonce": 1529},
+        "timestamp as a string": {"timestamp": str(now)},
+        "both the other way": {"nonce": 1530, "timestamp": str(now)},
+        "integral floats": {"nonce": 1531.0, "timestamp": float(now)},
+        "negative nonce": {"nonce": -7},
+        "hex, odd blocks": {"encoding": "hex"},
+        "hex, even blocks": {"encoding": "hex", "extra": {"pad": "x" * 16}},
+    }
+    refused = {
+        "nonce true": {"nonce": True}, "nonce 1.5": {"nonce": 1.5},
+        "nonce empty": {"nonce": ""}, "nonce of 257": {"nonce": "x" * 257},
+        "nonce null": {"nonce": None}, "nonce a list": {"nonce": [1]},
+        "timestamp true": {"timestamp": True}, "timestamp +0.5": {"timestamp": now + 0.5},
+        "timestamp 2^53": {"timestamp": 2**53}, "timestamp negative": {"timestamp": -1},
+        "timestamp '-1'": {"timestamp": "-1"}, "timestamp ' 1'": {"timestamp": f" {now}"},
+    }
+    jobs = {name: generated_job_id(i, "forms") for i, name in enumerate(accepted)}
+    async with serve() as (_, url), CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
+        for name, kwargs in accepted.items():
+            answer = await sender.post(sender.body(jobs[name], 2, **kwargs))
+            assert (answer.status, answer.text) == (200, "ok\n"), (name, answer.text)
+        for name, kwargs in refused.items():
+            # Signed as they are written (None would mean "a random nonce": set after).
+            body = {**sender.body(jobs["nonce as a number"], 2,
+                                  **{k: v for k, v in kwargs.items() if v is not None}),
+                    **{k: v for k, v in kwargs.items() if v is None}}
+            answer = await sender.post(body)
+            assert answer.status == 400 and answer.text.startswith("bad_shape:"), \
+                (name, answer.text)
+        # JSON's own way of writing a number too large for any float, signed as written.
+        body = sender.body(jobs["nonce as a number"], 2, timestamp=0)
+        body["signature"] = sign(CLIENT_ID, "1e400", body["nonce"], body["dataEncrypt"])
+        answer = await sender.post(json.dumps(body).replace('"timestamp": 0', '"timestamp": 1e400'))
+        assert answer.text.startswith("bad_shape: timestamp is not a time"), answer.text
+        # The text as it came is what is signed, not a re-formatted value.
+        body = sender.body(jobs["nonce as a number"], 2, nonce=1529)
+        other = {**body, "nonce": 1529.0}
+        assert (await sender.post(other)).text.startswith("bad_signature:")
+        other = {**body, "nonce": "1529"}
+        assert sign(CLIENT_ID, body["timestamp"], "1529", body["dataEncrypt"]) == \
+            body["signature"]
+        assert (await sender.post(other)).status == 200  # "1529" and 1529: the same text
+        zero = {**body, "timestamp": "0" + str(body["timestamp"])}
+        assert (await sender.post(zero)).text.startswith("bad_signature:")
+    recorded = await rows(tmp_path / "archive")
+    assert set(recorded) == set(jobs.values())
+    assert all(r.status == 2 for r in recorded.values())
+
+
+async def test_a_journal_of_the_previous_version_keeps_working_after_the_upgrade(
+        standin: AkoolStandIn, base_url: str, serve: Any, tmp_path: Path) -> None:
+    """A version-0 journal: its pending job is archived, and a new job's callback under a
+    nonce and timestamp the old guard held is recorded (it got 409 before)."""
+    from tests.old_journal import old_journal
+
+    done, waiting, new = (generated_job_id(i, "upgrade") for i in range(3))
+    for job in (waiting, new):
+        standin.add_job(job, video_size=2048)
+    root = tmp_path / "archive"
+    root.mkdir()
+    stamp = int(time.time() * 1000)
+    old_journal(root / JOURNAL_NAME, stamp, done, waiting, waiting_status=3)
+    async with serve() as (_, url), CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
+        answer = await sender.notify(new, 3, url=standin.file_url(new, "video"),
+                                     timestamp=stamp, nonce="1529")
+        assert (answer.status, answer.text) == (200, "ok\n")
+        await wait_for(all_done(root, 3))
+    jobs = await rows(root)
+    assert {j: r.outcome for j, r in jobs.items()} == \
+        {done: "archived", waiting: "archived", new: "archived"}
+    assert (root / waiting / "archive.json").is_file() and (root / new / "archive.json").is_file()
 
 
 # ------------------------------------------------------------------ statuses

@@ -12,11 +12,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
 from archiver.journal import Journal
 from archiver.serve import JOURNAL_NAME
+from archiver.testing.callbacks import CallbackSender, hostile_bodies
 from archiver.testing.standin import AkoolStandIn, generated_job_id
 from tests.conftest import API_KEY, CLI_ENV, config_dict, run_cli, write_yaml
 
@@ -154,6 +156,34 @@ async def test_sigterm_exits_0_and_logs_no_secret(
         assert secret not in err
 
 
+async def test_hostile_bodies_get_4xx_and_one_json_log_line_each(
+        served: tuple[AkoolStandIn, str], serve_dir: Path,
+        processes: list[ServeProcess]) -> None:
+    """A real server answers each body built to crash it with its 4xx and reason, logs one
+    JSON line per body (no traceback, no body) and counts them on /metrics; exit 0."""
+    client_id, secret = "standin-clientid", SECRET_ENV["TEST_WEBHOOK_SECRET"]
+    proc = ServeProcess(serve_dir, "--log-format", "json")
+    processes.append(proc)
+    cases = hostile_bodies(client_id, secret)
+    async with CallbackSender(proc.url, client_id, secret) as sender:
+        for name, (body, status, reason) in cases.items():
+            answer = await sender.post(body)
+            assert (answer.status, answer.text.split(":")[0]) == (status, reason), name
+    async with aiohttp.ClientSession() as http, \
+            http.get(proc.url.rsplit("/", 2)[0] + "/metrics") as resp:
+        metrics = await resp.text()
+    status, err = proc.finish(signal.SIGTERM)
+    assert status == 0, err
+    lines = [json.loads(line) for line in err.splitlines()]  # every line is one JSON object
+    refused = [line for line in lines if " refused (" in line["message"]]
+    assert len(refused) == len(cases), err
+    assert all(line["level"] == "warning" and "exception" not in line for line in refused)
+    assert not [line for line in lines if line["level"] == "error"], err
+    assert "Traceback" not in err and "7777777777" not in err
+    assert f"archiver_webhook_received_total {len(cases)}" in metrics
+    assert 'reason="internal_error"' not in metrics
+
+
 async def test_run_from_journal_archives_what_serve_left_pending(
         served: tuple[AkoolStandIn, str], serve_dir: Path,
         processes: list[ServeProcess]) -> None:
@@ -182,18 +212,25 @@ def test_demo_serve_shows_the_whole_loop_offline(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "out").glob("*/archive.json"))) == 5
     assert "forged signature -> HTTP 401" in result.stderr
-    assert "replayed -> HTTP 409" in result.stderr
+    assert "the same body sent again -> HTTP 200" in result.stderr
     assert "failed: Akool job failed" in result.stdout
 
 
 def test_serve_usage_errors_are_one_line_exit_2(serve_dir: Path) -> None:
-    """No webhook section, a short client id, a bad --listen, a busy port: exit 2, one line."""
+    """No webhook section, a short client id, a journal of a newer schema, a bad --listen,
+    a busy port: exit 2, one line."""
     import socket
 
     data = yaml.safe_load((serve_dir / "archiver.yaml").read_text())
     bad_id = {**data, "webhook": {**data["webhook"], "client_id": "short"}}
     write_yaml(serve_dir / "bad-id.yaml", bad_id)
     write_yaml(serve_dir / "no-webhook.yaml", {k: v for k, v in data.items() if k != "webhook"})
+    import sqlite3
+    newer = sqlite3.connect(serve_dir / "newer.sqlite3")
+    newer.execute("PRAGMA user_version=99")  # a journal from a future archiver
+    newer.close()
+    write_yaml(serve_dir / "newer-journal.yaml",
+               {**data, "webhook": {**data["webhook"], "journal": "newer.sqlite3"}})
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -201,6 +238,7 @@ def test_serve_usage_errors_are_one_line_exit_2(serve_dir: Path) -> None:
         cases = {
             ("-c", "no-webhook.yaml"): "needs a webhook: section",
             ("-c", "bad-id.yaml"): "webhook.client_id must be 16 bytes",
+            ("-c", "newer-journal.yaml"): "newer.sqlite3 has schema version 99",
             ("-c", "archiver.yaml", "--listen", "nowhere"): "--listen",
             ("-c", "archiver.yaml", "--listen", f"127.0.0.1:{port}"): "cannot listen on",
         }
