@@ -1,5 +1,8 @@
-"""The S3 lease (archiver/lease.py) against a real S3 server (moto): acquire, refuse,
-renew, release, take over after expiry, and a run that loses its lease stops."""
+"""The S3 lease (archiver/lease.py) against real S3 servers (moto and SeaweedFS): acquire,
+refuse, renew, release, take over after expiry, and a run that loses its lease stops.
+
+Every test runs on both servers: the lease is only as safe as the store's conditional
+writes (If-None-Match, If-Match on PutObject and DeleteObject), so each is proven on each."""
 
 from __future__ import annotations
 
@@ -25,12 +28,16 @@ from archiver.shard import shard_of
 from archiver.storage.s3 import S3Storage
 
 from .conftest import API_KEY, config_dict, write_yaml
-from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
+from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, seaweedfs_endpoint, s3
+    ON_BOTH_SERVERS,
     S3Fixture,
     aws_env,
     moto_endpoint_fixture,
     s3_fixture,
+    seaweedfs_endpoint_fixture,
 )
+
+pytestmark = ON_BOTH_SERVERS
 
 PREFIX = "akool/"
 KEY = f"{PREFIX}{LEASE_FOLDER}shard-1-of-4"
