@@ -79,11 +79,12 @@ class S3Reader:
                 scan.requests += 1
                 if not scan.read(page) or not scan.inside_undecided():
                     break  # done, or the next folder is worth a seek of its own
+        if self._orders and not scan.orders:  # said once per run: it stays unknown
+            log.warning("%s lists keys in an order the skip check does not know: "
+                        "listing the folder of each id not found archived, one by one",
+                        self._bucket.description)
         self._orders = tuple(o for o in self._orders if o in scan.orders)
         if not scan.orders:
-            log.warning("%s lists keys in an order the skip check does not know: "
-                        "listing the folder of each id not found archived",
-                        self._bucket.description)
             for folder in sorted(scan.folders - scan.committed):
                 scan.requests += 1
                 scan.note([obj["Key"] for obj in self._bucket.objects(folder)])
@@ -317,19 +318,19 @@ class _Scan:
     """What one skip check has learnt: which folders (``<prefix><id>/``) are decided,
     which were seen and committed, and which listing orders the store may have.
 
-    A listing that starts after key S and has returned keys up to L holds every key
+    A listing that starts after key S and has returned keys up to L has shown every key
     between S and L *in the store's order*. S3 lists in byte order; a store with a
-    directory tree (SeaweedFS) lists ``abc/y`` before ``abc.x`` and skips the whole
+    directory tree (SeaweedFS) lists ``abc/y`` before ``abc.x``, and skips the whole
     folder ``abc/`` for ``StartAfter=abc``. So a folder counts as decided only when it
-    lies between S and L in *every* order the store may still have, and every page is
-    checked against those orders: keys out of one order rule it out (a store lists in
-    one order). Folders are contiguous in both orders and start right after their own
-    name, so a run that starts after a folder's name (with its "/") always decides that
-    folder: the scan ends. If the pages contradict every known order, ``orders`` ends
-    up empty and only what was seen is known.
+    lies between S and L in *every* order the store may still have, and each page is
+    checked against those orders: a page out of one order rules it out (a store has one
+    order). In both orders a folder's keys are contiguous and come right after its name
+    (with the "/"), so a listing that starts there always decides that folder: the scan
+    ends. Pages that contradict every known order leave ``orders`` empty: then only what
+    was seen is known, and the caller lists folders one by one.
 
-    Where the two orders agree - ids without ``-`` (which sorts before ``/``) - a
-    page decides exactly what it decides on S3, and the request counts are S3's.
+    Where the two orders agree - ids without ``-``, the one id character that sorts
+    before ``/`` - a page decides what it decides on S3: the request counts are S3's.
     """
 
     def __init__(self, prefix: str, folders: set[str], orders: Sequence[Order]) -> None:
