@@ -204,7 +204,8 @@ def weed_command(data: Path, ports: dict[str, int]) -> list[str]:
 @contextlib.contextmanager
 def seaweedfs_server(data: Path, *, timeout: float = 60.0) -> Iterator[str]:
     """Start ``weed server`` on free loopback ports with its data under *data*; yield the
-    S3 endpoint's URL once it takes a write; kill it on exit.
+    S3 endpoint's URL once it takes a write; kill it on exit and delete what it stored
+    (its log, ``weed.log``, stays).
 
     A server that does not come up raises RuntimeError with the tail of its log.
     """
@@ -243,6 +244,7 @@ def seaweedfs_server(data: Path, *, timeout: float = 60.0) -> Iterator[str]:
         yield url
     finally:
         _kill_weed(proc, ports)
+        shutil.rmtree(data / "store", ignore_errors=True)  # what the tests stored: 100+ MB
 
 
 def _wait_writable(url: str, proc: subprocess.Popen[bytes], timeout: float) -> str | None:
