@@ -1,5 +1,8 @@
-"""The S3 lease (archiver/lease.py) against a real S3 server (moto): acquire, refuse,
-renew, release, take over after expiry, and a run that loses its lease stops."""
+"""The S3 lease (archiver/lease.py) against real S3 servers (moto and SeaweedFS): acquire,
+refuse, renew, release, take over after expiry, and a run that loses its lease stops.
+
+Every test runs on both servers: the lease is only as safe as the store's conditional
+writes (If-None-Match, If-Match on PutObject and DeleteObject), so each is proven on each."""
 
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions as bce
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from archiver.errors import StorageUnavailable
 from archiver.lease import LEASE_FOLDER
@@ -25,12 +30,16 @@ from archiver.shard import shard_of
 from archiver.storage.s3 import S3Storage
 
 from .conftest import API_KEY, config_dict, write_yaml
-from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
+from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, seaweedfs_endpoint, s3
+    ON_BOTH_SERVERS,
     S3Fixture,
     aws_env,
     moto_endpoint_fixture,
     s3_fixture,
+    seaweedfs_endpoint_fixture,
 )
+
+pytestmark = ON_BOTH_SERVERS
 
 PREFIX = "akool/"
 KEY = f"{PREFIX}{LEASE_FOLDER}shard-1-of-4"
@@ -99,6 +108,82 @@ async def test_lease_is_renewed_on_its_etag(s3):
             assert renewed["renewed_at"] >= renewed["acquired_at"]
     finally:
         await storage.close()
+
+
+async def test_runs_starting_together_one_wins(s3):
+    """Eight runs take a free shard at the same instant (If-None-Match: *): one holds it,
+    seven are refused - three times over. The store must make the check and the write one
+    step; a store that did not would let two runs in."""
+    storage = storage_for(s3)
+    await storage.open()
+
+    def race(shard: str) -> list[str]:
+        leases = [storage.run_lock(shard, ttl=60, what=shard) for _ in range(8)]
+        start = threading.Barrier(len(leases), timeout=30)
+
+        def take(lease: Any) -> str:
+            start.wait()
+            try:
+                lease.acquire()
+                return "won"
+            except LockHeld:
+                return "refused"
+
+        with ThreadPoolExecutor(len(leases)) as pool:
+            outcomes = list(pool.map(take, leases))
+        for lease in leases:
+            lease.close()
+        return sorted(outcomes)
+
+    try:
+        for round_ in range(3):
+            outcomes = await asyncio.to_thread(race, f"shard-{round_}-of-3")
+            assert outcomes == ["refused"] * 7 + ["won"]
+        assert s3.list_keys(PREFIX) == []  # each winner released its lease
+    finally:
+        await storage.close()
+
+
+async def test_store_without_conditional_writes_refuses_the_lease(s3):
+    """A store that answers 501 to If-None-Match cannot keep runs apart: taking the lease
+    fails at once (no retry) naming the lease - a run stops at its start with exit 2."""
+    storage = storage_for(s3)
+    await storage.open()
+    refused: list[str] = []
+
+    def refuse(request: Any, **_: Any) -> AWSResponse | None:
+        if request.headers.get("If-None-Match"):
+            refused.append(request.url)
+            body = b"<Error><Code>NotImplemented</Code><Message>If-None-Match</Message></Error>"
+            return AWSResponse(request.url, 501, {}, _Body(body))
+        return None
+
+    try:
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease.client.meta.events.register("before-send.s3.PutObject", refuse)
+        with pytest.raises(StorageUnavailable) as failed:
+            async with lease:
+                pass
+        assert f"cannot create the lease s3://{s3.bucket}/{KEY}" in str(failed.value)
+        assert "NotImplemented" in str(failed.value)
+        assert len(refused) == 1
+        assert KEY not in s3.list_keys(PREFIX)
+    finally:
+        await storage.close()
+
+
+class _Body:
+    """Just enough of a urllib3 response for botocore to read an injected error body."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, *_: Any, **__: Any) -> Any:
+        yield self._body
+
+    def read(self, *_: Any) -> bytes:
+        body, self._body = self._body, b""
+        return body
 
 
 async def test_take_over_only_after_expiry_and_only_once(s3):

@@ -1,12 +1,17 @@
-"""The storage contract, run unchanged against every backend: local disk and S3 (moto).
+"""The storage contract, run unchanged against every backend: local disk, and S3 on two
+real servers - moto (AWS's semantics) and SeaweedFS (a directory tree behind S3).
 
 As restic's backend test suite: each backend supplies a factory fixture
-(``local_backend``, ``s3_backend``) that opens a storage and wraps it with a few
-read-back helpers (:class:`Backend`); the tests below talk to the storage only through
-the contract (:class:`~archiver.storage.base.Storage`) and to the helpers only for
-looking at what was stored, so no test branches on the backend. What only one backend
-has (S3's checksums, local resumption and links) is in test_s3.py, test_segments.py and
-test_leftovers_and_links.py.
+(``local_backend``, ``moto_backend``, ``seaweedfs_backend``) that opens a storage and wraps
+it with a few read-back helpers (:class:`Backend`); the tests below talk to the storage
+only through the contract (:class:`~archiver.storage.base.Storage`) and to the helpers
+only for looking at what was stored, so no test branches on the backend. What only one
+backend has (S3's checksums, local resumption and links) is in test_s3.py,
+test_segments.py and test_leftovers_and_links.py.
+
+Sizes are relative to the backend's part size P: S3's multipart part, as small as each
+server accepts (256 KiB on moto, told so; 5 MiB on SeaweedFS, which enforces S3's
+minimum).
 
 Faults and whole runs go through the archiver's own code path - the
 :class:`~archiver.download.Downloader` fetching from the Akool stand-in's file server into
@@ -39,15 +44,15 @@ from archiver.storage.s3 import S3Storage
 from archiver.verify import verify
 
 from .conftest import ID1, ID2, ID3
-from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
+from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, seaweedfs_endpoint
     TEST_PART_SIZE,
     S3Fixture,
     moto_endpoint_fixture,
-    s3_fixture,
+    new_bucket,
+    seaweedfs_endpoint_fixture,
 )
 
-P = TEST_PART_SIZE
-#: Downloader chunk size in these tests: deliberately not a divisor of P.
+#: Downloader chunk size in these tests: deliberately not a divisor of any part size.
 CHUNK = 100_000
 
 
@@ -58,8 +63,11 @@ class Backend:
     #: another run's committed files, so a run never deletes them; `gc` does).
     abort_keeps_final = False
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, part_size: int = TEST_PART_SIZE) -> None:
         self.storage = storage
+        #: P in the tests: the part size of S3's multipart uploads (the smallest the
+        #: server accepts), so that sizes around it cross part boundaries.
+        self.part_size = part_size
 
     def read(self, item: str, name: str) -> bytes | None:
         """The bytes stored under the final name, or None."""
@@ -110,14 +118,15 @@ class LocalBackend(Backend):
 
 
 class S3Backend(Backend):
-    """S3Storage on moto, with the small part size P."""
+    """S3Storage on a test server, with the smallest part size that server accepts."""
 
     abort_keeps_final = True
     prefix = "archive/"
 
     def __init__(self, s3: S3Fixture) -> None:
         super().__init__(S3Storage(s3.bucket, self.prefix, endpoint_url=s3.endpoint,
-                                   region="us-east-1", addressing_style="path", part_size=P))
+                                   region="us-east-1", addressing_style="path",
+                                   part_size=s3.part_size), s3.part_size)
         self.s3 = s3
 
     def read(self, item: str, name: str) -> bytes | None:
@@ -148,12 +157,18 @@ def local_backend(tmp_path: Path) -> Backend:
 
 
 @pytest.fixture
-def s3_backend(s3: S3Fixture) -> Backend:
-    """The S3 backend's factory."""
-    return S3Backend(s3)
+def moto_backend(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """The S3 backend's factory on moto."""
+    return S3Backend(new_bucket("moto", moto_endpoint, monkeypatch))
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture
+def seaweedfs_backend(seaweedfs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """The S3 backend's factory on SeaweedFS."""
+    return S3Backend(new_bucket("seaweedfs", seaweedfs_endpoint, monkeypatch))
+
+
+@pytest.fixture(params=["local", "moto", "seaweedfs"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """Each backend from its factory, opened (and closed after the test)."""
     chosen: Backend = request.getfixturevalue(f"{request.param}_backend")
@@ -192,13 +207,23 @@ async def store(writer: Any, name: str, data: bytes, chunk: int = CHUNK) -> dict
         raise
 
 
-SIZES = [0, 1, P - 1, P, P + 1, 2 * P + 1]
+def sizes(*names: str) -> Any:
+    """Parametrise over sizes named relative to the part size P: "P-1", "2P+1"..."""
+    return pytest.mark.parametrize("size", names)
 
 
-@pytest.mark.parametrize("size", SIZES, ids=[f"{s}B" for s in SIZES])
+def size_of(name: str, part_size: int) -> int:
+    """The number of bytes *name* ("0", "P", "3P+1") means for *part_size*."""
+    times, p, offset = name.partition("P")
+    if not p:
+        return int(name)
+    return int(times or 1) * part_size + int(offset or 0)
+
+
+@sizes("0", "1", "P-1", "P", "P+1", "2P+1")
 async def test_sizes_round_trip(backend, size):
     """Files of 0, 1, P-1, P, P+1, 2P+1 bytes come back byte-identical after commit."""
-    data = os.urandom(size)
+    data = os.urandom(size_of(size, backend.part_size))
     writer = backend.storage.item(ID1)
     await store(writer, "video.mp4", data)
     await writer.commit(b"{}\n")
@@ -208,9 +233,10 @@ async def test_sizes_round_trip(backend, size):
     assert backend.leftovers() == []
 
 
-@pytest.mark.parametrize("size", [P - 1, P, 3 * P + 1])
+@sizes("P-1", "P", "3P+1")
 async def test_downloaded_sizes_record_sha256(backend, downloader, standin, base_url, size):
     """Through the downloader: the recorded sha256 is the served file's, bytes identical."""
+    size = size_of(size, backend.part_size)
     standin.add_job(ID1, video_size=size)
     writer = backend.storage.item(ID1)
     record = await downloader.fetch(RemoteFile("video.mp4", url(base_url, ID1)), writer)
@@ -224,6 +250,7 @@ async def test_downloaded_sizes_record_sha256(backend, downloader, standin, base
 
 async def test_small_chunks_many_parts(backend):
     """4 KiB chunks across several parts still assemble into the exact file."""
+    P = backend.part_size
     data = os.urandom(3 * P + 12345)
     writer = backend.storage.item(ID1)
     await store(writer, "video.mp4", data, chunk=4096)
@@ -234,6 +261,7 @@ async def test_small_chunks_many_parts(backend):
 
 async def test_source_dies_mid_stream(backend, downloader, standin, base_url):
     """A download cut after 2P bytes: nothing under the final name, nothing left open."""
+    P = backend.part_size
     standin.add_job(ID1, video_size=4 * P, file_faults={"video": ["truncate"]})
     writer = backend.storage.item(ID1)
     with pytest.raises(DownloadError):
@@ -248,6 +276,7 @@ async def test_source_dies_mid_stream(backend, downloader, standin, base_url):
 
 async def test_retry_after_dying_source_restarts_cleanly(backend, standin, base_url):
     """A retried download starts from zero; the stored file is whole, no upload left open."""
+    P = backend.part_size
     standin.add_job(ID1, video_size=4 * P, file_faults={"video": ["truncate"]})
     config = DownloadConfig(chunk_size=CHUNK, allow_private=True,  # the stand-in: loopback
                             retries={"attempts": 2, "wait_initial": 0.01})
@@ -262,6 +291,7 @@ async def test_retry_after_dying_source_restarts_cleanly(backend, standin, base_
 
 async def test_abort_after_partial_writes(backend):
     """An aborted writer leaves no open upload or temporary; S3 keeps what it made final."""
+    P = backend.part_size
     writer = backend.storage.item(ID1)
     done = await writer.open_file("video.mp4")
     data = os.urandom(P + 10)
@@ -282,6 +312,7 @@ async def test_abort_after_partial_writes(backend):
 
 async def test_commit_with_wrong_size_fails_and_cleans_up(backend):
     """commit() with a size other than what was written raises and keeps nothing."""
+    P = backend.part_size
     writer = backend.storage.item(ID1)
     sink = await writer.open_file("video.mp4")
     data = os.urandom(2 * P)
@@ -295,6 +326,7 @@ async def test_commit_with_wrong_size_fails_and_cleans_up(backend):
 
 async def test_cancelled_mid_stream_leaves_nothing(backend, downloader, standin, base_url):
     """A download cancelled (twice) while the source stalls: no object, no open upload."""
+    P = backend.part_size
     standin.add_job(ID1, video_size=4 * P, file_faults={"video": ["stall"]})
     writer = backend.storage.item(ID1)
 
@@ -353,6 +385,7 @@ async def test_second_commit_of_an_id(backend):
 
 async def test_rerun_skips_without_api_calls(backend, standin, base_url, make_config):
     """The whole run twice: the second finds everything archived and asks Akool nothing."""
+    P = backend.part_size
     standin.add_job(ID1, video_size=2 * P + 7, files=("video", "original_srt"))
     standin.add_job(ID2, video_size=P)
     config = make_config()
@@ -376,6 +409,7 @@ async def test_rerun_skips_without_api_calls(backend, standin, base_url, make_co
 
 async def test_verify_and_status_read_back(backend, standin, make_config):
     """verify finds every file intact, then the corrupted one; status tells the states."""
+    P = backend.part_size
     standin.add_job(ID1, video_size=2 * P + 7, files=("video", "original_srt"))
     standin.add_job(ID2, video_size=P // 2)
     result = await archive(make_config(), Manifest.from_ids([ID1, ID2]), storage=backend.storage)

@@ -2,7 +2,8 @@
 
 The skip check (:meth:`S3Reader.scan`) lists the prefix with ListObjectsV2, jumping
 ahead with ``StartAfter`` to the next id it still needs: at most one request per 1,000
-keys, or per id, whichever is fewer; never a HEAD per id.
+keys, or per id, whichever is fewer; never a HEAD per id - on AWS and on stores that keep
+keys in a directory tree (SeaweedFS), whose listing order differs (see :class:`_Scan`).
 
 ``verify`` compares the ``checksum_sha256`` recorded in ``archive.json`` with
 ``HeadObject(ChecksumMode=ENABLED)`` without downloading anything (or re-hashes the
@@ -11,10 +12,12 @@ object with ``deep``).
 
 from __future__ import annotations
 
+import bisect
 import email.utils
+import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ...errors import StorageUnavailable
@@ -45,6 +48,9 @@ class S3Reader:
     def __init__(self, bucket: S3Bucket, prefix: str) -> None:
         self._bucket = bucket
         self.prefix = prefix
+        #: The listing orders this store may have: the skip check rules out those its
+        #: pages contradict, and later checks start from what is left.
+        self._orders: tuple[Order, ...] = ORDERS
 
     async def reading(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a read in the pool; a failure means the archive cannot be read (exit 2)."""
@@ -58,40 +64,35 @@ class S3Reader:
     def scan(self, ids: set[str]) -> dict[str, tuple[bool, bool]]:
         """Per id: (any object under ``<prefix><id>/``, its ``archive.json`` exists).
 
-        Seek-listing: S3 lists keys in order, and each ListObjectsV2 request starts
-        (``StartAfter``) right before the next folder still undecided, so a manifest
-        whose ids are dense in the archive costs what plain pagination costs (a request
-        per 1,000 keys), and a small manifest against a huge prefix about one request
-        per id - whichever is fewer, never a HEAD per id.
+        Seek-listing: each run of ListObjectsV2 requests starts (``StartAfter``) right
+        before the folder of the next id still undecided and goes on (continuation
+        token) only while inside that folder, so a manifest whose ids are dense in the
+        archive costs what plain pagination costs (a request per 1,000 keys), and a
+        small manifest against a huge prefix about one request per id - whichever is
+        fewer, never a HEAD per id. Which ids a page decides depends on the store's
+        listing order, which :class:`_Scan` works out from the pages themselves; keys
+        in an order it does not know make it list each undecided id's folder instead.
         """
-        folders = sorted(f"{self.prefix}{i}/" for i in ids)
-        wanted = set(folders)
-        seen: set[str] = set()
-        committed: set[str] = set()
-        after = ""
-        index = requests = 0
-        while index < len(folders):
-            # "<prefix><id>" sorts before every key of the folder "<prefix><id>/".
-            page = self._bucket.list_page(self.prefix, max(after, folders[index][:-1]))
-            requests += 1
-            keys = [obj["Key"] for obj in page.get("Contents", [])]
-            for key in keys:
-                folder = self.prefix + key[len(self.prefix):].split("/", 1)[0] + "/"
-                if folder in wanted:
-                    seen.add(folder)
-                    if key == folder + RECORD_NAME:
-                        committed.add(folder)
-            if not page.get("IsTruncated") or not keys:
-                break
-            after = keys[-1]
-            # A folder is decided once the listing is past all of its keys.
-            while index < len(folders) and folders[index] < after \
-                    and not after.startswith(folders[index]):
-                index += 1
+        scan = _Scan(self.prefix, {f"{self.prefix}{i}/" for i in ids}, self._orders)
+        while scan.undecided and scan.orders:
+            target = scan.seek()
+            for page in self._bucket.pages(self.prefix, StartAfter=target):
+                scan.requests += 1
+                if not scan.read(page) or not scan.inside_undecided():
+                    break  # done, or the next folder is worth a seek of its own
+        if self._orders and not scan.orders:  # said once per run: it stays unknown
+            log.warning("%s lists keys in an order the skip check does not know: "
+                        "listing the folder of each id not found archived, one by one",
+                        self._bucket.description)
+        self._orders = tuple(o for o in self._orders if o in scan.orders)
+        if not scan.orders:
+            for folder in sorted(scan.folders - scan.committed):
+                scan.requests += 1
+                scan.note([obj["Key"] for obj in self._bucket.objects(folder)])
         log.debug("skip check: %d of %d ids archived in %s (%d list requests)",
-                  len(committed), len(ids), self._bucket.description, requests)
+                  len(scan.committed), len(ids), self._bucket.description, scan.requests)
         start_id = len(self.prefix)
-        return {f[start_id:-1]: (f in seen, f in committed) for f in folders}
+        return {f[start_id:-1]: (f in scan.seen, f in scan.committed) for f in scan.folders}
 
     # ------------------------------------------------- reading: verify and status
 
@@ -300,6 +301,135 @@ class S3Reader:
                         result.failures.append(f"cannot abort the {found.where}: {problem}")
                         continue
                 result.removed.append(found)
+
+
+Order = Callable[[str], tuple[str, ...]]
+
+
+def s3_order(key: str) -> tuple[str, ...]:
+    """S3's listing order: UTF-8 bytes, which Python's str order matches."""
+    return (key,)
+
+
+def directory_order(key: str) -> tuple[str, ...]:
+    """The order of a store that keeps keys in a directory tree (SeaweedFS): each folder's
+    entries by name, a folder's contents right after its name - ``abc/y`` before
+    ``abc.x``, where S3 has ``abc.x`` first ("." sorts before "/")."""
+    return tuple(key.split("/"))
+
+
+#: The orders the skip check knows, S3's first.
+ORDERS: tuple[Order, ...] = (s3_order, directory_order)
+
+
+class _Scan:
+    """What one skip check has learnt: which folders (``<prefix><id>/``) are decided,
+    which were seen and committed, and which listing orders the store may have.
+
+    A listing that starts after key S and has returned keys up to L has shown every key
+    between S and L *in the store's order*. S3 lists in byte order; a store with a
+    directory tree (SeaweedFS) lists ``abc/y`` before ``abc.x``, and skips the whole
+    folder ``abc/`` for ``StartAfter=abc``. So a folder counts as decided only when it
+    lies between S and L in *every* order the store may still have, and each page is
+    checked against those orders: a page out of one order rules it out (a store has one
+    order). In both orders a folder's keys are contiguous and come right after its name
+    (with the "/"), so a listing that starts there always decides that folder: the scan
+    ends. Pages that contradict every known order leave ``orders`` empty: then only what
+    was seen is known, and the caller lists folders one by one.
+
+    Where the two orders agree - ids without ``-``, the one id character that sorts
+    before ``/`` - a page decides what it decides on S3: the request counts are S3's.
+    """
+
+    def __init__(self, prefix: str, folders: set[str], orders: Sequence[Order]) -> None:
+        self.prefix = prefix
+        self.folders = folders
+        self.orders = list(orders)
+        #: Folders not decided yet, sorted in the first order still possible.
+        self.undecided: list[str] = sorted(folders, key=self._primary)
+        self.seen: set[str] = set()
+        self.committed: set[str] = set()
+        self.requests = 0
+        #: Where the current listing started (its StartAfter) and its last key so far.
+        self._start = ""
+        self._last: str | None = None
+
+    def _primary(self, key: str) -> tuple[str, ...]:
+        return self.orders[0](key) if self.orders else (key,)
+
+    def seek(self) -> str:
+        """Start a listing right before the first undecided folder; returns its name,
+        the ``StartAfter`` to send."""
+        self._start = self.undecided[0]
+        self._last = None
+        return self._start
+
+    def read(self, page: dict[str, Any]) -> bool:
+        """Learn from the next page of the listing; True if it goes on (another page
+        is worth asking for)."""
+        keys = [str(obj["Key"]) for obj in page.get("Contents", [])]
+        self._rule_out([self._last or self._start, *keys])
+        self.note(keys)
+        more = bool(page.get("IsTruncated"))
+        if more and not (keys and page.get("NextContinuationToken")):
+            self.orders.clear()  # an answer S3 never gives: trust only what was seen
+        if keys:
+            self._last = keys[-1]
+        if not self.orders:
+            return False
+        self._decide(self._start, self._last if more else None)
+        return more
+
+    def inside_undecided(self) -> bool:
+        """Whether the listing stopped inside the first undecided folder: then going on
+        costs less than a seek."""
+        return bool(self.undecided and self._last
+                    and self._last.startswith(self.undecided[0]))
+
+    def note(self, keys: list[str]) -> None:
+        """Record which wanted folders these keys show, and which are committed."""
+        for key in keys:
+            name, slash, _ = key[len(self.prefix):].partition("/")
+            folder = f"{self.prefix}{name}/"
+            # "<prefix><id>" itself (no "/") is some other object, not in the folder.
+            if slash and folder in self.folders and key.startswith(self.prefix):
+                self.seen.add(folder)
+                if key == folder + RECORD_NAME:
+                    self.committed.add(folder)
+
+    def _rule_out(self, keys: list[str]) -> None:
+        """Drop the orders these keys, as listed, are not in."""
+        possible = [order for order in self.orders
+                    if all(order(a) < order(b) for a, b in itertools.pairwise(keys))]
+        if possible != self.orders:
+            primary = self.orders[0] if self.orders else None
+            self.orders = possible
+            if possible and possible[0] is not primary:
+                self.undecided.sort(key=self._primary)
+
+    def _decide(self, start: str, end: str | None) -> None:
+        """Folders between *start* and *end* (None: the end of the listing) in every
+        possible order are decided: the listing has shown all of their keys."""
+        primary = self.orders[0]
+        low = bisect.bisect_left(self.undecided, primary(start), key=primary)
+        high = len(self.undecided) if end is None else \
+            bisect.bisect_left(self.undecided, primary(end), key=primary)
+        if low >= high:
+            return
+        kept = [folder for folder in self.undecided[low:high]
+                if not self._between(folder, start, end)]
+        self.undecided[low:high] = kept
+
+    def _between(self, folder: str, start: str, end: str | None) -> bool:
+        if end is not None and end.startswith(folder):
+            return False  # the listing stopped inside it
+        if end is None and self._last is not None and folder == self._last + "/":
+            # SeaweedFS 4.48 ends a listing early when its last page ends on a key that
+            # is also a folder ("<prefix><id>" beside "<prefix><id>/..."): the folder's
+            # keys never come. Its own seek will show them.
+            return False
+        return all(order(start) <= order(folder)
+                   and (end is None or order(folder) < order(end)) for order in self.orders)
 
 
 class _DeleteFailed(Exception):

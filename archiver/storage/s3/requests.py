@@ -353,11 +353,6 @@ class S3Bucket:
         for page in self.pages(prefix):
             yield from page.get("Contents", [])
 
-    def list_page(self, prefix: str, start_after: str) -> dict[str, Any]:
-        """One ListObjectsV2 page under *prefix*, starting after the key *start_after*."""
-        return self.call(self.client.list_objects_v2, Bucket=self.name, Prefix=prefix,
-                         StartAfter=start_after, MaxKeys=LIST_PAGE)
-
     def upload_pages(self, prefix: str) -> Iterator[dict[str, Any]]:
         """ListMultipartUploads pages under *prefix*."""
         params: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix}
