@@ -1,9 +1,17 @@
 """The deploy/ examples and the Dockerfile use the archiver exactly as it is defined:
 every container's args parse with the real argument parser, --shard agrees with the
-Job's completions, -c names the mounted ConfigMap, whose configuration is valid."""
+Job's completions, -c names the mounted ConfigMap, whose configuration is valid; what
+the archiver writes is on a writable volume; the systemd units pass `systemd-analyze
+verify` and are the README's; and what the deploy files rely on works in a real
+process: `run --pending-ok`, and a read-only root stopping the run at once."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,6 +22,14 @@ import yaml
 from archiver.cli.parsing import build_parser
 from archiver.config import parse_config
 from archiver.shard import parse_shard
+
+from .conftest import API_KEY, ID1, ID2, config_dict, run_cli, summary, write_yaml
+from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
+    S3Fixture,
+    aws_env,
+    moto_endpoint_fixture,
+    s3_fixture,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -82,3 +98,108 @@ def test_dockerfile_runs_the_console_script_as_a_user():
     user = next(line.split()[1] for line in final.splitlines() if line.startswith("USER "))
     assert user.split(":")[0] not in ("0", "root")
     assert "COPY --from=builder" in final and "pip wheel" not in final
+
+
+# ----------------------------------------------------------- pending as a success
+
+def test_pending_ok_exits_0_when_ids_are_only_pending(workdir, served):
+    """--pending-ok (cronjob.yaml): 0 instead of 3; the report and metrics still say 3,
+    and no last-success time is written for a run that left ids pending."""
+    standin, _ = served
+    standin.add_job(ID1, outcome="never")
+    data = yaml.safe_load((workdir / "archiver.yaml").read_text())
+    data["polling"]["deadline"] = 0.2
+    write_yaml(workdir / "archiver.yaml", data)
+    write_yaml(workdir / "videos.yaml", [ID1])
+    env = {"TEST_AKOOL_KEY": API_KEY}
+
+    plain = run_cli("run", "videos.yaml", cwd=workdir, env=env)
+    assert plain.returncode == 3, plain.stderr
+    result = run_cli("run", "videos.yaml", "--pending-ok", "--report", "report.json",
+                     "--metrics-file", "archiver.prom", cwd=workdir, env=env)
+    assert result.returncode == 0, result.stderr
+    assert summary(result.stdout)["pending"] == "1"
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["exit_status"] == 3
+    assert [item["outcome"] for item in report["items"]] == ["pending"]
+    metrics = (workdir / "archiver.prom").read_text()
+    assert "archiver_exit_status 3" in metrics
+    assert "archiver_last_success_timestamp_seconds" not in metrics
+
+
+def test_pending_ok_keeps_failures_failures(workdir, served):
+    """A failed id is still 1 with --pending-ok: only "run later" becomes a success."""
+    standin, _ = served
+    standin.add_job(ID1, outcome="never")
+    standin.add_job(ID2, outcome="failed")
+    data = yaml.safe_load((workdir / "archiver.yaml").read_text())
+    data["polling"]["deadline"] = 0.2
+    write_yaml(workdir / "archiver.yaml", data)
+    write_yaml(workdir / "videos.yaml", [ID1, ID2])
+    result = run_cli("run", "videos.yaml", "--pending-ok", cwd=workdir,
+                     env={"TEST_AKOOL_KEY": API_KEY})
+    assert result.returncode == 1, result.stderr
+
+
+# ------------------------------------------------ a read-only root, for real
+
+def _can_unshare_mounts() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind / /mnt"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+#: Runs "$@" as in a container with readOnlyRootFilesystem: the temporary directories and
+#: the working directory read-only (in a private mount namespace, so even root cannot
+#: write there); with $SPOOL set, a writable tmpfs there, as the Job's emptyDir.
+READ_ONLY_ROOT = """
+for d in /tmp /var/tmp /usr/tmp "$PWD"; do
+  if [ -d "$d" ]; then mount --bind "$d" "$d" && mount -o remount,bind,ro "$d" || exit 99; fi
+done
+if [ -n "$SPOOL" ]; then mount -t tmpfs -o size=64m tmpfs "$SPOOL" || exit 99; fi
+exec "$@"
+"""
+
+
+@pytest.mark.skipif(not _can_unshare_mounts(),
+                    reason="needs `unshare -m` and mount (root or CAP_SYS_ADMIN)")
+@pytest.mark.parametrize("spool", [False, True], ids=["no-spool-dir", "mounted-spool-dir"])
+def test_read_only_root(spool, tmp_path, served, s3: S3Fixture):
+    """No writable temporary directory and no storage.s3.spool_dir: exit 2 with one line
+    naming the key, before any API call - not a failure of every segmented file hours
+    later. With spool_dir on a writable mount (the Job's emptyDir) the same run works."""
+    standin, url = served
+    standin.add_job(ID1, video_size=3 * 1024 * 1024)
+    data = config_dict(url, tmp_path / "unused",
+                       downloads={"segment_threshold": 1024 * 1024, "segments": 4})
+    data["api"]["api_key"] = "${TEST_AKOOL_KEY}"
+    data["storage"] = {"backend": "s3", "s3": {
+        "bucket": s3.bucket, "prefix": "akool/", "endpoint_url": s3.endpoint,
+        "region": "us-east-1", "addressing_style": "path"}}
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    if spool:
+        data["storage"]["s3"]["spool_dir"] = str(spool_dir)
+    write_yaml(tmp_path / "archiver.yaml", data)
+    write_yaml(tmp_path / "videos.yaml", [ID1])
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("TMPDIR", "TEMP", "TMP")}
+    env.update(TEST_AKOOL_KEY=API_KEY, SPOOL=str(spool_dir) if spool else "",
+               **aws_env(tmp_path))
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", READ_ONLY_ROOT, "sh",
+         sys.executable, "-m", "archiver", "run", "videos.yaml", "-c", "archiver.yaml"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 99, result.stderr
+    if spool:
+        assert result.returncode == 0, result.stderr
+        assert s3.read(f"akool/{ID1}/archive.json")
+        return
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        "archiver: error: storage.s3.spool_dir is not set and no temporary directory is "
+        "writable ($TMPDIR, /tmp, /var/tmp, the working directory): set it to a writable "
+        "folder"]
+    assert standin.api_calls == 0
