@@ -7,20 +7,23 @@ process: `run --pending-ok`, and a read-only root stopping the run at once."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
 from archiver.cli.parsing import build_parser
-from archiver.config import parse_config
+from archiver.config import Config, parse_config
 from archiver.shard import parse_shard
 
 from .conftest import API_KEY, ID1, ID2, config_dict, run_cli, summary, write_yaml
@@ -67,6 +70,19 @@ def test_there_is_a_cronjob_and_an_indexed_job():
     assert kinds == [("CronJob", None), ("Job", "Indexed")]
 
 
+def container_config(pod: dict[str, Any], container: dict[str, Any],
+                     monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The configuration the container's -c names, from the ConfigMap mounted there."""
+    args = build_parser().parse_args(container["args"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    config_dir, name = str(args.config.parent), args.config.name
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[config_dir])
+    text = config_maps()[volume["configMap"]["name"]][name]
+    for variable in {e["name"] for e in container["env"]}:
+        monkeypatch.setenv(variable, "sk-example-key-0000")
+    return parse_config(text, source=f"ConfigMap {volume['configMap']['name']}")
+
+
 @pytest.mark.parametrize(("job", "pod"), pod_specs())
 def test_container_args_parse_and_match_the_job(job, pod, monkeypatch):
     """args parse with build_parser(); --shard auto/N fits completions; -c is mounted."""
@@ -78,14 +94,64 @@ def test_container_args_parse_and_match_the_job(job, pod, monkeypatch):
                 assert shard.count == job["completions"] == job["parallelism"]
         else:
             assert args.shard is None
-        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        config_dir, name = str(args.config.parent), args.config.name
-        volume = next(v for v in pod["volumes"] if v["name"] == mounts[config_dir])
-        text = config_maps()[volume["configMap"]["name"]][name]
-        env = {e["name"] for e in container["env"]}
-        for variable in env:
-            monkeypatch.setenv(variable, "sk-example-key-0000")
-        parse_config(text, source=f"ConfigMap {volume['configMap']['name']}")
+        container_config(pod, container, monkeypatch)
+
+
+def written_paths(args: argparse.Namespace, config: Config) -> list[PurePosixPath]:
+    """Every path a run with *args* and *config* writes to (its temporary files too)."""
+    paths = [p for p in (args.report, args.metrics_file) if p is not None and str(p) != "-"]
+    if config.run.lock_file is not None:
+        paths.append(config.run.lock_file)
+    if config.storage.backend == "local":
+        paths.append(config.storage.local.root)
+    else:
+        # Without spool_dir the spool goes to the system's temporary directory.
+        paths.append(config.storage.s3.spool_dir or Path("/tmp/spool"))
+    return [PurePosixPath(p) for p in paths]
+
+
+@pytest.mark.parametrize(("job", "pod"), pod_specs())
+def test_what_the_archiver_writes_is_on_a_writable_volume(job, pod, monkeypatch):
+    """With readOnlyRootFilesystem, the report, the metrics, the spool, the lock and a
+    local archive each lie under a mounted emptyDir or claim that is not read-only: on
+    the root they would fail (the spool: every file over 64 MiB, before this test)."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for container in pod["containers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        writable = [PurePosixPath(m["mountPath"]) for m in container["volumeMounts"]
+                    if not m.get("readOnly")
+                    and {"emptyDir", "persistentVolumeClaim"} & set(volumes[m["name"]])]
+        args = build_parser().parse_args(container["args"])
+        config = container_config(pod, container, monkeypatch)
+        assert config.storage.backend != "s3" or config.storage.s3.spool_dir is not None
+        for path in written_paths(args, config):
+            assert path.is_absolute(), path
+            assert any(path.is_relative_to(mount) for mount in writable), \
+                f"{path} is on the read-only root of {container['name']}"
+
+
+def image_user() -> tuple[int, int]:
+    """(uid, gid) the final stage's USER runs as, checked against the user it creates."""
+    final = (ROOT / "Dockerfile").read_text().split("\nFROM ")[-1]
+    final = "\n".join(line for line in final.splitlines() if not line.startswith("#"))
+    user = next(line.split()[1] for line in final.splitlines() if line.startswith("USER "))
+    uid, gid = (int(n) for n in user.split(":"))
+    created_uid = re.search(r"useradd [^&]*--uid (\d+)", final)
+    user_gid = re.search(r"useradd [^&]*--gid (\d+)", final)
+    group_gid = re.search(r"groupadd [^&]*--gid (\d+)", final)
+    assert created_uid and user_gid and group_gid, "the user and its group are created"
+    assert (int(created_uid[1]), int(user_gid[1]), int(group_gid[1])) == (uid, gid, gid)
+    assert "--user-group" not in final  # a group with the next free gid, not gid
+    return uid, gid
+
+
+@pytest.mark.parametrize(("job", "pod"), pod_specs())
+def test_pods_run_as_the_images_user_and_group(job, pod):
+    """runAsUser / runAsGroup are the uid and gid the image creates and runs as."""
+    uid, gid = image_user()
+    context = pod["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid)
+    assert context["runAsNonRoot"] is True
 
 
 def test_dockerfile_runs_the_console_script_as_a_user():
