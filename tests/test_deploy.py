@@ -269,3 +269,116 @@ def test_read_only_root(spool, tmp_path, served, s3: S3Fixture):
         "writable ($TMPDIR, /tmp, /var/tmp, the working directory): set it to a writable "
         "folder"]
     assert standin.api_calls == 0
+
+
+# ------------------------------------------------------------ systemd and README
+
+README = ROOT / "README.md"
+UNITS = sorted(p for p in (DEPLOY / "systemd").iterdir()
+               if p.suffix in (".service", ".timer"))
+
+
+def fenced_blocks(text: str, language: str) -> list[str]:
+    """The contents of the README's ```LANGUAGE blocks."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.M | re.S)
+
+
+def headings(text: str) -> set[str]:
+    """The README's headings (not the # comments inside code blocks)."""
+    found, fenced = set(), False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (match := re.match(r"#{1,6} (.+)", line)):
+            found.add(match[1].strip())
+    return found
+
+
+def exec_start(unit: str) -> list[str]:
+    """ExecStart's command line, continuation lines joined."""
+    joined = unit.replace("\\\n", " ")
+    return shlex.split(next(line for line in joined.splitlines()
+                            if line.startswith("ExecStart="))[len("ExecStart="):])
+
+
+def test_there_are_the_units_the_readme_describes():
+    assert [u.name for u in UNITS] == [
+        "akool-archiver-serve.service", "akool-archiver.service", "akool-archiver.timer"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed")
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    """No warning at all: systemd ignores a value it cannot parse (a `# comment` after
+    TimeoutStopSec=60 made it "Failed to parse time value") and still exits 0. The
+    ExecStart binary must exist for verify: the copies point at this venv's archiver."""
+    archiver = Path(sys.executable).with_name("archiver")
+    assert archiver.exists(), "pip install -e . puts the console script beside python"
+    for unit in UNITS:
+        text = unit.read_text().replace("/usr/local/bin/archiver", str(archiver))
+        (tmp_path / unit.name).write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", "--generators=no",
+         *(str(tmp_path / u.name) for u in UNITS)],
+        capture_output=True, text=True, timeout=60, check=False)
+    # Complaints about the machine's own units (a container's) are not ours.
+    ours = [line for line in (result.stdout + result.stderr).splitlines()
+            if "akool-archiver" in line or str(tmp_path) in line]
+    assert result.returncode == 0 and ours == [], result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_the_readme_shows_each_unit_as_it_is(unit):
+    """README and deploy/systemd/ cannot drift: each unit is one of its ```ini blocks."""
+    assert unit.read_text() in fenced_blocks(README.read_text(), "ini")
+
+
+@pytest.mark.parametrize("unit", [u for u in UNITS if u.suffix == ".service"],
+                         ids=lambda u: u.name)
+def test_units_run_the_archiver_with_arguments_it_accepts(unit):
+    argv = exec_start(unit.read_text())
+    assert argv[0] == "/usr/local/bin/archiver"
+    build_parser().parse_args(argv[1:])
+    # systemd has no comments after a value: "60  # ..." is the value, and
+    # EnvironmentFile=/etc/x.env  # ... a file of that name (verify misses that one).
+    assert not re.search(r"^[A-Za-z]+=.*[ \t]#", unit.read_text(), flags=re.M)
+
+
+def test_readme_command_snippets_parse():
+    """The cron lines and the docker run of the README use arguments the archiver
+    accepts; docker run runs as the caller, who can write the mounted folder."""
+    text = README.read_text()
+    cron = [line for block in fenced_blocks(text, "cron") for line in block.splitlines()
+            if line and not line.startswith("#")]
+    docker = [" ".join(block.replace("\\\n", " ").split()) for block in
+              fenced_blocks(text, "sh") if "docker run" in block]
+    commands = [shlex.split(line)[shlex.split(line).index("archiver") + 1:]
+                for line in cron]
+    for line in docker:
+        words = shlex.split(line.split("docker run", 1)[1])
+        assert "--user" in words and words[words.index("--user") + 1] == "$(id -u):$(id -g)"
+        commands.append(words[words.index("akool-archiver") + 1:])
+    assert len(commands) >= 3
+    for argv in commands:
+        build_parser().parse_args(argv)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert '--user "$(id -u):$(id -g)" -v "$PWD:/work" -w /work' in dockerfile
+
+
+def test_readme_references_in_deploy_name_existing_sections():
+    """Every README mention in the comments of deploy/ and the Dockerfile names a
+    heading, as
+    README ("Heading"), and that heading exists."""
+    existing = headings(README.read_text())
+    files = [*sorted(p for p in DEPLOY.rglob("*") if p.is_file()), ROOT / "Dockerfile"]
+    mentions = 0
+    for path in files:
+        for line in path.read_text().splitlines():
+            if "README" not in line or not line.lstrip().startswith("#"):
+                continue  # COPY README.md is not a reference
+            names = re.findall(r'README \("([^"]+)"\)', line)
+            assert names, f"{path.name}: a README mention without a section: {line!r}"
+            for name in names:
+                assert name in existing, f"{path.name}: no README section {name!r}"
+                mentions += 1
+    assert mentions
