@@ -382,3 +382,30 @@ def test_readme_references_in_deploy_name_existing_sections():
                 assert name in existing, f"{path.name}: no README section {name!r}"
                 mentions += 1
     assert mentions
+
+
+@pytest.mark.parametrize(("outcome", "says"), [
+    ("success", "archive complete and intact"),
+    ("never", "some jobs still processing at Akool; the next run will get them"),
+    ("failed", f"{ID1}: Akool job failed: face not detected in the source image"),
+])
+def test_readme_backup_script_runs_as_written(outcome, says, workdir, served):
+    """The README's backup script, run by sh with the archiver on PATH, takes the branch
+    of each exit status it is written for (0, 3, and 1 with its jq over the report)."""
+    if shutil.which("jq") is None and outcome == "failed":
+        pytest.skip("jq is not installed")
+    script = next(b for b in fenced_blocks(README.read_text(), "sh")
+                  if b.startswith("#!/bin/sh"))
+    (workdir / "backup.sh").write_text(script)
+    standin, _ = served
+    standin.add_job(ID1, outcome=outcome)
+    data = yaml.safe_load((workdir / "archiver.yaml").read_text())
+    data["polling"]["deadline"] = 0.2
+    write_yaml(workdir / "archiver.yaml", data)
+    write_yaml(workdir / "videos.yaml", [ID1])
+    env = {**os.environ, "TEST_AKOOL_KEY": API_KEY,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["sh", "backup.sh"], cwd=workdir, env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert says in result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.returncode == (1 if outcome == "failed" else 0)
