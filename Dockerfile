@@ -1,5 +1,7 @@
-# The archiver as a container image: `docker build -t archiver .`
-# Run: docker run --rm -v $PWD:/work -w /work archiver run videos.yaml -c archiver.yaml
+# The archiver as a container image: `docker build -t akool-archiver .`
+# Run (as your own uid and gid, so that it may write the archive in the current folder):
+#   docker run --rm -e AKOOL_API_KEY --user "$(id -u):$(id -g)" -v "$PWD:/work" -w /work \
+#       akool-archiver run videos.yaml -c archiver.yaml
 #
 # Two stages: the builder turns the source into a wheel and installs it (with its
 # dependencies, all pure-Python or manylinux wheels) into a virtual environment; the
@@ -21,8 +23,11 @@ RUN python -m pip wheel --wheel-dir /wheels . \
 
 FROM python:${PYTHON_VERSION}-slim
 # The base image's own pip and setuptools go too: nothing is installed at run time.
+# Group and user are both 10001, as USER below and the pods' runAsUser / runAsGroup
+# say (useradd --user-group alone would give the group the next free system gid).
 RUN python -m pip uninstall --yes pip setuptools wheel 2>/dev/null || true \
- && useradd --system --uid 10001 --user-group --home-dir /home/archiver --create-home \
+ && groupadd --system --gid 10001 archiver \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /home/archiver --create-home \
       --shell /usr/sbin/nologin archiver
 COPY --from=builder /opt/archiver /opt/archiver
 ENV PATH=/opt/archiver/bin:$PATH \

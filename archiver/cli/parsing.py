@@ -54,6 +54,10 @@ def _add_run(commands: _Commands) -> None:
                           "- for stdout")
     run.add_argument("--dry-run", action="store_true",
                      help="poll and report what would be downloaded; write nothing")
+    run.add_argument("--pending-ok", action="store_true",
+                     help="exit 0 instead of 3 when ids are only pending (none failed), "
+                          "for schedulers that count any other status as a failure; the "
+                          "report and metrics still say 3")
     _add_output_flags(run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,14 +136,30 @@ class S3Storage:
                      probe, describe(exc))
 
     def _check_spool_dir(self) -> None:
-        """A configured spool_dir must take a temporary file now, not mid-run."""
+        """The spool's folder must take a temporary file now, not mid-run.
+
+        That is ``storage.s3.spool_dir``, or else the system's temporary directory: in a
+        container with a read-only root and no writable /tmp there is none, and every
+        file fetched in segments would fail on its own, hours in, instead of the run
+        stopping at once with the key to set.
+        """
         if self.spool_dir is None:
-            return
+            try:
+                # The first writable of $TMPDIR, /tmp, /var/tmp, /usr/tmp and the working
+                # directory (each tried with a file); FileNotFoundError if none is.
+                tempfile.gettempdir()
+            except OSError:
+                raise StorageUnavailable(
+                    "storage.s3.spool_dir is not set and no temporary directory is "
+                    "writable ($TMPDIR, /tmp, /var/tmp, the working directory): set it "
+                    "to a writable folder") from None
         try:
             Spool(self.spool_dir).close()
         except OSError as exc:
+            where = self.spool_dir if self.spool_dir is not None else \
+                f"the temporary directory {tempfile.gettempdir()}"
             raise StorageUnavailable(f"storage.s3.spool_dir: cannot write to "
-                                     f"{self.spool_dir}: {exc.strerror or exc}") from None
+                                     f"{where}: {exc.strerror or exc}") from None
 
     def _bucket_problem(self, exc: bce.ClientError) -> str:
         name = self.bucket.name
