@@ -1,7 +1,8 @@
 """Test helpers for the archiver: a stand-in for Akool's result API and CDN.
 
-See :mod:`archiver.testing.standin` for the server and
-:mod:`archiver.testing.media` for the synthetic MP4/SRT content it serves.
+See :mod:`archiver.testing.standin` for the server (every Akool result family) and
+:mod:`archiver.testing.media` for the synthetic content it serves (MP4, SRT, PNG, JPEG,
+WebP, MP3, WAV, M4A).
 ``python -m archiver.testing --help`` runs a stand-in from the command line.
 """
 

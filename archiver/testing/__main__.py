@@ -6,6 +6,10 @@ Example (a benchmark's server process)::
 
 The first line printed is the base URL; then come the job ids, one per line,
 unless ``--ids-file`` writes them as a YAML manifest (``videos: [...]``) instead.
+``--family image`` (``audio``, ``faceswap``, ``image2video``) makes the generated jobs
+of another result family. ``--samples`` serves the sample jobs of every family instead
+(see ``sample_jobs``) and prints, for each, ``<id> <family> <method> <lookup URL>``
+and, for a POST lookup, its JSON body.
 ``--requests-per-second R`` limits lookups account-wide as Akool does (code 1005 above
 it), to try several archiver processes against one account.
 With ``--webhook-url URL`` it then plays Akool's webhook: one signed, encrypted callback
@@ -19,20 +23,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from pathlib import Path
 
-from archiver.testing.standin import FILE_KINDS, AkoolStandIn, JobScenario, generated_job_id
+from archiver.testing.media import AUDIO_FORMATS, IMAGE_FORMATS
+from archiver.testing.standin import (
+    FAMILIES,
+    FAMILY_NAMES,
+    AkoolStandIn,
+    JobScenario,
+    generated_job_id,
+    sample_jobs,
+)
+
+_KINDS = {family.name: tuple(family.files) for family in FAMILIES}
 
 
 def _file_kinds(value: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in value.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in FILE_KINDS]
-    if not kinds or unknown:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated subset of {','.join(FILE_KINDS)}"
-        )
+    if not kinds:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of file kinds")
     return kinds
 
 
@@ -71,10 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--outcome", choices=("success", "failed", "never"), default="success")
     parser.add_argument(
+        "--family", choices=FAMILY_NAMES, default="video",
+        help="result family of the generated jobs (default video)",
+    )
+    parser.add_argument(
         "--files",
         type=_file_kinds,
-        default=("video",),
-        help=f"comma-separated file kinds per job, from {','.join(FILE_KINDS)}",
+        help="comma-separated file kinds per job, from the family's: "
+        + "; ".join(f"{name}: {','.join(kinds)}" for name, kinds in _KINDS.items())
+        + " (default: its usual result)",
+    )
+    parser.add_argument("--image-size", type=int, default=16 * 1024,
+                        help="size in bytes of each image")
+    parser.add_argument("--audio-size", type=int, default=32 * 1024,
+                        help="size in bytes of each audio file")
+    parser.add_argument("--image-format", choices=IMAGE_FORMATS, default=IMAGE_FORMATS[0])
+    parser.add_argument("--audio-format", choices=AUDIO_FORMATS, default=AUDIO_FORMATS[0])
+    parser.add_argument(
+        "--samples", action="store_true",
+        help="serve the sample jobs of every family instead of generated ones, and print "
+        "how to look each up",
     )
     parser.add_argument(
         "--ids-file",
@@ -108,16 +136,13 @@ async def _serve(args: argparse.Namespace) -> None:
         requests_per_second=args.requests_per_second,
         burst=args.burst,
     )
-    scenario = JobScenario(
-        polls_until_done=args.polls_until_done,
-        outcome=args.outcome,
-        files=args.files,
-        video_size=args.video_size,
-        no_caption_size=args.video_size,
-    )
-    ids = [generated_job_id(i, args.namespace) for i in range(args.jobs)]
-    for job_id in ids:
-        standin.add_job(job_id, scenario)
+    if args.samples:
+        jobs = sample_jobs(FAMILY_NAMES)
+    else:
+        scenario = _scenario(args)
+        jobs = {generated_job_id(i, args.namespace): scenario for i in range(args.jobs)}
+    standin.add_jobs(jobs)
+    ids = list(jobs)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -130,7 +155,10 @@ async def _serve(args: argparse.Namespace) -> None:
             write_manifest(args.ids_file, ids)
         # Flushed at once: a parent process reads the URL to know the port.
         print(base_url, flush=True)
-        if args.ids_file is None:
+        if args.samples:
+            for job_id, scenario in jobs.items():
+                print(_how_to_look_up(standin, base_url, job_id, scenario.family), flush=True)
+        elif args.ids_file is None:
             print("\n".join(ids), flush=True)
         if args.webhook_url:
             await _deliver_all(standin, args.webhook_url, ids)
@@ -140,6 +168,34 @@ async def _serve(args: argparse.Namespace) -> None:
             if standin.requests_per_second is not None:
                 print(f"answered {standin.throttled} lookup(s) with code 1005 "
                       f"(over {standin.requests_per_second:g}/s)", file=sys.stderr, flush=True)
+
+
+def _scenario(args: argparse.Namespace) -> JobScenario:
+    """The one scenario of every generated job."""
+    scenario = JobScenario(
+        family=args.family,
+        polls_until_done=args.polls_until_done,
+        outcome=args.outcome,
+        video_size=args.video_size,
+        no_caption_size=args.video_size,
+        image_size=args.image_size,
+        audio_size=args.audio_size,
+        image_format=args.image_format,
+        audio_format=args.audio_format,
+    )
+    if args.files is not None:
+        scenario.files = args.files
+    return scenario
+
+
+def _how_to_look_up(standin: AkoolStandIn, base_url: str, job_id: str, family_name: str) -> str:
+    """``<id> <family> <method> <URL>[ <JSON body>]``: one job's lookup."""
+    family = standin.families[family_name]
+    url = base_url + family.path
+    if family.method == "GET":
+        return f"{job_id} {family_name} GET {url}?{family.id_param}={job_id}"
+    body = json.dumps({family.id_param: job_id}, separators=(",", ":"))
+    return f"{job_id} {family_name} POST {url} {body}"
 
 
 async def _deliver_all(standin: AkoolStandIn, url: str, ids: list[str]) -> None:
@@ -157,6 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.jobs < 0 or args.polls_until_done < 1 or args.video_size < 0:
         print("--jobs and --video-size must be >= 0, --polls-until-done >= 1", file=sys.stderr)
+        return 2
+    unknown = sorted(set(args.files or ()) - set(_KINDS[args.family]))
+    if unknown:
+        print(f"python -m archiver.testing: --files {','.join(unknown)}: not a file kind of "
+              f"the {args.family} family ({','.join(_KINDS[args.family])})", file=sys.stderr)
+        return 2
+    try:
+        # The family's own checks (kinds, sizes its formats allow), before serving.
+        AkoolStandIn().add_job(generated_job_id(0), _scenario(args))
+    except ValueError as exc:
+        print(f"python -m archiver.testing: {exc}", file=sys.stderr)
         return 2
     if (args.requests_per_second is not None and args.requests_per_second <= 0) or (
         args.burst is not None and (args.requests_per_second is None or args.burst < 1)

@@ -3,8 +3,10 @@
 Written from ``akool-api.md`` ("Webhooks") alone, independently of the receiver in
 :mod:`archiver.webhook`, so that a mistake in one is not mirrored in the other:
 
-- ``dataEncrypt`` = Base64(AES-CBC(key = client secret bytes, IV = client id bytes,
-  PKCS#7(JSON payload))) - or hex, as one of Akool's samples has it;
+- ``dataEncrypt`` = Base64(AES-CBC(key = client secret bytes, IV = the first 16 bytes
+  of the client id, PKCS#7(JSON payload))) - or hex, as one of Akool's samples has it.
+  Real client ids are 24 characters and Akool's own demos cut the IV to 16 bytes
+  (akool-families.md, section 8); the signature uses the whole client id;
 - ``signature`` = hex SHA-1 of ``clientId``, ``timestamp``, ``nonce``, ``dataEncrypt``
   (as strings) sorted and concatenated. Akool's samples write ``timestamp`` as a number
   or a string and ``nonce`` as a string or a number: the string signed is the value's
@@ -15,6 +17,11 @@ signature, a stale timestamp, bodies built to crash a parser (:func:`hostile_bod
 and what it must accept harmlessly: the very same body again (Akool retrying a 200 it
 did not see), the same news under a fresh nonce, two different callbacks that share a
 nonce and a timestamp.
+
+The decrypted payload is ``{"_id", "status", "type", "url"}`` (``url`` with status 3).
+``type`` is one of :data:`CALLBACK_TYPES`, the values Akool documents, or anything else
+(Akool documents none for image-to-video, character swap, reage...), or missing
+(``callback_type=None``): a receiver must take them all.
 """
 
 from __future__ import annotations
@@ -31,10 +38,14 @@ import aiohttp
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["CallbackSender", "Delivery", "encrypt_payload", "hostile_bodies", "sign",
-           "signed_body"]
+__all__ = ["CALLBACK_TYPES", "CallbackSender", "Delivery", "encrypt_payload",
+           "hostile_bodies", "sign", "signed_body"]
 
 Encoding = Literal["base64", "hex"]
+
+#: The payload ``type`` values Akool's webhook page lists, one per product.
+CALLBACK_TYPES = ("faceswap", "image", "audio", "talking photo", "video translate",
+                  "background change", "avatar", "lipsync")
 
 
 def encrypt_payload(payload: dict[str, Any] | bytes, client_id: str, client_secret: str,
@@ -44,7 +55,7 @@ def encrypt_payload(payload: dict[str, Any] | bytes, client_id: str, client_secr
     padder = padding.PKCS7(128).padder()
     padded = padder.update(plain) + padder.finalize()
     encryptor = Cipher(algorithms.AES(client_secret.encode()),
-                       modes.CBC(client_id.encode())).encryptor()
+                       modes.CBC(client_id.encode()[:16])).encryptor()
     ciphertext = encryptor.update(padded) + encryptor.finalize()
     if encoding == "hex":
         return ciphertext.hex()
@@ -157,11 +168,15 @@ class CallbackSender:
             await self._session.close()
 
     def body(self, job_id: str, status: int = 3, *, url: str | None = None,
+             callback_type: str | None = "talking photo",
              extra: dict[str, Any] | None = None, timestamp: int | float | str | None = None,
              nonce: int | float | str | None = None,
              encoding: Encoding = "base64") -> dict[str, Any]:
-        """A correctly signed and encrypted body saying *job_id* reached *status*."""
-        payload: dict[str, Any] = {"_id": job_id, "status": status, "type": 2}
+        """A correctly signed and encrypted body saying *job_id* reached *status*, of
+        *callback_type* (``None``: the payload has no ``type``)."""
+        payload: dict[str, Any] = {"_id": job_id, "status": status}
+        if callback_type is not None:
+            payload["type"] = callback_type
         if url is not None:
             payload["url"] = url
         payload.update(extra or {})

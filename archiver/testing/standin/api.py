@@ -1,5 +1,6 @@
 """The API plumbing every family shares: the envelope, auth, ``getToken``, API faults,
-reading the requested ids, and the account's rate limit.
+reading the requested ids, the account's rate limit, and the 404 (recorded) of any path
+the stand-in does not serve.
 
 Each family's lookup endpoint is served by :func:`add_api_routes` from its
 :class:`~archiver.testing.standin.family.Family`; the answer for its jobs is decided by
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from archiver.testing.standin.family import Family
 from archiver.testing.standin.faults import ApiFault, error_page, html_error, reset_connection
@@ -58,6 +60,14 @@ class ApiHost(Protocol):
         """Count and record one API request, whatever its fate."""
         ...
 
+    def _count_token_request(self) -> None:
+        """Count one ``getToken`` request, whatever its fate."""
+        ...
+
+    def _record_unknown(self, request: web.Request) -> None:
+        """Record one request to a path the stand-in does not serve."""
+        ...
+
     def _lookup(self, family: Family, ids: list[str]) -> ApiFault | Answered:
         """Count one authenticated lookup of *ids* and decide its answer: a fault for
         the whole request, or the known jobs of *family* among *ids*, each advanced."""
@@ -73,6 +83,20 @@ def add_api_routes(app: web.Application, host: ApiHost, families: Iterable[Famil
             app.router.add_get(family.path, handler)
         else:
             app.router.add_post(family.path, handler)
+
+
+def record_unknown(host: ApiHost) -> Middleware:
+    """A middleware answering 404 to any method and path no route takes (a GET of a POST
+    endpoint included), and recording the request. A middleware rather than a catch-all
+    route, so that routes added to the application later still get their requests."""
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if getattr(request.match_info, "http_exception", None) is None:
+            return await handler(request)
+        host._record_unknown(request)
+        return html_error(404, f"Cannot {request.method} {request.path}")
+
+    return middleware
 
 
 class AccountLimit:
@@ -160,6 +184,7 @@ async def requested_ids(request: web.Request, family: Family) -> list[str]:
 def _token_handler(host: ApiHost) -> _Handler:
     async def handle(request: web.Request) -> web.Response:
         host._record_api(request)
+        host._count_token_request()
         if host.latency:
             await asyncio.sleep(host.latency)
         if host.fail_all_with_code is not None:
@@ -175,8 +200,9 @@ def _token_handler(host: ApiHost) -> _Handler:
             and body["clientId"] == host.client_id
             and body["clientSecret"] == host.client_secret
         ):
-            # The one answer without "data": the token sits at the top level.
-            return web.json_response({"code": 1000, "msg": "OK", "token": host.token})
+            # The one answer without "data": the token sits at the top level, and the
+            # docs' example has no "msg" either.
+            return web.json_response({"code": 1000, "token": host.token})
         return envelope(1101)
 
     return handle
@@ -199,7 +225,7 @@ def _lookup_handler(host: ApiHost, family: Family) -> _Handler:
         if not isinstance(answer, list):
             return fault_response(request, answer)
         base = host.public_base_url or f"{request.scheme}://{request.host}"
-        rendered = [family.render(state.view(job_id, answered, base, family.files))
+        rendered = [family.render(state.view(job_id, answered, base))
                     for job_id, state, answered in answer]
         return envelope(1000, {"result": rendered} if family.batched else rendered[0])
 

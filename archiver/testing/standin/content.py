@@ -1,7 +1,7 @@
 """What the stand-in's result files are: their bytes, type, validators and URL path.
 
-A family's ``make_files`` builds a job's :class:`File` objects with :func:`bytes_file`
-and :func:`mp4_file`; ``files.py`` serves them.
+A family's ``make_files`` builds a job's :class:`File` objects with :func:`bytes_file`,
+:func:`mp4_file` and :func:`media_file`; ``files.py`` serves them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from archiver.testing.media import CHUNK_SIZE, SyntheticMp4
+from archiver.testing.media import CHUNK_SIZE, MEDIA_FORMATS, SyntheticMp4
 
 # CDN result files are kept for 7 days (akool-api.md); signed URLs expire then too.
 RETENTION_S = 7 * 24 * 3600
@@ -91,6 +91,14 @@ def mp4_file(size: int, seed: bytes, create_time: int) -> File:
     # the bytes, so a hash of them is a valid strong ETag.
     tag = hashlib.sha256(b"mp4:%d:%d:" % (size, created_unix) + seed).hexdigest()
     return File(content, "video/mp4", tag[:32], modified_at(create_time))
+
+
+def media_file(media_format: str, size: int, seed: bytes, create_time: int) -> File:
+    """A generated image or audio file (:data:`~archiver.testing.media.MEDIA_FORMATS`) of
+    exactly *size* bytes, the same for the same *seed*; ``ValueError`` if the format
+    cannot be that size."""
+    fmt = MEDIA_FORMATS[media_format]
+    return bytes_file(fmt.make(size, seed, create_time // 1000), fmt.content_type, create_time)
 
 
 def file_path(job_id: str, name: str, create_time: int, *, signed: bool) -> str:

@@ -8,11 +8,13 @@ or 4 (failed), counted in normal answers (API faults do not advance it).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from archiver.testing.media import AUDIO_FORMATS, IMAGE_FORMATS
 from archiver.testing.standin.content import File, file_path
 from archiver.testing.standin.faults import (
     ApiFault,
@@ -23,6 +25,8 @@ from archiver.testing.standin.faults import (
 from archiver.testing.standin.files import FileAnswer
 
 _FINAL_STATUS = {"success": 3, "failed": 4, "never": 2}
+# A file name served under /files/<id>/: one path segment that needs no escaping.
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass
@@ -39,8 +43,10 @@ class JobScenario:
     polls_until_done: int = 1
     #: ``"success"`` (status 3), ``"failed"`` (status 4) or ``"never"`` (stays 2).
     outcome: Literal["success", "failed", "never"] = "success"
-    #: File kinds the job has: any of ``"video"``, ``"original_srt"``,
-    #: ``"translated_srt"``, ``"no_caption"``.
+    #: Result file kinds the job has, among its family's (video: ``"video"``,
+    #: ``"original_srt"``, ``"translated_srt"``, ``"no_caption"``; see each family's
+    #: module). The default, ``("video",)``, stands for the family's usual result in a
+    #: family without a ``"video"`` kind (``Family.default_files``).
     files: tuple[str, ...] = ("video",)
     #: ``create_time`` in ms since the epoch; ``None`` = when the job is added.
     create_time: int | None = None
@@ -85,14 +91,44 @@ class JobScenario:
     validators: tuple[str, ...] = ("etag", "last_modified")
     #: Whether file answers go without Content-Length (chunked transfer coding).
     chunked: bool = False
-    #: The result family the job belongs to (``"video"``): which lookup endpoint
-    #: knows it, and which file kinds it may have.
+    #: The result family the job belongs to (``"video"``, ``"image"``, ``"audio"``,
+    #: ``"faceswap"``, ``"image2video"``): which lookup endpoint knows it, and which
+    #: file kinds it may have.
     family: str = "video"
+    #: Size of each generated image (an image job's image and upscaled images, a face
+    #: swap's image, an image-to-video job's cover and input image).
+    image_size: int = 16 * 1024
+    #: Size of each generated audio file (an audio job's, an image-to-video job's).
+    audio_size: int = 32 * 1024
+    #: Format of the generated images: ``"png"``, ``"jpeg"`` or ``"webp"`` (a WebP's
+    #: size must be even).
+    image_format: str = "png"
+    #: Format of the generated audio: ``"mp3"``, ``"wav"`` (even size) or ``"m4a"``.
+    audio_format: str = "mp3"
+    #: File kind -> the name it is served under instead of its default, e.g.
+    #: ``{"video": "result"}`` (no extension) or ``{"image": "image.jpg"}`` for a PNG:
+    #: URLs do not tell what a file is.
+    file_names: dict[str, str] = field(default_factory=dict)
+    #: File kind -> the Content-Type served instead of the format's.
+    content_types: dict[str, str] = field(default_factory=dict)
+    #: File kind -> exact bytes served instead of generated content (any family).
+    file_bytes: dict[str, bytes] = field(default_factory=dict)
+    #: Whether result URLs are in the answers from the first one on, as face swap's
+    #: create call already answers the URL: until the job has answered status 3 its
+    #: result files answer 404, as a file not written yet.
+    early_urls: bool = False
+    #: The ``type`` of the job's webhook callbacks: ``None`` for its family's (video:
+    #: ``"talking photo"``, or ``"video translate"`` for a translation; ``"image"``;
+    #: ``"audio"``; ``"faceswap"``; none for image-to-video), ``""`` for no ``type`` at
+    #: all, any other text as it is (an unknown type: ``"reage"``).
+    callback_type: str | None = None
 
 
-def validate(job_id: str, scenario: JobScenario, kinds: Collection[str]) -> None:
+def validate(
+    job_id: str, scenario: JobScenario, kinds: Collection[str], inputs: Collection[str] = ()
+) -> None:
     """Raise ``ValueError`` for a scenario the stand-in cannot play (*kinds*: the
-    file kinds of the job's family)."""
+    result file kinds of the job's family, *inputs*: its input file kinds)."""
     if not job_id or "/" in job_id:
         raise ValueError(f"invalid job id {job_id!r}")
     if scenario.polls_until_done < 1:
@@ -102,11 +138,31 @@ def validate(job_id: str, scenario: JobScenario, kinds: Collection[str]) -> None
     unknown = set(scenario.files) - set(kinds)
     if unknown:
         raise ValueError(f"unknown file kinds {sorted(unknown)}; expected {tuple(kinds)}")
-    if scenario.video_size < 0 or scenario.no_caption_size < 0:
+    if min(scenario.video_size, scenario.no_caption_size, scenario.image_size,
+           scenario.audio_size) < 0:
         raise ValueError("file sizes must be >= 0")
+    if scenario.image_format not in IMAGE_FORMATS:
+        raise ValueError(f"unknown image_format {scenario.image_format!r}; "
+                         f"expected one of {IMAGE_FORMATS}")
+    if scenario.audio_format not in AUDIO_FORMATS:
+        raise ValueError(f"unknown audio_format {scenario.audio_format!r}; "
+                         f"expected one of {AUDIO_FORMATS}")
     if set(scenario.validators) - {"etag", "last_modified"}:
         raise ValueError(f"unknown validators {scenario.validators}; expected 'etag', "
                          "'last_modified'")
+    # Names may be given for any kind; what is served differently only for the job's files.
+    for field_name, allowed in (("file_names", (*kinds, *inputs)),
+                                ("content_types", (*scenario.files, *inputs)),
+                                ("file_bytes", (*scenario.files, *inputs))):
+        stray = set(getattr(scenario, field_name)) - set(allowed)
+        if stray:
+            raise ValueError(f"{field_name}: {sorted(stray)} not among the job's files "
+                             f"{allowed}")
+    names = list(scenario.file_names.values())
+    for name in names:
+        if not _NAME_RE.fullmatch(name):
+            raise ValueError(f"file_names: {name!r} is not a file name for a URL path "
+                             "(letters, digits, '.', '_', '-')")
 
 
 def status_after(scenario: JobScenario, answered: int) -> tuple[int, int]:
@@ -139,12 +195,19 @@ class JobView:
     status: int
     #: 0-100, as the video family reports it.
     progress: int
-    #: File kind -> absolute URL, for each file the job has, once the status is 3.
+    #: File kind -> absolute URL: each result file the job has once the status is 3
+    #: (from the first answer with ``early_urls``), and its input files always.
     urls: Mapping[str, str]
 
     def url(self, kind: str) -> str:
         """URL of the job's *kind* file, or ``""`` (not a file of the job, or not done)."""
         return self.urls.get(kind, "")
+
+    @property
+    def update_time(self) -> int:
+        """When the status last changed, in ms: ``create_time`` plus 30 s per normal
+        answer up to the final one (families with an ``update_time`` show it)."""
+        return self.create_time + 30_000 * min(self.answered, self.scenario.polls_until_done)
 
 
 @dataclass
@@ -161,25 +224,38 @@ class JobState:
     answered: int = 0
     #: File name -> file.
     files: dict[str, File] = field(default_factory=dict)
+    #: File kind -> name, for every kind of the job's family (results and inputs).
+    names: dict[str, str] = field(default_factory=dict)
+    #: The input kinds: shown in every answer, served whatever the status.
+    inputs: tuple[str, ...] = ()
 
     @classmethod
     def create(
-        cls, scenario: JobScenario, create_time: int, file_name: Callable[[str], str]
+        cls, scenario: JobScenario, create_time: int, names: Mapping[str, str],
+        inputs: tuple[str, ...] = (),
     ) -> JobState:
-        """A fresh state with *scenario*'s faults checked and queued (*file_name* maps a
-        file kind or name to the name, raising ``ValueError`` for neither)."""
+        """A fresh state with *scenario*'s faults checked and queued (*names*: file kind
+        -> name for the job; faults may name a file by either)."""
+        state = cls(scenario=scenario, create_time=create_time, api_faults=deque(),
+                    file_faults={}, redirects={}, names=dict(names), inputs=inputs)
+
         def queues(faults: Mapping[str, list[FileFault]]) -> dict[str, deque[FileFault]]:
-            return {file_name(n): deque(check_file_fault(f) for f in fs)
+            return {state.file_name(n): deque(check_file_fault(f) for f in fs)
                     for n, fs in faults.items()}
 
-        return cls(
-            scenario=scenario,
-            create_time=create_time,
-            api_faults=deque(check_api_fault(f) for f in scenario.api_faults),
-            file_faults=queues(scenario.file_faults),
-            redirects={file_name(n): url for n, url in scenario.redirects.items()},
-            range_faults=queues(scenario.range_faults),
-        )
+        state.api_faults.extend(check_api_fault(f) for f in scenario.api_faults)
+        state.file_faults = queues(scenario.file_faults)
+        state.redirects = {state.file_name(n): url for n, url in scenario.redirects.items()}
+        state.range_faults = queues(scenario.range_faults)
+        return state
+
+    def file_name(self, name: str) -> str:
+        """Accept a file kind (``video``) or this job's name of one; return the name."""
+        if name in self.names:
+            return self.names[name]
+        if name in self.names.values():
+            return name
+        raise ValueError(f"unknown file {name!r}; expected one of {sorted(self.names)}")
 
     def next_fault(self) -> ApiFault | None:
         """The fault this lookup answers instead of the job (queued ones first, then the
@@ -195,26 +271,33 @@ class JobState:
         self.answered += 1
         return self.answered
 
-    def view(
-        self, job_id: str, answered: int, base_url: str, names: Mapping[str, str]
-    ) -> JobView:
-        """The job as its *answered*-th normal answer shows it (*names*: kind -> file
-        name, *base_url*: where the files are served). Needs no lock."""
+    def status(self) -> int:
+        """The status the job has shown last (1 before its first answer)."""
+        return status_after(self.scenario, max(self.answered, 1))[0]
+
+    def view(self, job_id: str, answered: int, base_url: str) -> JobView:
+        """The job as its *answered*-th normal answer shows it (*base_url*: where the
+        files are served). Needs no lock."""
         scen = self.scenario
         status, progress = status_after(scen, answered)
-        urls = {} if status != 3 else {
-            kind: base_url + file_path(job_id, names[kind], self.create_time,
-                                       signed=scen.signed_urls)
-            for kind in scen.files
-        }
+        shown = [*self.inputs]
+        if status == 3 or scen.early_urls:
+            shown += scen.files
+        urls = {kind: base_url + file_path(job_id, self.names[kind], self.create_time,
+                                           signed=scen.signed_urls)
+                for kind in shown}
         return JobView(job_id, scen, self.create_time, answered, status, progress, urls)
 
     def take_file(self, name: str, *, ranged: bool, mirror: bool) -> FileAnswer | None:
         """What one request for file *name* gets (its next fault is used up), or
-        ``None`` if the job has no such file. The mirror path has no faults."""
+        ``None`` if the job has no such file (yet). The mirror path has no faults."""
         file = self.files.get(name)
         if file is None:
             return None
+        scen = self.scenario
+        if (scen.early_urls and self.status() != 3
+                and name not in {self.names[kind] for kind in self.inputs}):
+            return None  # not written yet: the URL was handed out before the result
         fault: FileFault | None = None
         redirect: str | None = None
         if not mirror:
@@ -224,7 +307,6 @@ class JobState:
             if fault is None and range_faults:
                 fault = range_faults.popleft()
             redirect = self.redirects.get(name)
-        scen = self.scenario
         return FileAnswer(
             file,
             fault,

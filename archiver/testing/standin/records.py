@@ -37,6 +37,16 @@ class RecordedRequest:
     headers: CIMultiDict[str]
 
 
+@dataclass(frozen=True, slots=True)
+class DeleteCall:
+    """One call of a destructive endpoint (``deletes.py``), whatever its answer."""
+
+    method: str
+    path: str
+    #: The ids it named (its ``_ids``, split at commas), as far as its body could be read.
+    ids: tuple[str, ...]
+
+
 class Ledger:
     """Counters and recorded requests, updated under :attr:`_lock` and read as snapshots.
 
@@ -57,6 +67,9 @@ class Ledger:
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded_requests)
         self._lookups: deque[Lookup] = deque(maxlen=max_recorded_requests)
         self._throttled = 0
+        self._token_requests = 0
+        self._deletes: list[DeleteCall] = []
+        self._unknown: deque[RecordedRequest] = deque(maxlen=max_recorded_requests)
 
     # ------------------------------------------------ updates, from the handlers
 
@@ -71,6 +84,22 @@ class Ledger:
         with self._lock:
             self._api_calls += 1
             self._requests.append(record)
+
+    def _record_unknown(self, request: web.Request) -> None:
+        """Record one request to a path the stand-in does not serve."""
+        record = RecordedRequest(request.method, request.path, dict(request.query),
+                                 CIMultiDict(request.headers))
+        with self._lock:
+            self._unknown.append(record)
+
+    def _record_delete(self, request: web.Request, ids: list[str]) -> None:
+        """Record one call of a destructive endpoint, before anything else happens."""
+        with self._lock:
+            self._deletes.append(DeleteCall(request.method, request.path, tuple(ids)))
+
+    def _count_token_request(self) -> None:
+        with self._lock:
+            self._token_requests += 1
 
     def _note_lookup(self, ids: list[str], at: float, *, admitted: bool) -> None:
         """Count one authenticated lookup of *ids* (call with the lock held)."""
@@ -151,6 +180,26 @@ class Ledger:
             return list(self._lookups)
 
     @property
+    def token_requests(self) -> int:
+        """``POST getToken`` requests received, whatever their answer."""
+        with self._lock:
+            return self._token_requests
+
+    @property
+    def delete_calls(self) -> list[DeleteCall]:
+        """Snapshot: every call of a destructive endpoint (deleting results at Akool),
+        authenticated or not, oldest first. An archiver must leave this empty."""
+        with self._lock:
+            return list(self._deletes)
+
+    @property
+    def unknown_requests(self) -> list[RecordedRequest]:
+        """Snapshot: the recent requests to paths the stand-in does not serve (answered
+        404), oldest first."""
+        with self._lock:
+            return list(self._unknown)
+
+    @property
     def api_headers(self) -> list[CIMultiDict[str]]:
         """Headers (case-insensitive) of the most recent API requests, oldest first."""
         return [r.headers for r in self.api_requests]
@@ -166,3 +215,6 @@ class Ledger:
             self._requests.clear()
             self._lookups.clear()
             self._throttled = 0
+            self._token_requests = 0
+            self._deletes.clear()
+            self._unknown.clear()

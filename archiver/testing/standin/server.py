@@ -1,14 +1,15 @@
 """The stand-in itself: :class:`AkoolStandIn`, and the result families it serves.
 
 It holds the configuration, the jobs and (through :class:`~.records.Ledger`) the
-counters, all under one lock; ``api.py``, ``files.py`` and the family modules do the
-talking. A new family is registered by adding it to :data:`FAMILIES`.
+counters, all under one lock; ``api.py``, ``deletes.py``, ``files.py`` and the family
+modules do the talking. A new family is registered by adding it to :data:`FAMILIES`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -17,11 +18,21 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from archiver.testing.media import CHUNK_SIZE
-from archiver.testing.standin.api import AccountLimit, Answered, add_api_routes
-from archiver.testing.standin.content import file_path
+from archiver.testing.standin.api import (
+    AccountLimit,
+    Answered,
+    add_api_routes,
+    record_unknown,
+)
+from archiver.testing.standin.audio import AUDIO
+from archiver.testing.standin.content import bytes_file, file_path
+from archiver.testing.standin.deletes import Outcome, add_delete_routes
+from archiver.testing.standin.faceswap import FACESWAP
 from archiver.testing.standin.family import Family
 from archiver.testing.standin.faults import ApiFault, FileFault, check_api_fault, check_file_fault
 from archiver.testing.standin.files import FileAnswer, add_file_routes
+from archiver.testing.standin.image import IMAGE
+from archiver.testing.standin.image2video import IMAGE2VIDEO
 from archiver.testing.standin.jobs import JobScenario, JobState, validate
 from archiver.testing.standin.records import Ledger
 from archiver.testing.standin.serving import in_thread, serve_app
@@ -34,7 +45,15 @@ if TYPE_CHECKING:
 #: The result families a stand-in serves unless told otherwise: one line per family.
 FAMILIES: tuple[Family, ...] = (
     VIDEO,
+    IMAGE,
+    AUDIO,
+    FACESWAP,
+    IMAGE2VIDEO,
 )
+#: Their names.
+FAMILY_NAMES: tuple[str, ...] = tuple(family.name for family in FAMILIES)
+# What JobScenario.files is unless a test says otherwise (Family.default_files).
+_DEFAULT_FILES = JobScenario().files
 
 
 class AkoolStandIn(Ledger):
@@ -47,7 +66,8 @@ class AkoolStandIn(Ledger):
 
     Counters (:attr:`api_calls`, :attr:`polls`, :attr:`file_requests`,
     :attr:`file_bytes_sent`, :attr:`api_requests`, :attr:`api_headers`,
-    :attr:`throttled`, :attr:`lookups`) are
+    :attr:`throttled`, :attr:`lookups`, :attr:`token_requests`, :attr:`delete_calls`,
+    :attr:`unknown_requests`) are
     updated under a lock and returned as snapshots, so tests may read them
     from another thread while the server runs.
     """
@@ -134,10 +154,19 @@ class AkoolStandIn(Ledger):
 
     def make_app(self) -> web.Application:
         """Build a new :class:`aiohttp.web.Application` serving this stand-in."""
-        app = web.Application()
+        app = web.Application(middlewares=[record_unknown(self)])
         add_api_routes(app, self, self._families.values())
+        add_delete_routes(app, self)
         add_file_routes(app, self)
         return app
+
+    def rotate_token(self) -> str:
+        """Replace the Bearer token, as if it had expired: requests with the old one get
+        1101 from now on, and ``getToken`` hands out the new one, which is returned."""
+        token = "standin-" + secrets.token_urlsafe(18)
+        with self._lock:
+            self.token = token
+        return token
 
     # ------------------------------------------------------------------ jobs
 
@@ -155,10 +184,25 @@ class AkoolStandIn(Ledger):
         # Lists are accepted for convenience; a tuple keeps comparisons simple.
         scen.files = tuple(scen.files)
         family = self._family(scen.family)
-        validate(job_id, scen, family.files)
+        if scen.files == _DEFAULT_FILES and not set(scen.files) <= set(family.files):
+            scen.files = family.default_files
+        validate(job_id, scen, family.files, family.inputs)
+        if family.check is not None:
+            family.check(scen)
+        names = family.job_names(scen)
+        if len(set(names.values())) != len(names):
+            raise ValueError(f"job {job_id!r}: two files share a name in {names}")
         create_time = scen.create_time if scen.create_time is not None else int(time.time() * 1000)
-        state = JobState.create(scen, create_time, family.file_name)
-        state.files = family.make_files(job_id, scen, create_time)
+        state = JobState.create(scen, create_time, names, tuple(family.inputs))
+        made = family.make_files(job_id, scen, create_time)
+        for kind, data in scen.file_bytes.items():
+            made[kind] = bytes_file(data, made[kind].content_type if kind in made
+                                    else "application/octet-stream", create_time)
+        for kind, content_type in scen.content_types.items():
+            if kind in made:
+                made[kind] = dataclasses.replace(made[kind], content_type=content_type,
+                                                 charset=None)
+        state.files = {names[kind]: file for kind, file in made.items()}
         with self._lock:
             self._jobs[job_id] = state
         return scen
@@ -191,7 +235,7 @@ class AkoolStandIn(Ledger):
         checked = [check_file_fault(f) for f in faults]
         with self._lock:
             state = self._state(job_id)
-            key = self._family(state.scenario.family).file_name(name)
+            key = state.file_name(name)
             state.file_faults.setdefault(key, deque()).extend(checked)
 
     def _state(self, job_id: str) -> JobState:
@@ -212,7 +256,7 @@ class AkoolStandIn(Ledger):
     def _file(self, job_id: str, name: str) -> File:
         with self._lock:
             state = self._state(job_id)
-        key = self._family(state.scenario.family).file_name(name)
+        key = state.file_name(name)
         try:
             return state.files[key]
         except KeyError:
@@ -235,7 +279,7 @@ class AkoolStandIn(Ledger):
         """Path and signed query of a job's file, as put in API answers."""
         with self._lock:
             state = self._state(job_id)
-        key = self._family(state.scenario.family).file_name(name)
+        key = state.file_name(name)
         return file_path(job_id, key, state.create_time, signed=state.scenario.signed_urls)
 
     def file_url(self, job_id: str, name: str, base_url: str | None = None) -> str:
@@ -248,7 +292,8 @@ class AkoolStandIn(Ledger):
     @staticmethod
     def mirror_path(job_id: str, name: str) -> str:
         """Path serving a job's file without faults or redirects (a redirect target).
-        *name*: a file name, or a file kind of the built-in :data:`FAMILIES`."""
+        *name*: a file name, or a file kind of the built-in :data:`FAMILIES` (its default
+        name: pass the name for a job whose names differ)."""
         return f"/mirror/{job_id}/{_builtin_file_name(name)}"
 
     # -------------------------------------------------------------- webhooks
@@ -265,18 +310,23 @@ class AkoolStandIn(Ledger):
 
     async def deliver(self, sender: CallbackSender, job_id: str) -> Delivery:
         """Tell *sender*'s receiver what Akool would once *job_id* is final: status 3
-        with the result URL (the video's), or 4 with the reason (the job's scenario
-        decides)."""
+        with the family's main result as ``url`` (an image job's image, a face swap's
+        image or video...), or 4 with the family's failure fields; ``type`` as the
+        family (or the scenario's ``callback_type``) says."""
         with self._lock:
             scen = self._jobs[job_id].scenario
+        family = self._family(scen.family)
+        callback_type = (scen.callback_type if scen.callback_type is not None
+                         else family.callback_type(scen))
+        callback_type = callback_type or None  # "": no type at all
         if scen.outcome == "failed":
-            return await sender.notify(job_id, 4, extra={
-                "error_code": scen.error_code, "error_reason": scen.error_reason})
+            return await sender.notify(job_id, 4, extra=family.failure_fields(scen),
+                                       callback_type=callback_type)
         if scen.outcome == "never":
-            return await sender.notify(job_id, 2)
-        kind = self._family(scen.family).callback_file
-        url = self.file_url(job_id, kind) if kind is not None and kind in scen.files else None
-        return await sender.notify(job_id, 3, url=url)
+            return await sender.notify(job_id, 2, callback_type=callback_type)
+        main = next((k for k in family.callback_files if k in scen.files), None)
+        url = self.file_url(job_id, main) if main is not None else None
+        return await sender.notify(job_id, 3, url=url, callback_type=callback_type)
 
     # --------------------------------------------------------------- serving
 
@@ -327,6 +377,23 @@ class AkoolStandIn(Ledger):
                 if fault is not None:
                     return fault
             return [(job_id, state, state.advance()) for job_id, state in jobs]
+
+    def _delete(self, family: str, ids: list[str], *, spare_processing: bool) -> Outcome:
+        """Delete the jobs of *family* among *ids* (deletes.DeleteHost): unknown ids and,
+        if *spare_processing*, jobs still processing are refused."""
+        deleted: list[str] = []
+        refused: list[tuple[str, str]] = []
+        with self._lock:
+            for job_id in ids:
+                state = self._jobs.get(job_id)
+                if state is None or state.scenario.family != family:
+                    refused.append((job_id, "The content you get does not exist"))
+                elif spare_processing and state.status() == 2:
+                    refused.append((job_id, "The video is processing and cannot be deleted"))
+                else:
+                    del self._jobs[job_id]
+                    deleted.append(job_id)
+        return deleted, refused
 
     def _open_file(
         self, job_id: str, name: str, range_header: str | None, if_range: str | None,

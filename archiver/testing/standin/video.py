@@ -39,7 +39,7 @@ def render(view: JobView) -> dict[str, Any]:
     """One job's ``data``, shaped like Akool's (ids and numbers derived from the id)."""
     scen = view.scenario
     id_hash = hashlib.sha256(view.job_id.encode()).digest()
-    is_translation = any(kind in scen.files for kind in _AUDIO_SPLIT_FIELDS)
+    is_translation = _is_translation(scen)
     data: dict[str, Any] = {
         "faceswap_quality": 2,
         "storage_loc": 1,
@@ -70,21 +70,32 @@ def render(view: JobView) -> dict[str, Any]:
 
 
 def make_files(job_id: str, scen: JobScenario, create_time: int) -> dict[str, File]:
-    """The job's MP4s (generated, or ``video_bytes``) and SRTs."""
+    """The job's MP4s (generated, or ``video_bytes``) and SRTs, by kind."""
     files: dict[str, File] = {}
     for kind in scen.files:
         name = FILE_NAMES[kind]
         seed = f"{job_id}/{name}".encode()
         if kind == "video" and scen.video_bytes is not None:
-            files[name] = bytes_file(scen.video_bytes, "video/mp4", create_time)
+            files[kind] = bytes_file(scen.video_bytes, "video/mp4", create_time)
         elif kind in ("video", "no_caption"):
             size = scen.video_size if kind == "video" else scen.no_caption_size
-            files[name] = mp4_file(size, seed, create_time)
+            files[kind] = mp4_file(size, seed, create_time)
         else:
             lang = scen.original_lang if kind == "original_srt" else scen.translated_lang
-            files[name] = bytes_file(srt_text(lang).encode("utf-8"), "application/x-subrip",
+            files[kind] = bytes_file(srt_text(lang).encode("utf-8"), "application/x-subrip",
                                      create_time, charset="utf-8")
     return files
+
+
+def callback_type(scen: JobScenario) -> str:
+    """``"video translate"`` for a translation job (it has subtitles or a video without
+    captions), else ``"talking photo"``; avatar and lip sync jobs say so in their
+    scenario (``callback_type="avatar"`` / ``"lipsync"``)."""
+    return "video translate" if _is_translation(scen) else "talking photo"
+
+
+def _is_translation(scen: JobScenario) -> bool:
+    return any(kind in scen.files for kind in _AUDIO_SPLIT_FIELDS)
 
 
 VIDEO = Family(
@@ -94,12 +105,13 @@ VIDEO = Family(
     files=FILE_NAMES,
     render=render,
     make_files=make_files,
-    callback_file="video",
+    callback_files=("video",),
+    callback_type=callback_type,
 )
 
 
 def sample_jobs() -> dict[str, JobScenario]:
-    """A small demo set of jobs for ``archiver demo``.
+    """A small demo set of video jobs for ``archiver demo``.
 
     Three video translations with all four files, two talking-photo jobs with
     a video only, and one job that fails with status 4. All finish after 2-3 polls.
