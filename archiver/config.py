@@ -286,7 +286,8 @@ class RunConfig(_Model):
 class WebhookConfig(_Model):
     """``archiver serve``: where Akool's callbacks arrive and how they are checked."""
 
-    #: Akool's clientId (16 bytes: the AES-CBC IV) and clientSecret (the AES key, 24 bytes).
+    #: Akool's clientId (24 characters; its first 16 bytes are the AES-CBC IV) and
+    #: clientSecret (the AES key: 16, 24 or 32 bytes; Akool's is 24).
     client_id: SecretStr
     client_secret: SecretStr
     #: Listen address when --listen is not given.

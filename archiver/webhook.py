@@ -151,12 +151,21 @@ def signature_of(client_id: str, timestamp: int | str, nonce: str, data_encrypt:
 
 
 def check_credentials(client_id: str, client_secret: str) -> None:
-    """Raise ValueError unless the pair can be an AES key (16/24/32 bytes) and IV (16)."""
-    if len(client_id.encode("utf-8")) != 16:
-        raise ValueError("webhook.client_id must be 16 bytes (it is the AES-CBC IV)")
+    """Raise ValueError unless the pair can be an AES key (16/24/32 bytes) and give an
+    IV (:func:`iv_of`: the client id's first 16 bytes; Akool's ids are 24 characters)."""
+    if len(client_id.encode("utf-8")) < 16:
+        raise ValueError("webhook.client_id must be at least 16 bytes (its first 16 are "
+                         "the AES-CBC IV; Akool's client ids are 24 characters)")
     if len(client_secret.encode("utf-8")) not in (16, 24, 32):
         raise ValueError("webhook.client_secret must be 16, 24 or 32 bytes (the AES key; "
                          "Akool's is 24)")
+
+
+def iv_of(client_id: str) -> bytes:
+    """The AES-CBC IV: the client id's first 16 bytes. Akool's docs say "clientId is used
+    as the IV" but show 24-character ids; Akool's own webhook demos take the first 16
+    bytes. The signature still covers the whole client id."""
+    return client_id.encode("utf-8")[:16]
 
 
 # ------------------------------------------------------------------------ JSON
@@ -337,7 +346,7 @@ def decrypt(data_encrypt: str, client_id: str, client_secret: str) -> bytes:
     """Base64 or hex -> AES-CBC (key = secret, IV = client id) -> PKCS#7 unpadded."""
     ciphertext = ciphertext_of(data_encrypt)
     cipher = Cipher(algorithms.AES(client_secret.encode("utf-8")),
-                    modes.CBC(client_id.encode("utf-8")))
+                    modes.CBC(iv_of(client_id)))
     decryptor = cipher.decryptor()
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     unpadder = padding.PKCS7(128).unpadder()

@@ -111,6 +111,34 @@ async def test_documented_scheme_is_accepted_and_decrypted(
     assert (tmp_path / "archive" / job / "archive.json").is_file()
 
 
+async def test_a_24_character_client_id_as_akool_issues_them(
+        base_url: str, serve: Any, tmp_path: Path) -> None:
+    """Akool's client ids are 24 characters (its docs' example): the configuration takes
+    one, the IV is its first 16 bytes and the signature covers all 24, as Akool's demos do."""
+    client_id = "64db241f6d9e5c4bd136c187"
+    standin_24 = AkoolStandIn(api_key=API_KEY, client_id=client_id,
+                              client_secret=CLIENT_SECRET)
+    job = generated_job_id(1, "clientid24")
+    standin_24.add_job(job, video_size=4096)
+    async with standin_24.serve() as api_url:
+        server = Server(make(api_url, tmp_path / "archive",
+                             webhook={"client_id": client_id}))
+        async with server.running() as url:
+            async with standin_24.callbacks(url) as sender:
+                delivery = await standin_24.deliver(sender, job)
+            assert delivery.status == 200, delivery
+            await wait_for(all_done(tmp_path / "archive", 1))
+    assert (await rows(tmp_path / "archive"))[job].outcome == "archived"
+    # Decrypted independently: AES-CBC with the first 16 bytes of the id as the IV.
+    padder = padding.PKCS7(128).padder()
+    plain = padder.update(b'{"_id": "x"}') + padder.finalize()
+    enc = Cipher(algorithms.AES(CLIENT_SECRET.encode()),
+                 modes.CBC(client_id.encode()[:16])).encryptor()
+    from archiver.webhook import decrypt
+    assert decrypt(base64.b64encode(enc.update(plain) + enc.finalize()).decode(),
+                   client_id, CLIENT_SECRET) == b'{"_id": "x"}'
+
+
 async def test_known_vector_signature() -> None:
     """The signature function matches a SHA-1 computed by hand over the sorted strings."""
     from archiver.webhook import signature_of
