@@ -167,3 +167,39 @@ def test_second_demo_run_downloads_nothing_and_asks_only_about_the_failed_job(tm
     assert report["totals"]["file_requests"] == 0
     assert {i for i, polls in polled.items() if polls} == {failing}
     assert report["totals"]["api_requests"] == polled[failing]
+
+
+async def test_overall_total_counts_retries_and_resumes_once(standin, make_config):
+    """A transfer cut short and fetched again: the overall bar expects what the first
+    attempt received plus what the next one announces - never less than it has
+    received - and ends with received == expected == the bytes the server sent."""
+    from rich.console import Console
+
+    from archiver.manifest import Manifest
+    from archiver.progress import ProgressDisplay
+    from archiver.run import archive
+
+    class Recording(ProgressDisplay):
+        """Notes the overall bar after every chunk."""
+
+        seen: list[tuple[float, float | None]] = []
+
+        def file_progress(self, item_id: str, name: str, count: int) -> None:
+            super().file_progress(item_id, name, count)
+            overall = self._bytes.tasks[0]
+            self.seen.append((overall.completed, overall.fields["expected"]))
+
+    standin.add_job(ID1, video_size=600_000, file_faults={"video": ["truncate"]})
+    standin.add_job(ID2, files=("video", "original_srt"), video_size=200_000)
+    with open(os.devnull, "w") as null:
+        display = Recording(Console(file=null, force_terminal=True))
+        with display:
+            result = await archive(make_config(), Manifest.from_ids([ID1, ID2]),
+                                   observer=display)
+    assert result.exit_status == 0
+    assert standin.file_requests[(ID1, "video.mp4")] == 2  # cut, then fetched again
+    assert display.seen
+    assert all(expected is not None and done <= expected for done, expected in display.seen)
+    overall = display._bytes.tasks[0]
+    sent = sum(standin.file_bytes_sent.values())
+    assert overall.completed == overall.fields["expected"] == sent

@@ -204,8 +204,11 @@ def _load_config(args: argparse.Namespace, uses: frozenset[str] = SECTIONS,
 
 
 def _config_source(args: argparse.Namespace) -> str:
+    """The configuration's name in messages (--root may have done without one)."""
     path = args.config or DEFAULT_CONFIG_PATH
-    return "<stdin>" if str(path) == STDIN else str(path)
+    if str(path) == STDIN:
+        return "<stdin>"
+    return str(path) if args.config is not None or path.exists() else f"{path} (not found)"
 
 
 def _at_root(config: Config, root: Path) -> Config:
