@@ -30,6 +30,7 @@ from .config import ApiConfig
 from .errors import (
     APIError,
     ApiUnavailable,
+    ConfigError,
     CredentialsError,
     FatalRunError,
     TransientAPIError,
@@ -175,6 +176,10 @@ class AkoolClient:
         return f"AkoolClient(base_url={self._config.base_url!r})"
 
     async def __aenter__(self) -> AkoolClient:
+        if not self._config.has_credentials:
+            # Akool would answer 1101 to every poll; say what is missing instead.
+            raise ConfigError("no Akool credentials: set api.api_key (e.g. "
+                              "api_key: ${AKOOL_API_KEY}) or api.token")
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self._config.token is not None:
             headers["Authorization"] = f"Bearer {self._config.token.get_secret_value()}"

@@ -2,8 +2,14 @@
 
 The file is YAML. ``${VAR}`` (or ``${VAR:-default}``) in any string value is replaced by
 the environment variable, so secrets can stay out of the file. Every problem - unknown
-key, wrong type, missing value, unset variable - becomes one :class:`ConfigError` that
-names the key and, where YAML tells us, the file and line.
+key, wrong type, missing value, unset variable, a ``${VAR`` never closed, a shell-style
+``$VAR`` that YAML keeps as it is - becomes one :class:`ConfigError` that names the key
+and, where YAML tells us, the file and line.
+
+A command reads only the sections it uses: an unset variable in a section it does not
+use (``webhook:`` for ``run``, ``api:`` for ``verify``) does not stop it (see
+:func:`load_config`'s *unused*). Credentials are optional in the file;
+:func:`require_credentials` is the check of the commands that call Akool.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import os
 import re
 import shlex
 import stat
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -92,11 +100,15 @@ class ApiConfig(_Model):
 
     @model_validator(mode="after")
     def _one_credential(self) -> ApiConfig:
-        if self.api_key is None and self.token is None:
-            raise ValueError("set api.api_key (sent as x-api-key) or api.token (Bearer)")
+        # None at all is fine here: verify, status and gc never call Akool. The commands
+        # that do check with require_credentials().
         if self.api_key is not None and self.token is not None:
             raise ValueError("set only one of api.api_key and api.token, not both")
         return self
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.api_key is not None or self.token is not None
 
 
 class PollingConfig(_Model):
@@ -344,7 +356,8 @@ def parse_listen(value: str) -> tuple[str, int]:
 class Config(_Model):
     """The whole configuration. ``Config(api={"api_key": "..."})`` works for libraries."""
 
-    api: ApiConfig
+    #: Only the commands that call Akool need its credentials (see require_credentials).
+    api: ApiConfig = ApiConfig()
     run: RunConfig = RunConfig()
     polling: PollingConfig = PollingConfig()
     concurrency: ConcurrencyConfig = ConcurrencyConfig()
@@ -358,20 +371,56 @@ class Config(_Model):
 # --------------------------------------------------------------------------- loading
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: What is left of a ``${`` that _ENV_REF did not take: a reference never closed.
+_OPEN_REF = re.compile(r"\$\{[^}\s]{0,40}")
+#: A shell-style ``$NAME`` (or ``$NAME/...``) at the start of a value: YAML keeps it as is.
+_SHELL_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)(/.*)?", re.DOTALL)
+
+#: ``-c -``: the configuration comes from standard input.
+STDIN = "-"
+
+#: The top-level sections of the configuration.
+SECTIONS = frozenset(Config.model_fields)
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read, expand and validate the configuration file at *path*."""
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                unused: Iterable[str] = (), needed_by: str | None = None) -> Config:
+    """Read, expand and validate the configuration file at *path* (``-``: stdin).
+
+    *unused* names top-level sections the caller does not use: an unset environment
+    variable there drops that section (its defaults apply) instead of stopping
+    everything - ``archiver verify`` needs no API key, ``run`` no webhook secret.
+    Every other problem is an error wherever it is. *needed_by* (``archiver run``)
+    is named in the message of an unset variable the caller does need.
+    """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if str(path) == STDIN:
+        try:
+            text = sys.stdin.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"<stdin>: cannot read configuration: {os_reason(exc)}") from None
+        return parse_config(text, source="<stdin>", unused=unused, needed_by=needed_by)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found (use -c PATH)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read configuration: {os_reason(exc)}") from None
-    config = parse_config(text, source=str(path))
+    config = parse_config(text, source=str(path), unused=unused, needed_by=needed_by)
     _warn_if_key_exposed(path, text)
     return config
+
+
+def require_credentials(config: Config, needed_by: str, source: str) -> None:
+    """Raise :class:`ConfigError` unless *config* has an Akool credential.
+
+    *needed_by* names the command that calls Akool (``archiver run``), *source* the
+    configuration file, so the message says who needs what and where to put it.
+    """
+    if not config.api.has_credentials:
+        raise ConfigError(
+            f"{source}: {needed_by} calls Akool's API and needs its key: set api.api_key "
+            "(e.g. api_key: ${AKOOL_API_KEY}, with the key in the environment) or api.token")
 
 
 def _warn_if_key_exposed(path: Path, text: str) -> None:
@@ -396,8 +445,12 @@ def _warn_if_key_exposed(path: Path, text: str) -> None:
             return
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Validate configuration YAML *text*; *source* names it in errors."""
+def parse_config(text: str, source: str = "<config>", *, unused: Iterable[str] = (),
+                 needed_by: str | None = None) -> Config:
+    """Validate configuration YAML *text*; *source* names it in errors.
+
+    *unused* and *needed_by*: as for :func:`load_config`.
+    """
     try:
         # Before any node is built: nested aliases expand exponentially, deep nesting
         # exhausts the stack.
@@ -418,11 +471,28 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: the configuration must be a mapping of keys, "
                           f"not a {type(data).__name__}")
     lines = _line_index(node)
-    data = _expand_env(data, (), source, lines)
+    skip = frozenset(unused)
+    expanded: dict[Any, Any] = {}
+    for section, value in data.items():
+        try:
+            expanded[section] = _expand_env(value, (section,), source, lines)
+        except _UnsetVariable as exc:
+            if section in skip:
+                # Not this command's business (e.g. the webhook secret for `run`): its
+                # defaults will do, and nobody reads them.
+                log.debug("%s; %s is not used here: ignored", exc, section)
+                continue
+            if needed_by is not None:
+                raise ConfigError(f"{exc} ({needed_by} needs it)") from None
+            raise
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(expanded)
     except ValidationError as exc:
         raise ConfigError(_first_error(exc, source, lines)) from None
+
+
+class _UnsetVariable(ConfigError):
+    """A ``${VAR}`` whose variable is not set (and that has no default)."""
 
 
 def _expand_env(value: Any, loc: tuple[str | int, ...], source: str,
@@ -433,6 +503,7 @@ def _expand_env(value: Any, loc: tuple[str | int, ...], source: str,
         return [_expand_env(v, (*loc, i), source, lines) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
+    _check_references(value, loc, source, lines)
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
@@ -440,11 +511,35 @@ def _expand_env(value: Any, loc: tuple[str | int, ...], source: str,
         if found is None or (found == "" and default is not None):
             if default is not None:
                 return default
-            raise ConfigError(f"{_where(source, lines, loc)}: {_dotted(loc)}: "
-                              f"environment variable {name} is not set")
+            raise _UnsetVariable(f"{_where(source, lines, loc)}: {_dotted(loc)}: "
+                                 f"environment variable {name} is not set")
         return found
 
     return _ENV_REF.sub(substitute, value)
+
+
+def _check_references(value: str, loc: tuple[str | int, ...], source: str,
+                      lines: dict[tuple[str | int, ...], int]) -> None:
+    """Refuse what looks like an environment reference but would be taken literally.
+
+    ``${AKOOL_API_KEY`` (never closed) and ``$AKOOL_API_KEY`` (a shell's syntax) would
+    otherwise be sent to Akool as the key itself, and come back as "Akool rejected the
+    credentials" with nothing to say why. Only the text written in the file is looked
+    at, never a variable's value.
+    """
+    where = f"{_where(source, lines, loc)}: {_dotted(loc)}"
+    unclosed = _OPEN_REF.search(_ENV_REF.sub("", value))
+    if unclosed is not None:
+        name = unclosed.group(0)[2:]
+        fix = f"write ${{{name}}}" if re.fullmatch(r"[A-Za-z_]\w*", name) else \
+            "write ${NAME} or ${NAME:-default}"
+        raise ConfigError(f"{where}: {unclosed.group(0)} has no closing '}}' and would be "
+                          f"taken literally: {fix}")
+    shell = _SHELL_REF.fullmatch(value)
+    if shell is not None:
+        name, rest = shell.group(1), shell.group(2) or ""
+        raise ConfigError(f"{where}: ${name} would be taken literally (only ${{{name}}}, "
+                          f"with braces, is replaced): write ${{{name}}}{rest}")
 
 
 def _line_index(node: yaml.Node | None) -> dict[tuple[str | int, ...], int]:

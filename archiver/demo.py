@@ -1,21 +1,27 @@
 """``archiver demo``: the whole pipeline against the built-in Akool stand-in, no account.
 
 It starts the stand-in on loopback, archives its sample jobs (translations with
-subtitles, talking photos, and one job that fails on Akool's side, on purpose) and
-returns the run's result for the command line to summarize. Running it twice shows the
-second run skipping everything. This module does not import the CLI: the CLI passes in
-what it wants done with the demo's configuration (mask its key in the logs).
+subtitles, talking photos, and one job that fails on Akool's side, on purpose), leaves
+the manifest of those jobs in the archive (``manifest.yaml``, so that ``archiver
+status`` and ``verify`` can be tried on it at once, without any configuration) and
+returns the run's result for the command line to summarize. A second run skips every
+archived job without an API call; the failed one is asked about again, as any run does
+for an id it has not archived. This module does not import the CLI: the CLI passes in
+what it wants done with the demo's configuration (mask its key in the logs) and where
+its progress lines go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import sys
+import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .config import Config
 from .events import Observer
@@ -23,10 +29,16 @@ from .exitstatus import ExitStatus
 from .journal import JobRow, Journal
 from .manifest import Manifest, ManifestItem
 from .models import Outcome, RunResult
+from .report import write_atomic_text
 from .run import archive
 
 #: Called with the demo's configuration before anything runs (the CLI masks its key).
 ConfigHook = Callable[[Config], None]
+#: Where the demo's lines for a person go (the CLI writes them on stderr); None: nowhere.
+Say = Callable[[str], None]
+
+#: The demo's manifest, left in its archive root (ids never contain a dot: no clash).
+MANIFEST_NAME = "manifest.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +50,19 @@ class DemoRun:
     status: ExitStatus
     #: A few lines for a person: the failure was on purpose, how to check an item.
     notes: str
+    directory: Path
+    #: The manifest of the sample jobs, written into *directory*.
+    manifest: Path
+    expected_failures: frozenset[str] = frozenset()
 
 
-def run_demo(directory: Path, *, quiet: bool = False, observer: Observer | None = None,
+def run_demo(directory: Path, *, say: Say | None = None, observer: Observer | None = None,
              on_config: ConfigHook | None = None) -> DemoRun:
-    """Run the demo into *directory*; *quiet* drops the opening line on stderr."""
-    return asyncio.run(_demo(directory, quiet, observer, on_config))
+    """Run the demo into *directory*; *say* gets its opening line."""
+    return asyncio.run(_demo(directory, say, observer, on_config))
 
 
-async def _demo(directory: Path, quiet: bool, observer: Observer | None,
+async def _demo(directory: Path, say: Say | None, observer: Observer | None,
                 on_config: ConfigHook | None) -> DemoRun:
     from .testing.standin import AkoolStandIn, sample_jobs
 
@@ -68,17 +84,28 @@ async def _demo(directory: Path, quiet: bool, observer: Observer | None,
         config = _demo_config(base_url, key, directory)
         if on_config is not None:
             on_config(config)
-        if not quiet:
-            print(f"archiver demo: Akool stand-in at {base_url}, {len(items)} sample jobs "
-                  f"-> {directory}/", file=sys.stderr)
-        result = await archive(config, Manifest(tuple(items), source="demo"), observer=observer)
+        if say is not None:
+            say(f"Akool stand-in at {base_url}, {len(items)} sample jobs -> {directory}/")
+        manifest = directory / MANIFEST_NAME
+        result = await archive(config, Manifest(tuple(items), source=str(manifest)),
+                               observer=observer)
+    # After the run, which made the folder (or said why it could not).
+    _write_manifest(manifest, items)
 
-    expected_failures = {i.id for i in items if i.label == "fails-on-purpose"}
+    expected_failures = frozenset(i.id for i in items if i.label == "fails-on-purpose")
     status = ExitStatus.OK if _as_expected(result, expected_failures) else ExitStatus.FAILED
-    return DemoRun(result, status, _explain(result, directory, expected_failures))
+    return DemoRun(result, status, _explain(result, directory, manifest, expected_failures),
+                   directory, manifest, expected_failures)
 
 
-def _as_expected(result: RunResult, expected_failures: set[str]) -> bool:
+def _write_manifest(path: Path, items: list[ManifestItem]) -> None:
+    entries = [{"id": i.id, "label": i.label} for i in items]
+    text = yaml.safe_dump({"videos": entries}, sort_keys=False)
+    write_atomic_text(path, "# The sample jobs of `archiver demo`: a manifest as "
+                            "`archiver run` reads it.\n" + text)
+
+
+def _as_expected(result: RunResult, expected_failures: frozenset[str]) -> bool:
     for item in result.items:
         wanted = {Outcome.FAILED} if item.id in expected_failures else {
             Outcome.ARCHIVED, Outcome.ALREADY_ARCHIVED}
@@ -87,37 +114,61 @@ def _as_expected(result: RunResult, expected_failures: set[str]) -> bool:
     return True
 
 
-def _explain(result: RunResult, directory: Path, expected_failures: set[str]) -> str:
+def _explain(result: RunResult, directory: Path, manifest: Path,
+             expected_failures: frozenset[str]) -> str:
     archived = next((i for i in result.items
                      if i.outcome in (Outcome.ARCHIVED, Outcome.ALREADY_ARCHIVED)), None)
     lines = [f"The job {sorted(expected_failures)[0]} fails on Akool's side on purpose "
              "(a real run would exit 1)."] if expected_failures else []
     if archived is not None:
-        lines.append(f"Check an item:  (cd {directory / archived.id} && sha256sum -c SHA256SUMS)")
+        folder = shlex.quote(str(directory / archived.id))
+        lines.append(f"Check an item:  (cd {folder} && sha256sum -c SHA256SUMS)")
+    root, listed = shlex.quote(str(directory)), shlex.quote(str(manifest))
+    lines += ["Try, with no configuration file:",
+              f"  archiver verify {root}",
+              f"  archiver status {listed} --root {root}"]
     if result.count(Outcome.ALREADY_ARCHIVED):
-        lines.append("Items archived by an earlier run were skipped without any API call.")
+        lines.append(f"Items archived by an earlier run were skipped without an API call; "
+                     f"the failed job was asked about again ({result.api_requests} API "
+                     "request(s)): a run asks again about every id it has not archived.")
     else:
-        lines.append("Run the demo again: everything archived is skipped, nothing is downloaded.")
+        lines.append("Run the demo again: archived jobs are skipped without an API call or "
+                     "a download; only the failed job is asked about again.")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------- demo --serve
 
-def run_demo_serve(directory: Path, *, quiet: bool = False,
-                   on_config: ConfigHook | None = None) -> ExitStatus:
-    """``archiver demo --serve``: the webhook loop, offline. OK when it went as designed."""
-    return asyncio.run(_demo_serve(directory, quiet, on_config))
+@dataclass(frozen=True, slots=True)
+class DemoServe:
+    """What ``archiver demo --serve`` did: each job's outcome and each callback check."""
+
+    #: OK when everything went as designed (one job fails on purpose), else FAILED.
+    status: ExitStatus
+    directory: Path
+    journal: Path | None
+    #: The journal's rows once every job was done (empty if they did not finish in time).
+    rows: list[JobRow] = field(default_factory=list)
+    #: HTTP status of each special callback: forged, stale, duplicate, replayed.
+    checks: dict[str, int] = field(default_factory=dict)
 
 
-async def _demo_serve(directory: Path, quiet: bool, on_config: ConfigHook | None) -> ExitStatus:
+def run_demo_serve(directory: Path, *, say: Say | None = None,
+                   on_config: ConfigHook | None = None) -> DemoServe:
+    """``archiver demo --serve``: the webhook loop, offline. *say* gets each step."""
+    return asyncio.run(_demo_serve(directory, say, on_config))
+
+
+async def _demo_serve(directory: Path, say_to: Say | None,
+                      on_config: ConfigHook | None) -> DemoServe:
     import dataclasses
 
     from .serve import Server
     from .testing.standin import AkoolStandIn, sample_jobs
 
     def say(text: str) -> None:
-        if not quiet:
-            print(text, file=sys.stderr)
+        if say_to is not None:
+            say_to(text)
 
     key = "demo-" + secrets.token_hex(16)
     # Fresh webhook credentials of Akool's sizes: a 16-byte client id, a 24-byte secret.
@@ -134,38 +185,35 @@ async def _demo_serve(directory: Path, quiet: bool, on_config: ConfigHook | None
             on_config(config)
         server = Server(config)
         async with server.running() as url, standin.callbacks(url) as sender:
-            say(f"archiver demo --serve: Akool stand-in at {base_url}, archiver serve at {url}")
+            say(f"Akool stand-in at {base_url}, archiver serve at {url}")
             for job_id in jobs:
                 answer = await standin.deliver(sender, job_id)
-                say(f"  callback {job_id} -> HTTP {answer.status}")
+                say(f"callback {job_id} -> HTTP {answer.status}")
             first = next(iter(jobs))
             forged = await sender.post(sender.tampered(sender.body(first)))
-            say(f"  forged signature -> HTTP {forged.status} (refused, nothing recorded)")
+            say(f"forged signature -> HTTP {forged.status} (refused, nothing recorded)")
             stale = await sender.post(sender.stale(first, 3600))
-            say(f"  an hour-old callback -> HTTP {stale.status} (refused)")
+            say(f"an hour-old callback -> HTTP {stale.status} (refused)")
             delivered = await sender.notify(first, 3, url=standin.file_url(first, "video"))
             again = await sender.replay(delivered)
-            say(f"  a duplicate -> HTTP {delivered.status} (harmless); the same body sent "
+            say(f"a duplicate -> HTTP {delivered.status} (harmless); the same body sent "
                 f"again -> HTTP {again.status} (recognised, nothing changes)")
             assert server.journal_path is not None
             async with Journal(server.journal_path) as journal:
                 rows = await _wait_done(journal, len(jobs))
+    checks = {"forged": forged.status, "stale": stale.status,
+              "duplicate": delivered.status, "replayed": again.status}
     if rows is None:
-        say("archiver demo --serve: not everything finished in time")
-        return ExitStatus.FAILED
-    if not quiet:
-        for row in rows:
-            detail = f": {row.error}" if row.error else ""
-            print(f"  {row.id}  {row.outcome}{detail}")
-        print(f"Journal: {server.journal_path}. Archive: {directory}/. One job fails on "
-              "Akool's side on purpose.")
+        say("not everything finished in time")
+        return DemoServe(ExitStatus.FAILED, directory, server.journal_path, [], checks)
     wanted = {i: ("failed" if s.outcome == "failed" else "archived") for i, s in jobs.items()}
     got = {row.id: row.outcome for row in rows}
     ok = all(got.get(i) in (w, "already_archived") if w == "archived" else got.get(i) == w
              for i, w in wanted.items())
     checked = (forged.status, stale.status, delivered.status, again.status) == \
         (401, 401, 200, 200)
-    return ExitStatus.OK if ok and checked else ExitStatus.FAILED
+    status = ExitStatus.OK if ok and checked else ExitStatus.FAILED
+    return DemoServe(status, directory, server.journal_path, rows, checks)
 
 
 async def _wait_done(journal: Journal, count: int) -> list[JobRow] | None:

@@ -9,7 +9,9 @@ Two shapes are accepted::
 
 or a bare YAML list of ids. Every id is checked before any network call, because an id
 becomes a folder / key name: ``/``, ``..``, spaces and control characters never get that far.
-YAML anchors and aliases are refused (nested aliases expand exponentially). A manifest of
+An id is the text written in the file, even where YAML would read a number
+(``000000000000000000000000`` is not 0). YAML anchors and aliases are refused (nested
+aliases expand exponentially). A manifest of
 200,000 ids is read in a single pass over the parser's events (see ``parse_manifest``).
 """
 
@@ -124,7 +126,34 @@ def _parse_general(text: str, source: str) -> Manifest:
         )
     if isinstance(node, yaml.SequenceNode):
         lines = {i: item.start_mark.line + 1 for i, item in enumerate(node.value)}
+        data = _as_written(node, data)
     return _build(data, source, lines, prefix)
+
+
+def _as_written(node: yaml.SequenceNode, entries: list[Any]) -> list[Any]:
+    """*entries* with every id (and numeric label) as the text the file holds.
+
+    YAML 1.1 reads an unquoted ``000000000000000000000000`` as the number 0, ``1e3`` as
+    1000.0 and ``2024-01-01`` as a date: an id is a name, never a number, so it is
+    taken from the scalar's text, exactly as written. So is a label (``007``, ``1.50``,
+    ``yes``): it is free text. An empty or null label is no label; a list or a mapping
+    where text belongs stays an error.
+    """
+    fixed = list(entries)
+    for index, item in enumerate(node.value):
+        if isinstance(item, yaml.ScalarNode):
+            fixed[index] = item.value
+        elif isinstance(item, yaml.MappingNode) and isinstance(fixed[index], dict):
+            entry = dict(fixed[index])
+            for key_node, value_node in item.value:
+                if not isinstance(value_node, yaml.ScalarNode):
+                    continue
+                if key_node.value == "id":
+                    entry["id"] = value_node.value
+                elif key_node.value == "label" and entry.get("label") is not None:
+                    entry["label"] = value_node.value
+            fixed[index] = entry
+    return fixed
 
 
 # ------------------------------------------------------------- the one-pass path
@@ -256,10 +285,10 @@ def _plain(event: Any) -> bool:
 
 
 def _id(event: Any) -> str:
-    """A scalar event's value if it is a valid id, read by YAML as a string."""
+    """A scalar event's text if it is a valid id: an id is the text as written, even
+    where YAML would read a number (``000000000000000000000000``) or a date."""
     value: str = event.value
-    if not _ID_MATCH(value) or event.anchor is not None or event.tag is not None \
-            or (event.implicit[0] and _resolves(value)):
+    if not _ID_MATCH(value) or event.anchor is not None or event.tag is not None:
         raise _NotSimple
     return value
 

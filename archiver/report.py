@@ -36,11 +36,14 @@ def build_report(result: RunResult, exit_status: int, signal: str | None = None)
     totals["file_requests"] = result.file_requests
     return {
         "schema": SCHEMA_VERSION,
+        # The same document is `archiver run --json`'s, whose documents all say this.
+        "command": "run",
         "archiver_version": __version__,
+        "exit_status": exit_status,
+        "fatal_error": None,
         "started_at": iso_utc(result.started_at) if result.started_at else None,
         "finished_at": iso_utc(now),
         "duration_s": round(result.duration, 3),
-        "exit_status": exit_status,
         "interrupted_by": signal,
         "storage": result.storage,
         "manifest": result.manifest,

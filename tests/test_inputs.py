@@ -69,7 +69,8 @@ def test_env_references_are_expanded_and_secret(monkeypatch):
 
 
 def test_unset_env_variable_names_key_and_line(monkeypatch):
-    """A missing environment variable is reported with the key and line that use it."""
+    """A missing environment variable is reported with the key and line that use it
+    (by default every section is used, as for a library's load_config())."""
     monkeypatch.delenv("AKOOL_TEST_KEY", raising=False)
     with pytest.raises(ConfigError) as caught:
         parse_config(GOOD_CONFIG, source="cfg.yaml")
@@ -90,7 +91,9 @@ def test_env_default_is_used(monkeypatch):
     ("api:\n  api_key: k\nconcurrency:\n  polls: many\n", "cfg.yaml:4: concurrency.polls: "),
     ("api:\n  api_key: k\nconcurrency:\n  polls: 0\n",
      "concurrency.polls: Input should be greater"),
-    ("polling:\n  interval: 1\n", "cfg.yaml: api: missing value"),
+    ("api:\n  api_key: 0123\n", "cfg.yaml:2: api.api_key: Input should be a valid string"),
+    ("api:\n  api_key: k\nconcurrency:\n  polls: 1.5\n", "cfg.yaml:4: concurrency.polls: "),
+    ("downloads:\n  allow_private: 0.5\n", "cfg.yaml:2: downloads.allow_private: "),
     ("api:\n  base_url: openapi.akool.com\n  api_key: k\n",
      "cfg.yaml:2: api.base_url: must be an http:// or https:// URL"),
     ("api:\n  api_key: k\n  token: t\n", "set only one of api.api_key and api.token"),
@@ -150,7 +153,11 @@ def test_manifest_bare_list():
     ("- 'has space'\n", "invalid video_model_id 'has space'"),
     ('- "nul\\0byte"\n', "invalid video_model_id 'nul\\x00byte'"),
     ("- " + "x" * 10_000 + "\n", "(10000 characters)"),
-    ("- 12345\n", "m.yaml:1: item 0: id must be a string, got a number"),
+    ("- [12345]\n", "m.yaml:1: item 0: id must be a string, got a list"),
+    ("videos:\n  - ok\n  - {id: {a: 1}}\n", "m.yaml:3: videos[1]: id must be a string, got a "
+     "mapping"),
+    ("- {id: x, label: [a]}\n", "m.yaml:1: item 0: label must be text, got a list"),
+    ("videos: 12\n", "expected a list of video_model_ids (or 'videos:' with one), got a number"),
     ("videos:\n  - label: x\n", "videos[0]: missing 'id'"),
     ("videos:\n  - id: abc\n    lable: x\n", "unknown key 'lable'"),
     ("just a string\n", "expected a list of video_model_ids"),
@@ -277,3 +284,100 @@ def test_big_manifest_memory_stays_near_its_items(shape):
     assert [i.id for i in manifest] == ids
     # A node tree with two marks per node took 20x the items (85 MiB for 20,000 entries).
     assert peak < kept + 4 * len(text)
+
+
+# ------------------------------------- issue 20, point 4: what YAML reads otherwise
+
+ZEROS = "000000000000000000000000"
+#: Plain scalars YAML 1.1 reads as an int (octal), float, hex int, date and bool.
+AS_WRITTEN = [ZEROS, "0123", "1e3", "0x1F", "2024-01-01", "true"]
+
+
+@pytest.mark.parametrize("text", [
+    "".join(f"- {i}\n" for i in AS_WRITTEN),
+    "videos:\n" + "".join(f"  - {i}\n" for i in AS_WRITTEN),
+    "videos:\n" + "".join(f"  - id: {i}\n" for i in AS_WRITTEN),
+    "videos:\n" + "".join(f"  - {{id: {i}, label: x}}\n" if n % 2 else f"  - {i}\n"
+                          for n, i in enumerate(AS_WRITTEN)),
+    # A tag sends the manifest down the general path (the node tree), which must agree.
+    "videos:\n  - !!str " + AS_WRITTEN[0] + "\n" + "".join(f"  - {i}\n" for i in AS_WRITTEN[1:]),
+    "videos:\n  - id: " + AS_WRITTEN[0] + "\n    label: !!str x\n"
+    + "".join(f"  - id: {i}\n" for i in AS_WRITTEN[1:]),
+], ids=["bare", "videos", "entries", "mixed", "general-bare", "general-entries"])
+def test_ids_are_the_text_as_written(text):
+    """An unquoted all-digit id is not the number 0, nor 1e3 a float: every position
+    the manifest allows takes the id from the scalar's text, on both parsing paths."""
+    assert [i.id for i in parse_manifest(text, source="m.yaml")] == AS_WRITTEN
+
+
+def test_labels_are_the_text_as_written():
+    """A label that YAML would read as a number, date or bool keeps its text."""
+    manifest = parse_manifest("- {id: a, label: 007}\n- {id: b, label: 1.50}\n"
+                              "- {id: c, label: yes}\n- {id: d, label: 2024-01-01}\n")
+    assert [i.label for i in manifest] == ["007", "1.50", "yes", "2024-01-01"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("${AKOOL_API_KEY", "cfg.yaml:2: api.api_key: ${AKOOL_API_KEY has no closing '}' and "
+                        "would be taken literally: write ${AKOOL_API_KEY}"),
+    ("x${AKOOL_API_KEY", "has no closing '}'"),
+    ("${", "cfg.yaml:2: api.api_key: ${ has no closing '}' and would be taken literally: "
+           "write ${NAME} or ${NAME:-default}"),
+    ("$AKOOL_API_KEY", "cfg.yaml:2: api.api_key: $AKOOL_API_KEY would be taken literally "
+                       "(only ${AKOOL_API_KEY}, with braces, is replaced): "
+                       "write ${AKOOL_API_KEY}"),
+])
+def test_env_references_that_would_be_taken_literally_are_named(monkeypatch, value, expected):
+    """`${VAR` never closed and a shell's `$VAR` stop at load, naming the fix; the
+    variable's value (set here) is never what decides."""
+    monkeypatch.setenv("AKOOL_API_KEY", "sk-set-in-the-environment")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"api:\n  api_key: '{value}'\n", source="cfg.yaml")
+    assert expected in str(caught.value)
+    assert "sk-set-in-the-environment" not in str(caught.value)
+
+
+def test_a_shell_variable_in_a_path_is_named():
+    """`root: $HOME/archive` would make a folder named `$HOME`: refused with the fix."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config("storage:\n  local:\n    root: $HOME/archive\n", source="cfg.yaml")
+    assert str(caught.value) == (
+        "cfg.yaml:3: storage.local.root: $HOME would be taken literally (only ${HOME}, with "
+        "braces, is replaced): write ${HOME}/archive")
+
+
+def test_a_dollar_inside_a_value_is_kept(monkeypatch):
+    """Only a value that starts like a shell variable is refused: `ab$cd` is a key."""
+    assert parse_config("api:\n  api_key: ab$cd\n").api.api_key.get_secret_value() == "ab$cd"
+
+
+def test_unset_variables_in_unused_sections_do_not_stop_a_command(monkeypatch):
+    """A section the command does not use may name unset variables: its defaults apply.
+    In a section it uses, the message names the command that needs it."""
+    monkeypatch.delenv("AKOOL_TEST_KEY", raising=False)
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    text = GOOD_CONFIG + "webhook:\n  client_id: ${NO_SUCH_SECRET}\n  client_secret: x\n"
+    config = parse_config(text, source="cfg.yaml", unused={"api", "webhook"})
+    assert config.api.api_key is None and config.webhook is None
+    assert config.concurrency.polls == 16  # the sections used are read as written
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="cfg.yaml", unused={"webhook"}, needed_by="archiver run")
+    assert str(caught.value) == ("cfg.yaml:3: api.api_key: environment variable AKOOL_TEST_KEY "
+                                 "is not set (archiver run needs it)")
+    # Anything else wrong in an unused section is still an error: the file is wrong.
+    with pytest.raises(ConfigError, match=r"cfg\.yaml:2: webhook\.max_age: "):
+        parse_config("webhook:\n  max_age: -1\n  client_id: ${NO_SUCH_SECRET:-x}\n"
+                     "  client_secret: y\n", source="cfg.yaml", unused={"webhook"})
+
+
+def test_credentials_are_checked_by_the_commands_that_call_akool():
+    """No key at all is a valid configuration; require_credentials names who needs one."""
+    from archiver.config import require_credentials
+
+    config = parse_config("storage:\n  local:\n    root: ./a\n")
+    assert not config.api.has_credentials
+    with pytest.raises(ConfigError) as caught:
+        require_credentials(config, "archiver run", "cfg.yaml")
+    assert str(caught.value) == (
+        "cfg.yaml: archiver run calls Akool's API and needs its key: set api.api_key "
+        "(e.g. api_key: ${AKOOL_API_KEY}, with the key in the environment) or api.token")

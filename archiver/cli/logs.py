@@ -1,7 +1,10 @@
 """Where log lines go and how they look: text or JSON on stderr, secrets masked.
 
 The library modules only log to the ``archiver`` logger; this module alone decides
-levels, format and filters, once per process.
+levels, format and filters, once per process. The lines the command line writes itself
+on stderr - fatal errors, ``verify``'s problems, ``-q``'s one line per failed id -
+go through :func:`say`, in the same format: under ``--log-format json`` every line on
+stderr is one JSON object.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import stamina
 
@@ -32,14 +35,60 @@ class SecretFilter(logging.Filter):
         # Shorter "secrets" would mask ordinary words and numbers all over the log.
         self._secrets = [s for s in secrets if len(s) >= 4]
 
+    def mask(self, message: str) -> str:
+        for secret in self._secrets:
+            if secret in message:
+                message = message.replace(secret, "***")
+        return message
+
     def filter(self, record: logging.LogRecord) -> bool:
         if self._secrets:
             message = record.getMessage()
-            if any(s in message for s in self._secrets):
-                for secret in self._secrets:
-                    message = message.replace(secret, "***")
-                record.msg, record.args = message, None
+            masked = self.mask(message)
+            if masked != message:
+                record.msg, record.args = masked, None
         return True
+
+
+class _Format:
+    """How this process writes to stderr, as setup_logging() was told."""
+
+    json = False
+    secrets = SecretFilter(())
+
+
+def say(message: str, *, level: str = "error", label: str = "archiver: error: ",
+        **fields: Any) -> None:
+    """Write one line on stderr that is not a library log record (see the module doc).
+
+    Text: *label* then *message*, control characters escaped (``archiver: error: ...``).
+    JSON: ``{"time", "level", "logger", "message", **fields}``, as a JSON log line.
+    Secrets are masked either way.
+    """
+    sys.stderr.write(say_line(message, level=level, label=label, **fields))
+    sys.stderr.flush()
+
+
+def say_line(message: str, *, level: str = "error", label: str = "archiver: error: ",
+             **fields: Any) -> str:
+    """The line :func:`say` writes, newline included."""
+    message = _Format.secrets.mask(message)
+    if not _Format.json:
+        return f"{label}{printable(message)}\n"
+    entry = {"time": _now(), "level": level, "logger": "archiver", "message": message,
+             **fields}
+    return json_text(entry) + "\n"
+
+
+def json_logs() -> bool:
+    """Whether stderr speaks JSON (``--log-format json``)."""
+    return _Format.json
+
+
+def _now(created: float | None = None) -> str:
+    when = dt.datetime.fromtimestamp(created, dt.UTC) if created is not None else \
+        dt.datetime.now(dt.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class TextFormatter(logging.Formatter):
@@ -59,8 +108,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z"),
+            "time": _now(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -83,19 +131,27 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False, debug: bool = F
     # stamina would log every retry as a warning; the archiver logs its own retries at
     # INFO, so that a transient hiccup that was retried away does not wake up cron.
     stamina.instrumentation.set_on_retry_hooks([])
-    root = logging.getLogger("archiver")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    _Format.json = log_format == "json"
+    archiver = logging.getLogger("archiver")
+    archiver.handlers[:] = [handler]
+    archiver.setLevel(level)
+    archiver.propagate = False
+    # Warnings of the libraries (asyncio, aiohttp, botocore) in the same format, not as
+    # logging's bare last-resort text: under --log-format json, stderr is JSON only.
+    other = logging.getLogger()
+    other.handlers[:] = [handler]
+    other.setLevel(max(level, logging.WARNING))
+    logging.captureWarnings(True)
 
 
 def route_logs(handler: logging.Handler) -> None:
     """Send log lines through *handler*, keeping the formatter and secret filter."""
-    root = logging.getLogger("archiver")
-    old = root.handlers[0]
+    archiver = logging.getLogger("archiver")
+    old = archiver.handlers[0]
     handler.setFormatter(old.formatter)
     handler.filters[:] = old.filters
-    root.handlers[:] = [handler]
+    archiver.handlers[:] = [handler]
+    logging.getLogger().handlers[:] = [handler]
 
 
 def install_secret_filter(config: Config) -> None:
@@ -104,5 +160,6 @@ def install_secret_filter(config: Config) -> None:
     if config.webhook is not None:
         secrets += [config.webhook.client_secret.get_secret_value(),
                     config.webhook.client_id.get_secret_value()]
+    _Format.secrets = SecretFilter(secrets)
     for handler in logging.getLogger("archiver").handlers:
-        handler.filters[:] = [SecretFilter(secrets)]
+        handler.filters[:] = [_Format.secrets]

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from .. import __version__
 from .._os import os_reason
 from ..errors import ArchiverError, UsageError
 from ..exitstatus import ExitStatus
@@ -22,7 +21,7 @@ from ..lock import LockHeld
 from ..models import RunResult
 from ..report import STDOUT, OutputFile, write_report
 from ..shard import Shard
-from .summary import printable
+from .logs import say
 
 #: Either a path as given on the command line, or the output it was checked into.
 Output = Path | OutputFile
@@ -57,6 +56,12 @@ def check_outputs(args: argparse.Namespace) -> None:
         raise UsageError("--report and --metrics-file cannot both be - (standard output)")
     args.report_output = check_output(args.report, "report")
     args.metrics_output = check_output(args.metrics_file, "metrics file")
+    if getattr(args, "json", False):
+        for flag, output in (("--report", args.report_output),
+                             ("--metrics-file", args.metrics_output)):
+            if output is not None and output.is_stdout:
+                raise UsageError(f"--json prints its document on standard output: "
+                                 f"{flag} {output.path} cannot go there too (give it a file)")
 
 
 def summary_stream(args: argparse.Namespace) -> TextIO:
@@ -77,19 +82,18 @@ def save(path: Output, what: str, write: Callable[[], None]) -> bool:
         write()
     except OSError as err:
         name = path.path if isinstance(path, OutputFile) else path
-        print(printable(f"archiver: error: cannot write the {what} {name}: {os_reason(err)} "
-                        "(the archive is not affected; only this file is missing)"),
-              file=sys.stderr)
+        say(f"cannot write the {what} {name}: {os_reason(err)} (the archive is not "
+            "affected; only this file is missing)", exit_status=ExitStatus.IOERR)
         return False
     return True
 
 
 def write_failure_report(path: Output, exc: ArchiverError, shard: Shard | None) -> None:
     """The report of a run that could not start: its status and why, no items."""
+    from .documents import fatal
+
     status = ExitStatus.TEMPFAIL if isinstance(exc, LockHeld) else ExitStatus.USAGE
-    report = {"schema": 1, "archiver_version": __version__, "exit_status": status,
-              "fatal_error": str(exc), "shard": str(shard) if shard is not None else None,
-              "items": [], "totals": None}
+    report = fatal("run", status, str(exc), str(shard) if shard is not None else None)
     save(path, "report", lambda: write_report(path, report))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TypeAlias
+from typing import NoReturn, TypeAlias
 
 from .. import __version__
 from ..config import DEFAULT_CONFIG_PATH
@@ -16,9 +16,30 @@ _MANIFEST_HELP = ("YAML list of video_model_ids: a file, - (standard input), "
                   "s3://BUCKET/KEY or an https:// URL")
 
 
+_TARGET_HELP = ("only the ids of this manifest (a file, -, s3://BUCKET/KEY or an https:// "
+                "URL); or a local archive root DIR, as --root DIR")
+
+
+class CommandLineError(Exception):
+    """argparse refused the command line; :func:`~.commands.main` says so (as text,
+    or as JSON under ``--log-format json``) and exits 2."""
+
+    def __init__(self, message: str, prog: str, usage: str) -> None:
+        super().__init__(f"{prog}: {message}")
+        #: What argparse itself prints: the usage, then ``PROG: error: MESSAGE``.
+        self.text = f"{usage}{prog}: error: {message}\n"
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints its own error and exits; raising instead lets main() say it in the
+    # log format asked for, and give --json its document. Subcommands inherit the class.
+    def error(self, message: str) -> NoReturn:
+        raise CommandLineError(message, self.prog, self.format_usage())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``archiver`` parser; ``args.command`` names the command chosen."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="archiver",
         description="Archive Akool generation results before they expire (7 days).",
     )
@@ -34,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # argparse's subparsers action is a private generic class: name it only for the checker.
-_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
 def _add_run(commands: _Commands) -> None:
@@ -58,15 +79,17 @@ def _add_run(commands: _Commands) -> None:
                      help="exit 0 instead of 3 when ids are only pending (none failed), "
                           "for schedulers that count any other status as a failure; the "
                           "report and metrics still say 3")
-    _add_output_flags(run)
+    _add_output_flags(run, json_help="print the run report (as --report writes it) on "
+                                     "stdout instead of the summary")
 
 
 def _add_verify(commands: _Commands) -> None:
     verify = commands.add_parser(
         "verify", help="check archived files against their records (size, SHA-256)")
-    verify.add_argument("manifest", nargs="?", metavar="MANIFEST",
-                        help="only these ids (default: everything archived)")
+    verify.add_argument("manifest", nargs="?", metavar="MANIFEST|DIR",
+                        help=_TARGET_HELP + " (default: everything archived)")
     _add_config_flag(verify)
+    _add_root_flag(verify)
     _add_shard_flag(verify)
     verify.add_argument("--deep", action="store_true",
                         help="S3: download and re-hash every object instead of comparing "
@@ -77,8 +100,10 @@ def _add_verify(commands: _Commands) -> None:
 def _add_status(commands: _Commands) -> None:
     status = commands.add_parser(
         "status", help="which ids are archived, partially downloaded or absent")
-    status.add_argument("manifest", metavar="MANIFEST", help=_MANIFEST_HELP)
+    status.add_argument("manifest", nargs="?", metavar="MANIFEST|DIR",
+                        help=_TARGET_HELP + " (default: every archived id)")
     _add_config_flag(status)
+    _add_root_flag(status)
     _add_shard_flag(status)
     status.add_argument("--remote", action="store_true",
                         help="also ask the API for each job's current status")
@@ -88,9 +113,10 @@ def _add_status(commands: _Commands) -> None:
 def _add_gc(commands: _Commands) -> None:
     gc = commands.add_parser(
         "gc", help="remove files left by attempts that never committed (old enough only)")
-    gc.add_argument("manifest", nargs="?", metavar="MANIFEST",
-                    help="only these ids (default: every id in the archive)")
+    gc.add_argument("manifest", nargs="?", metavar="MANIFEST|DIR",
+                    help=_TARGET_HELP + " (default: every id in the archive)")
     _add_config_flag(gc)
+    _add_root_flag(gc)
     gc.add_argument("--min-age", metavar="DURATION",
                     help="only ids whose every file is older than this (e.g. 36h, 2d; "
                          "default 24h; at least downloads.item_timeout)")
@@ -105,7 +131,9 @@ def _add_serve(commands: _Commands) -> None:
     _add_config_flag(serve)
     serve.add_argument("--listen", metavar="HOST:PORT",
                        help="address to listen on (default: webhook.listen, 127.0.0.1:8080)")
-    _add_output_flags(serve)
+    # No --json: a server has no final document. --log-format json and GET /metrics are
+    # its machine-readable side.
+    _add_output_flags(serve, json_help=None)
 
 
 def _add_demo(commands: _Commands) -> None:
@@ -126,15 +154,30 @@ def _add_shard_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH,
-                        help=f"configuration file (default: ./{DEFAULT_CONFIG_PATH})")
+    # None: not given (./archiver.yaml, which --root may do without).
+    parser.add_argument("-c", "--config", type=Path, default=None,
+                        help=f"configuration file, - for stdin (default: "
+                             f"./{DEFAULT_CONFIG_PATH})")
 
 
-def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+def _add_root_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, metavar="DIR",
+                        help="a local archive root, instead of the configuration's storage "
+                             "(no configuration file needed)")
+
+
+_JSON_HELP = "print one JSON document on stdout (schema in the README) instead of the text"
+
+
+def _add_output_flags(parser: argparse.ArgumentParser,
+                      json_help: str | None = _JSON_HELP) -> None:
     level = parser.add_mutually_exclusive_group()
-    level.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    level.add_argument("-q", "--quiet", action="store_true",
+                       help="print only errors (one line per failed or expired id)")
     level.add_argument("-v", "--verbose", action="store_true", help="print more detail")
+    if json_help is not None:
+        parser.add_argument("--json", action="store_true", help=json_help)
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="json: one JSON object per log line")
+                        help="json: one JSON object per line on stderr (log lines and errors)")
     parser.add_argument("--debug", action="store_true",
                         help="debug logging, and tracebacks for unexpected errors")

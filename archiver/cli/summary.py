@@ -87,13 +87,14 @@ def format_dry_run(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-_JOB_STATUS_NAMES: dict[int, str] = {JobStatus.QUEUED: "queued", JobStatus.PROCESSING: "processing",
-                     JobStatus.SUCCESS: "done", JobStatus.FAILED: "failed"}
+#: ``status --remote``'s names of Akool's ``video_status`` values.
+JOB_STATUS_NAMES: dict[int, str] = {JobStatus.QUEUED: "queued", JobStatus.PROCESSING: "processing",
+                                    JobStatus.SUCCESS: "done", JobStatus.FAILED: "failed"}
 
 
 def describe_remote(status: int, expires_at: float | None) -> str:
     """``status --remote``'s column: the job's state at Akool and when it expires."""
-    name = _JOB_STATUS_NAMES.get(status, f"status {status}")
+    name = JOB_STATUS_NAMES.get(status, f"status {status}")
     when = iso_utc(expires_at)
     if expires_at is None or when is None:
         return name
