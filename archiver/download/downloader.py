@@ -60,7 +60,7 @@ from aiohttp.connector import Connection
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.tracing import Trace
 
-from ._http import (
+from .._http import (
     USER_AGENT,
     BlockedAddress,
     PublicOnlyResolver,
@@ -68,15 +68,15 @@ from ._http import (
     describe_transport_error,
     parse_retry_after,
 )
-from .config import DownloadConfig
-from .errors import DownloadError, TransientDownloadError, UrlGone
-from .limits import TokenBucket, format_size
-from .models import FileRecord, RemoteFile, redact_url
-from .retry import with_retries
-from .storage.base import FileSink, ItemWriter, Partial
-from .validate import ContentCheck, Mp4Boxes
+from ..config import DownloadConfig
+from ..errors import DownloadError, TransientDownloadError, UrlGone
+from ..limits import TokenBucket, format_size
+from ..models import FileRecord, RemoteFile, redact_url
+from ..retry import with_retries
+from ..storage.base import FileSink, ItemWriter, Partial
+from ..validate import ContentCheck, Mp4Boxes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("archiver.download")  # the package's name, as before the move
 
 
 class TransferListener(Protocol):

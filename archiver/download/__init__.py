@@ -1,0 +1,5 @@
+"""Fetching result files into storage (see :mod:`.downloader`)."""
+
+from .downloader import Downloader, TransferListener
+
+__all__ = ["Downloader", "TransferListener"]
