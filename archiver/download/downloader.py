@@ -17,9 +17,9 @@ was wrong, so the bytes kept are no prefix to trust: they are dropped and the fi
 fetched again from zero. aiohttp reads exactly Content-Length bytes and parses whatever
 follows as the next response on the connection; so a file connection goes back to the
 pool only once the read that ended the body is fully parsed and left nothing behind -
-no queued answer, no parse error (:class:`_FileResponse`) - and is checked again before
-reuse (:class:`_FileConnector`): bytes past one body can never be taken for the next
-file's answer. A body followed by anything is an overrun (:func:`_overran`) and its
+no queued answer, no parse error (:class:`~.connections.FileResponse`) - and is checked again before
+reuse (:class:`~.connections.FileConnector`): bytes past one body can never be taken for the next
+file's answer. A body followed by anything is an overrun (:func:`~.connections.overran`) and its
 connection is closed. Bytes that arrive only after the body's connection was released
 are never taken for the file; for MP4s the box check
 (:class:`~archiver.validate.Mp4Boxes`) still rejects a file whose boxes do not add up
@@ -55,10 +55,6 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from aiohttp.client_reqrep import ConnectionKey
-from aiohttp.connector import Connection
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.tracing import Trace
 
 from .._http import (
     USER_AGENT,
@@ -75,6 +71,7 @@ from ..models import FileRecord, RemoteFile, redact_url
 from ..retry import with_retries
 from ..storage.base import FileSink, ItemWriter, Partial
 from ..validate import ContentCheck, Mp4Boxes
+from .connections import FileConnector, FileResponse, overran
 
 log = logging.getLogger("archiver.download")  # the package's name, as before the move
 
@@ -117,14 +114,14 @@ class Downloader:
         )
         if not self._config.allow_private:
             self._resolver = PublicOnlyResolver()
-        # Connections are reused only when provably clean (see _FileResponse and
-        # _FileConnector): a connect and a close per file showed in the per-item CPU.
-        connector = _FileConnector(limit=self._limit, resolver=self._resolver)
+        # Connections are reused only when provably clean (see .connections): a connect
+        # and a close per file showed in the per-item CPU.
+        connector = FileConnector(limit=self._limit, resolver=self._resolver)
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT},
             timeout=timeout,
             connector=connector,
-            response_class=_FileResponse,
+            response_class=FileResponse,
             # Store the bytes exactly as served: Content-Length and checksums refer to them.
             auto_decompress=False,
             read_bufsize=2**18,
@@ -227,12 +224,12 @@ class Downloader:
                         self, remote, resp, sink, hasher, check, listener,
                         first=offset, total=offset + expected, count=segments,
                         carry=carry).run()
-                    overran = False  # each range checked its own connection
+                    cut_over = False  # each range checked its own connection
                 else:
                     size = offset + await self._stream(resp, sink, hasher, check, listener,
                                                        _Cap(remote.name, shown, cap, offset))
-                    overran = _overran(resp)
-            if overran:
+                    cut_over = overran(resp)
+            if cut_over:
                 raise _Overrun(f"{shown}: the server sent more than its Content-Length "
                                f"({expected} bytes); what arrived was dropped")
             if expected is not None and size != offset + expected:
@@ -468,77 +465,6 @@ class _Cap:
                                 "download stopped, nothing kept")
 
 
-def _overran(resp: aiohttp.ClientResponse) -> bool:
-    """Whether bytes followed *resp*'s body on its connection (a wrong Content-Length).
-
-    Decided when the connection left the response (:meth:`_FileResponse._release_connection`);
-    while it is still attached, its protocol is looked at now.
-    """
-    if getattr(resp, "overran", False):
-        return True
-    connection = resp.connection
-    return connection is not None and _dirty(connection.protocol)
-
-
-def _dirty(protocol: Any) -> bool:
-    """Whether a file connection's protocol holds anything past the body it served.
-
-    aiohttp reads on past a body for the next response on the connection: bytes that
-    came in the same read as the body's end either fail to parse - the protocol then
-    holds an HttpProcessingError (a later disconnect does not replace it) - or parse
-    as whole responses left in its queue. (A clean end shows None or the
-    ServerDisconnectedError of our own close.)
-    """
-    if protocol is None:
-        return False
-    return isinstance(protocol.exception(), HttpProcessingError) or len(protocol) > 0
-
-
-class _FileResponse(aiohttp.ClientResponse):
-    """A file answer whose connection is pooled only if nothing followed its body.
-
-    aiohttp releases the connection from inside the read that ends the body, before
-    the rest of that read is parsed: deferring the release by one loop step lets the
-    parser finish, so what followed the body is visible (:func:`_dirty`) before the
-    connection could serve another request. A dirty connection is closed, never pooled,
-    and the answer remembers it (:attr:`overran`).
-    """
-
-    #: Bytes followed the body on its connection (set when the connection is let go).
-    overran = False
-
-    def _response_eof(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            super()._response_eof()
-            return
-        loop.call_soon(super()._response_eof)
-
-    def _release_connection(self) -> None:
-        connection = self._connection
-        if connection is not None and _dirty(connection.protocol):
-            self.overran = True
-            assert connection.protocol is not None
-            connection.protocol.force_close()  # the connector closes it instead of pooling
-        super()._release_connection()
-
-
-class _FileConnector(aiohttp.TCPConnector):
-    """Hands out a pooled connection only if nothing arrived on it while it was idle.
-
-    A server that sends bytes after a body, once the connection is back in the pool,
-    would otherwise have them parsed as the answer to the next request.
-    """
-
-    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
-        while (connection := await super()._get(key, traces)) is not None:
-            protocol = connection.protocol
-            if protocol is not None and not protocol.should_close and not _dirty(protocol):
-                return connection
-            connection.close()  # bytes came while idle: never reused
-        return None
-
-
 def _blocked_message(url: str, exc: BlockedAddress) -> str:
     return (f"{redact_url(url)}: refusing to connect to {exc.address} ({exc.reason}); "
             "set downloads.allow_private to allow it")
@@ -715,7 +641,7 @@ class _Segmented:
         first = self._ranges[0]
         try:
             await self._pump(first, self._resp, bounded=False)
-            if first.stored == self._total and _overran(self._resp):
+            if first.stored == self._total and overran(self._resp):
                 raise _Overrun(f"{self._shown}: the server sent more than its Content-Length "
                                f"({self._total} bytes); what arrived was dropped")
         except _StalePartial:
@@ -773,7 +699,7 @@ class _Segmented:
             self._check_answer(resp, part)
             self._ranged = True
             await self._pump(part, resp, bounded=True)
-        if _overran(resp):
+        if overran(resp):
             raise _Overrun(f"{self._shown}: the server sent more than its Content-Length "
                            f"for bytes {part.start}-{part.end - 1}; what arrived was dropped")
 
