@@ -45,33 +45,28 @@ import asyncio
 import contextlib
 import datetime
 import email.utils
-import fnmatch
 import hashlib
 import itertools
 import logging
 import mmap
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
 from .._http import (
-    USER_AGENT,
-    BlockedAddress,
-    PublicOnlyResolver,
-    check_public_literal,
     describe_transport_error,
     parse_retry_after,
 )
 from ..config import DownloadConfig
 from ..errors import DownloadError, TransientDownloadError, UrlGone
-from ..limits import TokenBucket, format_size
+from ..limits import format_size
 from ..models import FileRecord, RemoteFile, redact_url
 from ..retry import with_retries
 from ..storage.base import FileSink, ItemWriter, Partial
 from ..validate import ContentCheck, Mp4Boxes
-from .connections import FileConnector, FileResponse, overran
+from .connections import overran
+from .transport import Transport
 
 log = logging.getLogger("archiver.download")  # the package's name, as before the move
 
@@ -88,7 +83,6 @@ class TransferListener(Protocol):
     def ended(self) -> None:
         """The attempt ended, whatever its outcome."""
 
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _GONE = frozenset({403, 404, 410})
 
 
@@ -98,43 +92,19 @@ class Downloader:
     def __init__(self, config: DownloadConfig, *, limit: int = 8,
                  bandwidth: float | None = None) -> None:
         self._config = config
-        self._limit = limit
-        self._session: aiohttp.ClientSession | None = None
-        self._resolver: PublicOnlyResolver | None = None
-        # Shared by every transfer: limits.bandwidth caps the run, not each file.
-        self._bucket = TokenBucket(bandwidth) if bandwidth else None
-        #: Requests sent (redirect hops included), for reports and tests.
-        self.requests = 0
+        self._transport = Transport(config, limit=limit, bandwidth=bandwidth)
+
+    @property
+    def requests(self) -> int:
+        """Requests sent (redirect hops included), for reports and tests."""
+        return self._transport.requests
 
     async def __aenter__(self) -> Downloader:
-        timeout = aiohttp.ClientTimeout(
-            total=None,  # a 2 GiB file may take long; stalls are caught by sock_read
-            sock_connect=self._config.connect_timeout,
-            sock_read=self._config.read_timeout,
-        )
-        if not self._config.allow_private:
-            self._resolver = PublicOnlyResolver()
-        # Connections are reused only when provably clean (see .connections): a connect
-        # and a close per file showed in the per-item CPU.
-        connector = FileConnector(limit=self._limit, resolver=self._resolver)
-        self._session = aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT},
-            timeout=timeout,
-            connector=connector,
-            response_class=FileResponse,
-            # Store the bytes exactly as served: Content-Length and checksums refer to them.
-            auto_decompress=False,
-            read_bufsize=2**18,
-        )
+        await self._transport.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._resolver is not None:  # the connector does not own a resolver passed in
-            await self._resolver.close()
-            self._resolver = None
+        await self._transport.__aexit__(*exc_info)
 
     async def fetch(self, remote: RemoteFile, writer: ItemWriter,
                     listener: TransferListener | None = None, *,
@@ -194,7 +164,7 @@ class Downloader:
         sink: FileSink | None = None
         stale = committed = False
         try:
-            async with await self._get(remote.url, headers) as resp:
+            async with await self._transport.get(remote.url, headers) as resp:
                 resume = _resume_from(resp, partial, shown)
                 offset = resume.size if resume else 0
                 expected = resp.content_length
@@ -270,50 +240,12 @@ class Downloader:
     async def probe(self, remote: RemoteFile) -> int | None:
         """The size the file host announces for *remote* (HEAD), or None if it does not say."""
         try:
-            async with await self._get(remote.url, {}, method="HEAD") as resp:
+            async with await self._transport.get(remote.url, {}, method="HEAD") as resp:
                 if resp.status == 200:
                     return resp.content_length
         except (aiohttp.ClientError, TimeoutError, OSError, DownloadError) as exc:
             log.info("%s: HEAD failed: %s", redact_url(remote.url), exc)
         return None
-
-    async def _get(self, url: str, headers: dict[str, str],
-                   method: str = "GET") -> aiohttp.ClientResponse:
-        """Request *url*, following a bounded number of redirects to allowed http(s) hosts."""
-        if self._session is None:
-            raise RuntimeError("Downloader used outside 'async with'")
-        for _hop in range(self._config.max_redirects + 1):
-            self._check_url(url)
-            self.requests += 1
-            try:
-                resp = await self._session.request(method, url, headers=headers,
-                                                   allow_redirects=False)
-            except BlockedAddress as exc:  # raised by the resolver, before connecting
-                raise DownloadError(_blocked_message(url, exc)) from None
-            if resp.status not in _REDIRECTS:
-                return resp
-            location = resp.headers.get("Location")
-            resp.release()
-            if not location:
-                raise DownloadError(f"{redact_url(url)}: redirect without a Location")
-            url = urljoin(url, location)
-        raise DownloadError(f"{redact_url(url)}: more than {self._config.max_redirects} redirects")
-
-    def _check_url(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise DownloadError(f"refusing to fetch a {parts.scheme or 'scheme-less'}: URL "
-                                "(only http and https)")
-        allowed = self._config.allowed_hosts
-        host = (parts.hostname or "").lower()
-        if allowed is not None and not any(_host_matches(host, parts.port, p) for p in allowed):
-            raise DownloadError(f"{redact_url(url)}: host {host!r} is not in "
-                                "downloads.allowed_hosts")
-        if not self._config.allow_private:
-            try:
-                check_public_literal(host)  # aiohttp asks no resolver about IP literals
-            except BlockedAddress as exc:
-                raise DownloadError(_blocked_message(url, exc)) from None
 
     async def _stream(self, resp: aiohttp.ClientResponse, sink: FileSink, hasher: Any,
                       check: ContentCheck, listener: TransferListener | None,
@@ -333,8 +265,8 @@ class Downloader:
                 buffered += len(data)
                 if listener is not None:
                     listener.advanced(len(data))
-                if self._bucket is not None:
-                    await self._bucket.acquire(len(data))
+                if self._transport.bandwidth is not None:
+                    await self._transport.bandwidth.acquire(len(data))
                 if buffered >= chunk_size:
                     await store.put(b"".join(pieces))
                     pieces.clear()
@@ -465,11 +397,6 @@ class _Cap:
                                 "download stopped, nothing kept")
 
 
-def _blocked_message(url: str, exc: BlockedAddress) -> str:
-    return (f"{redact_url(url)}: refusing to connect to {exc.address} ({exc.reason}); "
-            "set downloads.allow_private to allow it")
-
-
 def _validator(resp: aiohttp.ClientResponse) -> str | None:
     """What a resume of this answer's bytes may send as ``If-Range``; None if nothing can
     guard one (the bytes are then never resumed, so never kept).
@@ -503,15 +430,6 @@ def _http_date(value: str | None) -> datetime.datetime | None:
     except (TypeError, ValueError):
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
-
-
-def _host_matches(host: str, port: int | None, pattern: str) -> bool:
-    name, _, want_port = pattern.partition(":")
-    if want_port and str(port) != want_port:
-        return False
-    if name.startswith("*."):
-        return host.endswith(name[1:]) or fnmatch.fnmatchcase(host, name)
-    return host == name
 
 
 # ------------------------------------------------- one large file over several connections
@@ -695,7 +613,7 @@ class _Segmented:
         assert self._validator is not None
         headers = {"Range": f"bytes={part.stored}-{part.end - 1}",
                    "If-Range": self._validator}
-        async with await self._dl._get(self._remote.url, headers) as resp:
+        async with await self._dl._transport.get(self._remote.url, headers) as resp:
             self._check_answer(resp, part)
             self._ranged = True
             await self._pump(part, resp, bounded=True)
@@ -735,7 +653,7 @@ class _Segmented:
         buffered = 0
         received = part.stored
         store = _RangeStore(self._sink, part, self._progress)
-        bucket = self._dl._bucket
+        bucket = self._dl._transport.bandwidth
         try:
             async for data in resp.content.iter_any():
                 if part.index > 0 and self._single:
