@@ -400,8 +400,9 @@ def test_readme_references_in_deploy_name_existing_sections():
     ("failed", f"{ID1}: Akool job failed: face not detected in the source image"),
 ])
 def test_readme_backup_script_runs_as_written(outcome, says, workdir, served):
-    """The documented backup script (docs/operations.md), run by sh with the archiver on PATH, takes the branch
-    of each exit status it is written for (0, 3, and 1 with its jq over the report)."""
+    """The documented backup script (docs/operations.md), run by sh with the archiver on
+    PATH, takes the branch of each exit status it is written for (0, 3, and 1 with its jq
+    over the report)."""
     if shutil.which("jq") is None and outcome == "failed":
         pytest.skip("jq is not installed")
     script = next(b for b in fenced_blocks(docs_text(), "sh")

@@ -56,4 +56,4 @@ def test_every_module_is_in_the_layout_table() -> None:
 def test_the_layout_table_names_only_modules_that_exist() -> None:
     """A row for a module that moved or went away sends a newcomer to nothing."""
     stale = sorted(_named_paths() - _modules())
-    assert stale == [], f"docs/architecture.md 'Layout of the code' names what does not exist: {stale}"
+    assert stale == [], f"docs/architecture.md 'Layout of the code' names what is gone: {stale}"
