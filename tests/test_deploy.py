@@ -271,20 +271,30 @@ def test_read_only_root(spool, tmp_path, served, s3: S3Fixture):
     assert standin.api_calls == 0
 
 
-# ------------------------------------------------------------ systemd and README
+# ------------------------------------------------------------ systemd and the docs
 
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+
+
+def docs_text() -> str:
+    """The README and every page of the documentation site (docs/), one after the other:
+    the snippets below may live on any of them (the units on operations.md and
+    webhooks.md, the cron lines and the backup script on operations.md)."""
+    pages = [README, *sorted(DOCS.glob("*.md"))]
+    return "\n".join(page.read_text() for page in pages)
+
 UNITS = sorted(p for p in (DEPLOY / "systemd").iterdir()
                if p.suffix in (".service", ".timer"))
 
 
 def fenced_blocks(text: str, language: str) -> list[str]:
-    """The contents of the README's ```LANGUAGE blocks."""
+    """The contents of the ```LANGUAGE blocks of *text*."""
     return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.M | re.S)
 
 
 def headings(text: str) -> set[str]:
-    """The README's headings (not the # comments inside code blocks)."""
+    """The headings of *text* (not the # comments inside code blocks)."""
     found, fenced = set(), False
     for line in text.splitlines():
         if line.startswith("```"):
@@ -329,8 +339,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_the_readme_shows_each_unit_as_it_is(unit):
-    """README and deploy/systemd/ cannot drift: each unit is one of its ```ini blocks."""
-    assert unit.read_text() in fenced_blocks(README.read_text(), "ini")
+    """The docs and deploy/systemd/ cannot drift: each unit is one of their ```ini blocks."""
+    assert unit.read_text() in fenced_blocks(docs_text(), "ini")
 
 
 @pytest.mark.parametrize("unit", [u for u in UNITS if u.suffix == ".service"],
@@ -345,9 +355,9 @@ def test_units_run_the_archiver_with_arguments_it_accepts(unit):
 
 
 def test_readme_command_snippets_parse():
-    """The cron lines and the docker run of the README use arguments the archiver
+    """The cron lines and the docker run of the docs use arguments the archiver
     accepts; docker run runs as the caller, who can write the mounted folder."""
-    text = README.read_text()
+    text = docs_text()
     cron = [line for block in fenced_blocks(text, "cron") for line in block.splitlines()
             if line and not line.startswith("#")]
     docker = [" ".join(block.replace("\\\n", " ").split()) for block in
@@ -368,8 +378,8 @@ def test_readme_command_snippets_parse():
 def test_readme_references_in_deploy_name_existing_sections():
     """Every README mention in the comments of deploy/ and the Dockerfile names a
     heading, as
-    README ("Heading"), and that heading exists."""
-    existing = headings(README.read_text())
+    README ("Heading"), and that heading exists in the README or a page of docs/."""
+    existing = headings(docs_text())
     files = [*sorted(p for p in DEPLOY.rglob("*") if p.is_file()), ROOT / "Dockerfile"]
     mentions = 0
     for path in files:
@@ -390,11 +400,12 @@ def test_readme_references_in_deploy_name_existing_sections():
     ("failed", f"{ID1}: Akool job failed: face not detected in the source image"),
 ])
 def test_readme_backup_script_runs_as_written(outcome, says, workdir, served):
-    """The README's backup script, run by sh with the archiver on PATH, takes the branch
-    of each exit status it is written for (0, 3, and 1 with its jq over the report)."""
+    """The documented backup script (docs/operations.md), run by sh with the archiver on
+    PATH, takes the branch of each exit status it is written for (0, 3, and 1 with its jq
+    over the report)."""
     if shutil.which("jq") is None and outcome == "failed":
         pytest.skip("jq is not installed")
-    script = next(b for b in fenced_blocks(README.read_text(), "sh")
+    script = next(b for b in fenced_blocks(docs_text(), "sh")
                   if b.startswith("#!/bin/sh"))
     (workdir / "backup.sh").write_text(script)
     standin, _ = served

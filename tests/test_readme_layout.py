@@ -1,4 +1,5 @@
-"""The README's "Layout of the code" table names every module there is, and only those."""
+"""The "Layout of the code" table (docs/architecture.md) names every module there is, and only
+those."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import re
 from pathlib import Path, PurePosixPath
 
 REPO = Path(__file__).resolve().parent.parent
+# The table lives on its own page of the documentation site.
+LAYOUT = REPO / "docs" / "architecture.md"
 
 TOKEN = re.compile(r"`(\w[\w./]*)`")
 
 
 def _layout_rows() -> list[list[str]]:
     """The table's rows (cells) under the "Layout of the code" heading."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Layout of the code", 1)[1].split("\n## ", 1)[0]
+    text = LAYOUT.read_text()
+    section = text.split("# Layout of the code", 1)[1].split("\n## ", 1)[0]
     rows = [line.strip().strip("|").split("|") for line in section.splitlines()
             if line.startswith("| `")]
     assert rows, "no table under 'Layout of the code'"
@@ -47,10 +50,10 @@ def _modules() -> set[str]:
 def test_every_module_is_in_the_layout_table() -> None:
     """A module missing from the table is a part of the code a newcomer cannot find."""
     missing = sorted(path for path in _modules() - _named_paths() if path.endswith(".py"))
-    assert missing == [], f"README 'Layout of the code' does not name: {missing}"
+    assert missing == [], f"docs/architecture.md 'Layout of the code' does not name: {missing}"
 
 
 def test_the_layout_table_names_only_modules_that_exist() -> None:
     """A row for a module that moved or went away sends a newcomer to nothing."""
     stale = sorted(_named_paths() - _modules())
-    assert stale == [], f"README 'Layout of the code' names what does not exist: {stale}"
+    assert stale == [], f"docs/architecture.md 'Layout of the code' names what is gone: {stale}"
