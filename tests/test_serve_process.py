@@ -237,7 +237,7 @@ def test_serve_usage_errors_are_one_line_exit_2(serve_dir: Path) -> None:
         port = busy.getsockname()[1]
         cases = {
             ("-c", "no-webhook.yaml"): "needs a webhook: section",
-            ("-c", "bad-id.yaml"): "webhook.client_id must be 16 bytes",
+            ("-c", "bad-id.yaml"): "webhook.client_id must be at least 16 bytes",
             ("-c", "newer-journal.yaml"): "newer.sqlite3 has schema version 99",
             ("-c", "archiver.yaml", "--listen", "nowhere"): "--listen",
             ("-c", "archiver.yaml", "--listen", f"127.0.0.1:{port}"): "cannot listen on",
