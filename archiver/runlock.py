@@ -19,9 +19,10 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from .config import Config
-from .lock import ALL, NO_FENCE, Fence, LocalLock, lock_name
+from .lock import ALL, NO_FENCE, Fence, lock_name
 from .shard import Shard
 from .storage.base import Storage
+from .storage.local.flock import LocalLock
 
 
 @contextlib.asynccontextmanager

@@ -18,8 +18,8 @@ import pytest
 from archiver.config import load_config
 from archiver.errors import StorageError
 from archiver.gc import collect
-from archiver.lock import RunLock
 from archiver.storage.local import LOCK_NAME, sidecar_name, temp_name
+from archiver.storage.local.flock import RunLock
 from archiver.storage.s3 import S3Storage
 
 from .conftest import API_KEY, ID1, ID2, ID3, config_dict, run_cli, write_yaml

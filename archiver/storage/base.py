@@ -24,16 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..lock import NO_FENCE, Fence
+from .names import INFO_NAME, RECORD_NAME, SUMS_NAME, is_temporary
 
-RECORD_NAME = "archive.json"
-INFO_NAME = "info.json"
-SUMS_NAME = "SHA256SUMS"
+__all__ = ["INFO_NAME", "RECORD_NAME", "SUMS_NAME", "is_temporary"]
 
-
-def is_temporary(name: str) -> bool:
-    """Whether *name* is a writer's temporary: ``.video.mp4.part``, its sidecar
-    ``.video.mp4.part.json``, ``.info.json.tmp``. Never part of an archived item."""
-    return name.startswith(".") and name.endswith((".part", ".part.json", ".tmp"))
 
 
 #: The size a reader's ``list_files`` gives an entry under a final name that is not a
