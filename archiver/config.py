@@ -177,6 +177,11 @@ MiB = 1024 * 1024
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
+#: ``storage.s3.retries`` by default: bounds for every S3 request - the archive's, the
+#: run lease's and an ``s3://`` manifest's - the one S3 retry default.
+S3_RETRIES = RetryPolicy(attempts=5, timeout=120.0, wait_initial=0.5, wait_max=10.0)
+
+
 class S3StorageConfig(_Model):
     """An S3 (or S3-compatible) bucket. Credentials come from boto3's standard chain."""
 
@@ -206,8 +211,7 @@ class S3StorageConfig(_Model):
     spool_dir: Path | None = None
     #: Every S3 request (and the run lease's) is retried within these bounds on
     #: throttling, 5xx and connection errors.
-    retries: RetryPolicy = RetryPolicy(attempts=5, timeout=120.0, wait_initial=0.5,
-                                       wait_max=10.0)
+    retries: RetryPolicy = S3_RETRIES
 
     @field_validator("bucket")
     @classmethod
@@ -272,7 +276,7 @@ class RunConfig(_Model):
 
     #: Lock file (flock) that keeps two runs apart. Default: ``<root>/.archiver.lock``
     #: for local storage; for S3, no file but a lease object under the prefix, which also
-    #: keeps out runs on other hosts (see :mod:`archiver.lease`). Setting it on S3
+    #: keeps out runs on other hosts (see :mod:`archiver.storage.s3.lease`). Setting it on S3
     #: replaces the lease by this host-local file.
     lock_file: Path | None = None
     #: After SIGINT/SIGTERM, in-flight transfers get this long to finish, then are cancelled.

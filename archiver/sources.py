@@ -90,7 +90,7 @@ def _read_s3(spec: str, cfg: S3StorageConfig | None, limit: int) -> bytes:
     import botocore.exceptions as bce
     from botocore.config import Config as BotoConfig
 
-    from .storage.s3.requests import is_transient
+    from .storage.s3.answers import is_transient
 
     bucket, _, key = spec[len("s3://"):].partition("/")
     if not bucket or not key:

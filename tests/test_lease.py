@@ -1,4 +1,4 @@
-"""The S3 lease (archiver/lease.py) against real S3 servers (moto and SeaweedFS): acquire,
+"""The S3 lease (archiver/storage/s3/lease.py) against real S3 servers (moto and SeaweedFS): acquire,
 refuse, renew, release, take over after expiry, and a run that loses its lease stops.
 
 Every test runs on both servers: the lease is only as safe as the store's conditional
@@ -23,7 +23,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from archiver.errors import StorageUnavailable
-from archiver.lease import LEASE_FOLDER
+from archiver.storage.s3.lease import LEASE_FOLDER
 from archiver.lock import LockHeld
 from archiver.retry import RetryPolicy
 from archiver.shard import shard_of
@@ -393,6 +393,44 @@ async def test_lease_requests_retry_within_the_storage_policy(s3):
             await asyncio.to_thread(lease.acquire)
         assert lease.client.sends == 2
         assert KEY not in s3.list_keys(PREFIX)
+    finally:
+        await storage.close()
+
+
+class _Failing:
+    """A real client whose PutObject requests all fail with *error*."""
+
+    def __init__(self, client: Any, error: BaseException) -> None:
+        self._client = client
+        self.error = error
+        self.sends = 0
+
+    def put_object(self, **params: Any) -> Any:
+        self.sends += 1
+        raise self.error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("error", [
+    bce.SSLError(endpoint_url="https://s3.test", error="certificate verify failed"),
+    bce.ClientError({"Error": {"Code": "HTTPVersionNotSupported", "Message": "no"},
+                     "ResponseMetadata": {"HTTPStatusCode": 505}}, "PutObject"),
+    bce.ClientError({"Error": {"Code": "Strange", "Message": "no status"}}, "PutObject"),
+], ids=["ssl", "505", "no-status"])
+async def test_lease_retries_what_every_s3_request_retries(s3, error):
+    """The lease's requests are retried by the bucket's one rule: not a certificate
+    problem, a 505 or an answer without a status (before: each was sent 5 times)."""
+    storage = storage_for(s3)
+    await storage.open()
+    try:
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease.client = _Failing(lease.client, error)
+        with pytest.raises(StorageUnavailable, match=f"cannot create the lease s3://{s3.bucket}"):
+            await asyncio.to_thread(lease.acquire)
+        assert lease.client.sends == 1
+        lease.client.close()
     finally:
         await storage.close()
 

@@ -30,7 +30,7 @@ from archiver.errors import StorageError, StorageUnavailable
 from archiver.models import RemoteFile
 from archiver.retry import RetryPolicy
 from archiver.storage.s3 import S3Storage, composite_checksum, is_transient
-from archiver.storage.s3.requests import Cleanups
+from archiver.storage.s3.cleanups import Cleanups
 from archiver.testing.standin import AkoolStandIn
 
 from .conftest import API_KEY, ID1, ID2, ID3, config_dict, run_cli, write_yaml

@@ -37,14 +37,28 @@ Failure handling:
 
 from __future__ import annotations
 
-from .multipart import MAX_PARTS, S3FileSink, composite_checksum
+from ...config import S3_RETRIES
+from .answers import is_transient
+from .checksums import composite_checksum
+from .multipart import MAX_PARTS, S3FileSink
 from .reader import ITEM_NAMES, MEDIA_NAMES, PROBE_PREFIX, S3Reader
-from .requests import S3_RETRIES, S3Bucket, is_transient
+from .requests import Connection, ObjectTooLarge, S3Bucket
 from .store import S3Storage
 from .writer import S3ItemWriter
 
 __all__ = [
-    "ITEM_NAMES", "MAX_PARTS", "MEDIA_NAMES", "PROBE_PREFIX", "S3_RETRIES", "S3Bucket",
-    "S3FileSink", "S3ItemWriter", "S3Reader", "S3Storage", "composite_checksum",
+    "ITEM_NAMES",
+    "MAX_PARTS",
+    "MEDIA_NAMES",
+    "PROBE_PREFIX",
+    "S3_RETRIES",
+    "Connection",
+    "ObjectTooLarge",
+    "S3Bucket",
+    "S3FileSink",
+    "S3ItemWriter",
+    "S3Reader",
+    "S3Storage",
+    "composite_checksum",
     "is_transient",
 ]

@@ -13,7 +13,6 @@ object with ``deep``).
 from __future__ import annotations
 
 import bisect
-import email.utils
 import itertools
 import logging
 import time
@@ -26,7 +25,9 @@ from ...manifest import ID_PATTERN
 from ...models import RESULT_FILES
 from ...retry import with_retries_sync
 from ..base import INFO_NAME, RECORD_NAME, SUMS_NAME, Garbage, GcResult
-from .requests import BOTO_ERRORS, S3Bucket, b64, describe, is_transient
+from .answers import BOTO_ERRORS, describe, is_transient, server_time
+from .checksums import b64
+from .requests import S3Bucket
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ class S3Reader:
         for prefix in prefixes:
             for page in self._bucket.pages(prefix):
                 # The earliest S3 time seen: ages only come out younger, never older.
-                now = now if now is not None else _server_time(page)
+                now = now if now is not None else server_time(page)
                 for obj in page.get("Contents", []):
                     name = obj["Key"][len(self.prefix):]
                     item_id, _, rest = name.partition("/")
@@ -463,15 +464,6 @@ def _item_garbage(objects: dict[str, dict[str, Any]],
 
 def _modified(obj: dict[str, Any]) -> float:
     return float(obj["LastModified"].timestamp())
-
-
-def _server_time(answer: dict[str, Any]) -> float | None:
-    """The ``Date`` of an S3 answer, as a timestamp (None if missing or unreadable)."""
-    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    try:
-        return email.utils.parsedate_to_datetime(date).timestamp() if date else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _compare_checksums(head: dict[str, Any], entry: dict[str, Any]) -> str | None:

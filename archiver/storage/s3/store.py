@@ -11,22 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions as bce
 
+from ...config import S3_RETRIES
 from ...errors import StorageUnavailable
-from ...lease import LEASE_FOLDER, S3Lease
 from ...lock import NO_FENCE, Fence
 from ...retry import RetryPolicy
 from ..base import GcResult
-from .multipart import Spool
+from .answers import BOTO_ERRORS, describe, error_code, http_status
+from .lease import LEASE_FOLDER, S3Lease
 from .reader import PROBE_PREFIX, S3Reader
-from .requests import (
-    BOTO_ERRORS,
-    S3_RETRIES,
-    Connection,
-    S3Bucket,
-    describe,
-    error_code,
-    http_status,
-)
+from .requests import Connection, S3Bucket
+from .spool import Spool
 from .writer import S3ItemWriter
 
 if TYPE_CHECKING:
@@ -109,7 +103,10 @@ class S3Storage:
     def _open_sync(self, readonly: bool) -> None:
         if not readonly:
             self._check_spool_dir()
-        self.bucket.connect()
+        try:
+            self.bucket.connect()
+        except StorageUnavailable as exc:
+            raise StorageUnavailable(f"cannot use {self.description}: {exc}") from None
         self._check_bucket(readonly)
 
     def _check_bucket(self, readonly: bool) -> None:
@@ -172,7 +169,7 @@ class S3Storage:
     def run_lock(self, name: str, *, ttl: float, what: str,
                  on_lost: Callable[[str], None] | None = None,
                  command: str = "run") -> S3Lease:
-        """The run lock of this storage: a lease object under the prefix (:mod:`archiver.lease`),
+        """The run lock of this storage: a lease object under the prefix (:mod:`.lease`),
         so that runs on other hosts and pods are kept out too. Call after :meth:`open`.
 
         The lease has its own client, whose timeouts are short next to *ttl*: a renewal

@@ -33,8 +33,10 @@ import botocore.exceptions as bce
 
 from ...errors import StorageError
 from ..base import RECORD_NAME, Partial
+from .answers import BOTO_ERRORS, error_code, http_status
+from .cleanups import shielded
 from .multipart import S3FileSink
-from .requests import BOTO_ERRORS, S3Bucket, error_code, http_status, shielded
+from .requests import S3Bucket
 
 log = logging.getLogger(__name__)
 
