@@ -18,6 +18,7 @@ import logging
 import time
 
 from .api import AkoolClient
+from .archive import Archive
 from .config import Config
 from .download import Downloader
 from .events import Observer
@@ -26,12 +27,11 @@ from .models import RunResult
 from .runlock import hold, unlocked
 from .scheduler import Scheduler
 from .shard import Shard, api_share
-from .storage import Storage, make_storage
 
 log = logging.getLogger(__name__)
 
 
-async def archive(config: Config, manifest: Manifest, *, storage: Storage | None = None,
+async def archive(config: Config, manifest: Manifest, *, storage: Archive | None = None,
                   observer: Observer | None = None,
                   interrupt: asyncio.Event | None = None, dry_run: bool = False,
                   shard: Shard | None = None) -> RunResult:
@@ -47,7 +47,7 @@ async def archive(config: Config, manifest: Manifest, *, storage: Storage | None
     api_rate = api_share(config.api.requests_per_second, shard)  # the account's, split N ways
     started = time.monotonic()
     started_at = time.time()
-    storage = storage if storage is not None else make_storage(config.storage)
+    storage = storage if storage is not None else Archive.from_config(config.storage)
     # Fail before polling anything if the destination cannot take the results.
     await storage.open(readonly=dry_run)
     # The scheduler stops on this: the caller's interrupt, or the lease lost to another run.

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .api import AkoolClient
+from .archive import Archive
 from .config import Config
 from .download import Downloader
 from .errors import (
@@ -52,7 +53,6 @@ from .lock import NO_FENCE, Fence
 from .manifest import ManifestItem
 from .models import FileRecord, ItemResult, JobInfo, JobStatus, Outcome, redact_url
 from .record import iso
-from .storage.base import Storage
 from .transaction import Transactions, end_unstarted
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class Scheduler:
     """Runs one pass over a manifest. Create one per run."""
 
     def __init__(self, config: Config, client: AkoolClient, downloader: Downloader,
-                 storage: Storage, observer: Observer | None = None,
+                 archive: Archive, observer: Observer | None = None,
                  clock: Callable[[], float] = time.time, dry_run: bool = False,
                  monotonic: Callable[[], float] = time.monotonic,
                  fence: Fence = NO_FENCE) -> None:
@@ -99,13 +99,13 @@ class Scheduler:
         self._dry_run = dry_run
         self._client = client
         self._downloader = downloader
-        self._storage = storage
+        self._archive = archive
         self._observer = observer or Observer()
         self._clock = clock
         self._monotonic = monotonic
         self._fence = fence
         self._transactions = Transactions(
-            storage=storage, client=client, downloader=downloader, observer=self._observer,
+            archive=archive, client=client, downloader=downloader, observer=self._observer,
             file_slots=asyncio.Semaphore(config.concurrency.downloads),
             url_refreshes=config.downloads.url_refreshes, clock=clock, fence=fence)
         self._results: dict[str, ItemResult] = {}
@@ -131,7 +131,7 @@ class Scheduler:
 
         Setting *interrupt* stops the run gracefully; unfinished ids come back pending.
         """
-        archived = await self._storage.archived(i.id for i in items)
+        archived = await self._archive.archived(i.id for i in items)
         for item in items:
             if item.id in archived:
                 self._results[item.id] = ItemResult(item.id, item.label, Outcome.ALREADY_ARCHIVED)
@@ -422,7 +422,7 @@ class Scheduler:
         its outcome."""
         if not self._dry_run:  # a dry run writes nothing, not even a removal
             # Before _finish: the last item's clean-up must be over when the run returns.
-            await end_unstarted(self._storage, state.item.id, outcome, error)
+            await end_unstarted(self._archive, state.item.id, outcome, error)
         self._finish(state, outcome, error=error, quiet=quiet)
 
     async def _probe(self, state: _State, info: JobInfo) -> None:

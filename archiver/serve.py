@@ -46,6 +46,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .api import AkoolClient
+from .archive import Archive
 from .config import Config, WebhookConfig, parse_listen
 from .download import Downloader
 from .errors import ArchiverError, JobFailed, LeaseLost, UsageError
@@ -55,7 +56,6 @@ from .manifest import ManifestItem
 from .models import ItemResult, JobStatus, Outcome
 from .runlock import hold
 from .scheduler import Scheduler
-from .storage import Storage, make_storage
 from .transaction import RESUMABLE_KINDS, end_unstarted
 from .webhook import CallbackRejected, open_callback
 
@@ -91,7 +91,7 @@ _FINAL_DEADLINE = 60.0
 _GIVE_UP_AFTER = 8 * 24 * 3600.0
 
 
-def journal_path(config: Config, storage: Storage) -> Path:
+def journal_path(config: Config, storage: Archive) -> Path:
     """``webhook.journal``, else next to a local archive, else a file in the user's
     state directory named after the destination (the lock's default folder for S3,
     ``$XDG_RUNTIME_DIR`` or /tmp, may be wiped at reboot: no place for a journal)."""
@@ -323,7 +323,7 @@ class WorkerJournal(Protocol):
 class Worker:
     """Takes due journal rows and archives them with the run's scheduler, batch by batch."""
 
-    def __init__(self, config: Config, journal: WorkerJournal, storage: Storage,
+    def __init__(self, config: Config, journal: WorkerJournal, storage: Archive,
                  client: AkoolClient, downloader: Downloader, counters: Counters,
                  wake: asyncio.Event, stop: asyncio.Event, fence: Fence = NO_FENCE) -> None:
         webhook = config.webhook
@@ -489,7 +489,7 @@ class Server:
     async def running(self) -> AsyncIterator[str]:
         """Serve until the block exits (or :attr:`stop` is set); yields the webhook URL."""
         config = self.config
-        storage = make_storage(config.storage)
+        storage = Archive.from_config(config.storage)
         await storage.open()
         loop = asyncio.get_running_loop()
 
@@ -551,7 +551,7 @@ class IntakeThread:
     the worker's loop: storage clients belong to the loop that opened them.
     """
 
-    def __init__(self, webhook: WebhookConfig, journal: Path, storage: Storage,
+    def __init__(self, webhook: WebhookConfig, journal: Path, storage: Archive,
                  counters: Counters, wake: asyncio.Event, host: str, port: int) -> None:
         self._webhook, self._journal_path, self._storage = webhook, journal, storage
         self._counters, self._wake, self._host, self._port = counters, wake, host, port

@@ -211,13 +211,13 @@ def _manifest_or_journal(args: argparse.Namespace, config: Config,
         return _load_manifest(args.manifest, config, shard)
     if args.manifest is not None:
         raise UsageError("give either a MANIFEST or --from-journal, not both")
+    from ..archive import Archive
     from ..journal import pending_ids
     from ..serve import journal_path
-    from ..storage import make_storage
 
     path = args.from_journal
     if path == DEFAULT_JOURNAL:
-        path = journal_path(config, make_storage(config.storage))
+        path = journal_path(config, Archive.from_config(config.storage))
     ids = asyncio.run(pending_ids(path))
     log.info("%s: %d pending id(s)", path, len(ids))
     manifest = Manifest.from_ids(ids, source=str(path))
@@ -277,8 +277,8 @@ def _demo(args: argparse.Namespace) -> ExitStatus:
 # -------------------------------------------------------------- verify, status
 
 def _verify(args: argparse.Namespace) -> ExitStatus:
-    from ..storage import make_storage
-    from ..verify import VerifyResult, verify
+    from ..archive import Archive
+    from ..archive.verify import VerifyResult
 
     shard = _resolve_shard(args)
     config = _load_config(args)
@@ -286,16 +286,15 @@ def _verify(args: argparse.Namespace) -> ExitStatus:
         if args.manifest else None
 
     async def go() -> VerifyResult:
-        storage = make_storage(config.storage)
-        await storage.open(readonly=True)
+        archive = Archive.from_config(config.storage)
+        await archive.open(readonly=True)
         try:
             targets = ids
             if targets is None and shard is not None:
-                targets = [i for i in await storage.list_archived()
-                           if shard.owns(i)]
-            return await verify(storage, targets, deep=args.deep)
+                targets = [i for i in await archive.list_archived() if shard.owns(i)]
+            return await archive.verify(targets, deep=args.deep)
         finally:
-            await storage.close()
+            await archive.close()
 
     result = asyncio.run(go())
     for problem in result.problems:
@@ -309,7 +308,7 @@ def _verify(args: argparse.Namespace) -> ExitStatus:
 
 def _status(args: argparse.Namespace) -> ExitStatus:
     from ..api import AkoolClient
-    from ..storage import make_storage
+    from ..archive import Archive
 
     shard = _resolve_shard(args)
     config = _load_config(args)
@@ -317,12 +316,12 @@ def _status(args: argparse.Namespace) -> ExitStatus:
     ids = [i.id for i in manifest]
 
     async def go() -> tuple[dict[str, str], dict[str, str]]:
-        storage = make_storage(config.storage)
-        await storage.open(readonly=True)
+        archive = Archive.from_config(config.storage)
+        await archive.open(readonly=True)
         try:
-            states = await storage.item_states(ids)
+            states: dict[str, str] = dict(await archive.item_states(ids))
         finally:
-            await storage.close()
+            await archive.close()
         remote: dict[str, str] = {}
         if args.remote:
             # With --shard K/N, N of these may run at once: each takes its 1/N of the budget.
@@ -362,7 +361,7 @@ def _status(args: argparse.Namespace) -> ExitStatus:
 # ------------------------------------------------------------------------- gc
 
 def _gc(args: argparse.Namespace) -> ExitStatus:
-    from ..gc import check_min_age, collect, default_min_age, parse_duration
+    from ..archive.gc import check_min_age, collect, default_min_age, parse_duration
 
     config = _load_config(args)
     min_age = parse_duration(args.min_age) if args.min_age else default_min_age(config)

@@ -66,6 +66,21 @@ def folder(path: Path, *, create: bool = False) -> Iterator[int | None]:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def root_folder(path: Path) -> Iterator[int | None]:
+    """A descriptor of the archive root *path* (None if absent). Unlike an item folder,
+    the root may be a symbolic link: that is the user's choice."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def create_fresh(dir_fd: int, name: str) -> int:
     """A new empty file *name*: whatever had the name (a stale temporary, a planted link)
     is unlinked first, never written through."""
@@ -145,10 +160,12 @@ def sha256_file(path: Path, name: str) -> str:
 
 
 def remove_temporaries(dir_fd: int) -> None:
+    """Unlink every temporary in the folder: a planted link goes, not its target; a
+    folder named like one is no temporary of ours and stays."""
     for name in os.listdir(dir_fd):
         if is_temporary(name):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=dir_fd)  # a planted link goes, not its target
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(name, dir_fd=dir_fd)
 
 
 def write_atomic(dir_fd: int, name: str, data: bytes, *, replace: bool = True) -> bool:

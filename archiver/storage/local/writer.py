@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from ...errors import StorageError
@@ -61,12 +62,14 @@ class LocalItemWriter:
         # only matter once the item commits.
         self._pending_small.append((name, data))
 
-    async def commit(self, record: bytes) -> bool:
+    async def commit(self, record: bytes, *, expect: Collection[str] = ()) -> bool:
         sinks = [s for s in self._sinks if s.state == "complete"]
         small, self._pending_small = self._pending_small, []
-        # If the commit fails half-way, abort() removes the metadata files it wrote.
-        self._small = [name for name, _ in small]
-        ours = await asyncio.to_thread(_commit_sync, self.folder, sinks, small, record)
+        # If the commit fails half-way, abort() removes what it made final: the metadata
+        # files and the item's files (uncommitted, they are nobody else's on this disk).
+        self._small = [name for name, _ in small] + [sink.name for sink in sinks]
+        ours = await asyncio.to_thread(_commit_sync, self.folder, sinks, small, record,
+                                       expect)
         if not ours:
             # Another run committed this id first: its files stand, ours are temporaries.
             self._small.clear()
@@ -91,8 +94,9 @@ class LocalItemWriter:
 # ---------------------------------------------------------------- commit and abort
 
 def _commit_sync(folder: Path, sinks: list[LocalFileSink], small: list[tuple[str, bytes]],
-                 record: bytes) -> bool:
-    """The whole commit in one thread hop: metadata files, renames, folder fsync, record.
+                 record: bytes, expect: Collection[str]) -> bool:
+    """The whole commit in one thread hop: metadata files, renames, folder fsync, the
+    presence of every name in *expect*, record.
 
     False, touching nothing, if the item has a record already (another run committed it).
     """
@@ -108,6 +112,10 @@ def _commit_sync(folder: Path, sinks: list[LocalFileSink], small: list[tuple[str
             for sink in sinks:
                 path = sink.final
                 sink.make_final_sync(dir_fd)
+            missing = [name for name in expect if not fs.is_regular(dir_fd, name)]
+            if missing:
+                raise StorageError(f"{folder}: {', '.join(missing)} missing before "
+                                   "archive.json was written; not committed")
             os.fsync(dir_fd)
             # Last: from this moment the item counts as archived. Write-once, like S3's
             # If-None-Match: if another run committed this id first, its record stands.
