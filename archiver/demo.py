@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .archive.run import archive
 from .config import Config
 from .events import Observer
 from .exitstatus import ExitStatus
 from .journal import JobRow, Journal
 from .manifest import Manifest, ManifestItem
 from .models import Outcome, RunResult
-from .run import archive
 
 #: Called with the demo's configuration before anything runs (the CLI masks its key).
 ConfigHook = Callable[[Config], None]

@@ -9,7 +9,7 @@ Three parts, one process:
   answering 200 (a body accepted before is answered 200 and changes nothing). Nothing
   is recorded for a callback that is refused;
 - the **worker**: takes due rows from the journal in small batches and hands each batch
-  to the same :class:`~archiver.scheduler.Scheduler` ``archiver run`` uses, sharing one
+  to the same :class:`~archiver.archive.scheduler.Scheduler` ``archiver run`` uses, sharing one
   API client, one downloader and one storage (so ``concurrency.*``,
   ``api.requests_per_second`` and ``limits.bandwidth`` bound the whole server). The
   scheduler polls the result API once per id for the full answer (the callback carries
@@ -20,7 +20,7 @@ Three parts, one process:
   SIGTERM: stop accepting, let transfers finish within ``run.shutdown_grace``, exit 0.
   Whatever is not finished stays pending in the journal and is resumed on start.
 
-The server holds the run lock for its lifetime (:func:`archiver.runlock.hold`, the one
+The server holds the run lock for its lifetime (:func:`archiver.archive.runlock.hold`, the one
 ``run`` and ``gc`` take: a flock in a local root, the lease on S3): it is *the* archiver
 of that storage (``archiver run``, sharded or not, and ``archiver gc`` on the same
 archive meanwhile exit 75). If it loses an S3 lease, it stops as on SIGTERM and exits 75.
@@ -47,6 +47,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .api import AkoolClient
 from .archive import Archive
+from .archive.runlock import hold
+from .archive.scheduler import Scheduler
+from .archive.transaction import RESUMABLE_KINDS, end_unstarted
 from .config import Config, WebhookConfig, parse_listen
 from .download import Downloader
 from .errors import ArchiverError, JobFailed, LeaseLost, UsageError
@@ -54,9 +57,6 @@ from .journal import JobRow, Journal, JournalError, Recorded
 from .lock import NO_FENCE, Fence
 from .manifest import ManifestItem
 from .models import ItemResult, JobStatus, Outcome
-from .runlock import hold
-from .scheduler import Scheduler
-from .transaction import RESUMABLE_KINDS, end_unstarted
 from .webhook import CallbackRejected, open_callback
 
 log = logging.getLogger(__name__)

@@ -16,12 +16,12 @@ import pytest
 
 from archiver.api import AkoolClient
 from archiver.archive import Archive
+from archiver.archive.record import ArchiveRecord, iso
+from archiver.archive.scheduler import Scheduler
 from archiver.config import Config
 from archiver.download import Downloader
 from archiver.manifest import ManifestItem
 from archiver.models import ItemResult, Outcome
-from archiver.record import ArchiveRecord, iso
-from archiver.scheduler import Scheduler
 
 from .conftest import ID1, ID2
 

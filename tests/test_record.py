@@ -1,4 +1,4 @@
-"""The item's record (archiver.record): the bytes a run writes read back to the same bytes,
+"""The item's record (archiver.archive.record): the bytes a run writes read back to the same bytes,
 and a malformed archive.json is one clear problem in verify, never a traceback."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from archiver.archive.record import ArchiveRecord, RecordError, json_bytes, sha256sums
 from archiver.archive.verify import Problem, verify
 from archiver.manifest import Manifest
 from archiver.models import FileRecord
-from archiver.record import ArchiveRecord, RecordError, json_bytes, sha256sums
 from archiver.run import archive
 from archiver.storage.local import LocalBackend
 

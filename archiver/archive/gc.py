@@ -29,7 +29,7 @@ entry only if it is unchanged since listed, nothing from a folder committed mean
 An id whose files went while a run committed it anyway is reported (exit 1).
 
 :func:`collect` checks the arguments and takes the run lock - the one ``run`` and
-``serve`` take (:func:`archiver.runlock.hold`): a flock in a local root, the lease on
+``serve`` take (:func:`archiver.archive.runlock.hold`): a flock in a local root, the lease on
 S3, which keeps out runs on every host.
 """
 
@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from ..config import Config
 from ..errors import UsageError
 from ..lock import NO_FENCE, Fence
-from ..runlock import hold
 from ..storage.backend import Backend, Entry, Kind
 from ..storage.names import RECORD_NAME, collectable, is_probe
+from .runlock import hold
 from .state import committed, is_id
 
 #: Default ``--min-age``: a day, far longer than any attempt (and ``item_timeout``).

@@ -8,9 +8,9 @@ written once per backend (and were: twice, differently):
   (:mod:`.state`), from the backend's cheapest listing;
 - ``verify``: what is compared, from typed records (:mod:`.verify`);
 - ``gc``: what is garbage, by the store's clock, removed only if unchanged (:mod:`.gc`);
-- the item transaction and its commit protocol (:mod:`archiver.transaction`), through
+- the item transaction and its commit protocol (:mod:`archiver.archive.transaction`), through
   :meth:`Archive.item`;
-- the run lock every command takes, through one seam (:func:`archiver.runlock.hold`,
+- the run lock every command takes, through one seam (:func:`archiver.archive.runlock.hold`,
   which asks :attr:`Archive.backend` for the store's own lock).
 
 A backend stays narrow - list, read, digest, write an item, remove if unchanged, lock -
@@ -70,7 +70,7 @@ class Archive:
         return {i for i, folder in listing.folders.items() if committed(folder)}
 
     def item(self, item_id: str) -> ItemWriter:
-        """A writer for one item (the transaction's: :mod:`archiver.transaction`)."""
+        """A writer for one item (the transaction's: :mod:`archiver.archive.transaction`)."""
         return self.backend.item(item_id)
 
     # ------------------------------------------------------------------ reading

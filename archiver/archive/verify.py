@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 from ..errors import StorageError
 from ..models import FileRecord
-from ..record import ArchiveRecord, RecordError
 from ..storage.backend import Backend, Entry, Kind
 from ..storage.names import INFO_NAME, METADATA_NAMES, RECORD_NAME, SUMS_NAME, is_temporary
+from .record import ArchiveRecord, RecordError
 from .state import committed
 
 _NOT_REGULAR = "not a regular file (a symbolic link?); not followed"

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ..archive.run import archive
 from ..config import Config, load_config
 from ..errors import ArchiverError, FatalRunError, ItemError, LeaseLost, UsageError
 from ..events import Observer
@@ -26,7 +27,6 @@ from ..lock import LockHeld
 from ..manifest import Manifest
 from ..models import RunResult
 from ..report import build_report, write_report
-from ..run import archive
 from ..shard import Shard, parse_shard
 from ..sources import load_manifest_from
 from .logs import install_secret_filter, route_logs, setup_logging

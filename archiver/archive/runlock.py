@@ -19,13 +19,13 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from .config import Config
-from .lock import ALL, NO_FENCE, Fence, lock_name
-from .shard import Shard
-from .storage.local.flock import LocalLock
+from ..config import Config
+from ..lock import ALL, NO_FENCE, Fence, lock_name
+from ..shard import Shard
+from ..storage.local.flock import LocalLock
 
 if TYPE_CHECKING:
-    from .archive import Archive
+    from .layer import Archive
 
 
 @contextlib.asynccontextmanager

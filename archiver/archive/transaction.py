@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import (
+from ..errors import (
     DownloadError,
     FatalRunError,
     Interrupted,
@@ -32,18 +32,18 @@ from .errors import (
     TransientDownloadError,
     UrlGone,
 )
-from .events import FileEvents, Observer
-from .lock import NO_FENCE, Fence
-from .manifest import ManifestItem
-from .models import FileRecord, JobInfo, JobStatus, Outcome, RemoteFile
+from ..events import FileEvents, Observer
+from ..lock import NO_FENCE, Fence
+from ..manifest import ManifestItem
+from ..models import FileRecord, JobInfo, JobStatus, Outcome, RemoteFile
+from ..storage.backend import ItemWriter
+from ..storage.names import INFO_NAME, SUMS_NAME
 from .record import ArchiveRecord, json_bytes, sha256sums
-from .storage.backend import ItemWriter
-from .storage.names import INFO_NAME, SUMS_NAME
 
 if TYPE_CHECKING:
-    from .api import AkoolClient
-    from .archive import Archive
-    from .download import Downloader
+    from ..api import AkoolClient
+    from ..download import Downloader
+    from .layer import Archive
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def keeps_partials(outcome: Outcome | None, error: BaseException) -> bool:
     job), keeps nothing: no later run could finish it, so its bytes would stay forever.
     What a kept item keeps is bounded by what can be resumed safely, whatever the error:
     storage never keeps bytes without a validator to send as If-Range
-    (:meth:`~archiver.storage.base.FileSink.abort`), since a resume without one could
+    (:meth:`~archiver.storage.backend.FileSink.abort`), since a resume without one could
     splice two versions of a file.
     """
     if outcome is Outcome.EXPIRED:
