@@ -31,7 +31,7 @@ from ._os import os_reason
 from ._yaml import describe_yaml_error, unsafe_yaml_problem
 from .errors import ConfigError
 from .limits import parse_rate, parse_size
-from .retry import RetryPolicy
+from .retry import S3_RETRIES, RetryPolicy
 
 DEFAULT_CONFIG_PATH = Path("archiver.yaml")
 
@@ -175,11 +175,6 @@ class LocalStorageConfig(_Model):
 
 MiB = 1024 * 1024
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-
-
-#: ``storage.s3.retries`` by default: bounds for every S3 request - the archive's, the
-#: run lease's and an ``s3://`` manifest's - the one S3 retry default.
-S3_RETRIES = RetryPolicy(attempts=5, timeout=120.0, wait_initial=0.5, wait_max=10.0)
 
 
 class S3StorageConfig(_Model):

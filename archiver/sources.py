@@ -30,9 +30,9 @@ import urllib.request
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
-from .config import S3_RETRIES
 from .errors import ManifestError, StorageUnavailable
 from .manifest import Manifest, load_manifest, parse_manifest
+from .retry import S3_RETRIES
 
 if TYPE_CHECKING:
     from .config import S3StorageConfig

@@ -44,7 +44,7 @@ Failure handling:
 
 from __future__ import annotations
 
-from ...config import S3_RETRIES
+from ...retry import S3_RETRIES
 from .answers import is_transient
 from .backend import S3Backend
 from .checksums import composite_checksum

@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import botocore.exceptions as bce
 
-from ...config import S3_RETRIES
 from ...errors import StorageError, StorageUnavailable
 from ...models import FileRecord
-from ...retry import RetryPolicy
+from ...retry import S3_RETRIES, RetryPolicy
 from ..backend import Capabilities, Digest, Entry, Kind, Listing, Removal
 from ..names import PROBE_PREFIX
 from .answers import BOTO_ERRORS, describe, error_code, http_status

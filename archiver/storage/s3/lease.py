@@ -43,7 +43,7 @@ shard waits (exit 75) until the lease expires, at most ``run.lease_ttl`` seconds
 The lease has a botocore client of its own, with timeouts short next to the TTL (a
 renewal that hangs must fail in time to be noticed); which of its errors are retried, and
 how they are worded, is the package's one mapping (:mod:`.answers`), within
-``storage.s3.retries`` (:data:`~archiver.config.S3_RETRIES` by default).
+``storage.s3.retries`` (:data:`~archiver.retry.S3_RETRIES` by default).
 """
 
 from __future__ import annotations
@@ -59,11 +59,10 @@ from typing import Any, TypeVar
 
 import botocore.exceptions as bce
 
-from ...config import S3_RETRIES
 from ...errors import LeaseLost, StorageUnavailable
 from ...lock import LockHeld, describe_name, shard_count
 from ...models import iso_utc
-from ...retry import RetryPolicy, with_retries_sync
+from ...retry import S3_RETRIES, RetryPolicy, with_retries_sync
 from .answers import CONFLICT, describe, http_status, is_transient
 from .lease_state import MAX_BODY, LeaseState, lease_body
 

@@ -28,9 +28,9 @@ import boto3
 import botocore.exceptions as bce
 from botocore.config import Config as BotoConfig
 
-from ...config import S3_RETRIES, S3StorageConfig
+from ...config import S3StorageConfig
 from ...errors import StorageError, StorageUnavailable
-from ...retry import RetryPolicy, with_retries_sync
+from ...retry import S3_RETRIES, RetryPolicy, with_retries_sync
 from .answers import describe, error_code, http_status, is_transient
 from .buffers import BufferPool, BufferReader, PartBuffer
 from .checksums import b64
