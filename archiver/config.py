@@ -39,7 +39,7 @@ from ._os import os_reason
 from ._yaml import describe_yaml_error, unsafe_yaml_problem
 from .errors import ConfigError
 from .limits import parse_rate, parse_size
-from .retry import RetryPolicy
+from .retry import S3_RETRIES, RetryPolicy
 
 DEFAULT_CONFIG_PATH = Path("archiver.yaml")
 
@@ -218,8 +218,7 @@ class S3StorageConfig(_Model):
     spool_dir: Path | None = None
     #: Every S3 request (and the run lease's) is retried within these bounds on
     #: throttling, 5xx and connection errors.
-    retries: RetryPolicy = RetryPolicy(attempts=5, timeout=120.0, wait_initial=0.5,
-                                       wait_max=10.0)
+    retries: RetryPolicy = S3_RETRIES
 
     @field_validator("bucket")
     @classmethod
@@ -284,7 +283,7 @@ class RunConfig(_Model):
 
     #: Lock file (flock) that keeps two runs apart. Default: ``<root>/.archiver.lock``
     #: for local storage; for S3, no file but a lease object under the prefix, which also
-    #: keeps out runs on other hosts (see :mod:`archiver.lease`). Setting it on S3
+    #: keeps out runs on other hosts (see :mod:`archiver.storage.s3.lease`). Setting it on S3
     #: replaces the lease by this host-local file.
     lock_file: Path | None = None
     #: After SIGINT/SIGTERM, in-flight transfers get this long to finish, then are cancelled.

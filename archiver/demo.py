@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from .archive.run import archive
 from .config import Config
 from .events import Observer
 from .exitstatus import ExitStatus
@@ -30,7 +31,6 @@ from .journal import JobRow, Journal
 from .manifest import Manifest, ManifestItem
 from .models import Outcome, RunResult
 from .report import write_atomic_text
-from .run import archive
 
 #: Called with the demo's configuration before anything runs (the CLI masks its key).
 ConfigHook = Callable[[Config], None]

@@ -58,6 +58,11 @@ class RetryPolicy(BaseModel):
         return float(min(self.wait_initial * 2 ** max(failures - 1, 0), self.wait_max))
 
 
+#: ``storage.s3.retries`` by default: bounds for every S3 request - the archive's, the
+#: run lease's and an ``s3://`` manifest's. The one S3 retry default.
+S3_RETRIES = RetryPolicy(attempts=5, timeout=120.0, wait_initial=0.5, wait_max=10.0)
+
+
 async def with_retries(call: Callable[[], Awaitable[T]], *, policy: RetryPolicy,
                        retryable: Retryable = Transient,
                        on_retry: Callable[[int], None] | None = None) -> T:

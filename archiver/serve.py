@@ -9,7 +9,7 @@ Three parts, one process:
   answering 200 (a body accepted before is answered 200 and changes nothing). Nothing
   is recorded for a callback that is refused;
 - the **worker**: takes due rows from the journal in small batches and hands each batch
-  to the same :class:`~archiver.scheduler.Scheduler` ``archiver run`` uses, sharing one
+  to the same :class:`~archiver.archive.scheduler.Scheduler` ``archiver run`` uses, sharing one
   API client, one downloader and one storage (so ``concurrency.*``,
   ``api.requests_per_second`` and ``limits.bandwidth`` bound the whole server). The
   scheduler polls the result API once per id for the full answer (the callback carries
@@ -20,7 +20,7 @@ Three parts, one process:
   SIGTERM: stop accepting, let transfers finish within ``run.shutdown_grace``, exit 0.
   Whatever is not finished stays pending in the journal and is resumed on start.
 
-The server holds the run lock for its lifetime (:func:`archiver.runlock.hold`, the one
+The server holds the run lock for its lifetime (:func:`archiver.archive.runlock.hold`, the one
 ``run`` and ``gc`` take: a flock in a local root, the lease on S3): it is *the* archiver
 of that storage (``archiver run``, sharded or not, and ``archiver gc`` on the same
 archive meanwhile exit 75). If it loses an S3 lease, it stops as on SIGTERM and exits 75.
@@ -46,6 +46,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .api import AkoolClient
+from .archive import Archive
+from .archive.runlock import hold
+from .archive.scheduler import Scheduler
+from .archive.transaction import RESUMABLE_KINDS, end_unstarted
 from .config import Config, WebhookConfig, parse_listen
 from .download import Downloader
 from .errors import ArchiverError, JobFailed, LeaseLost, UsageError
@@ -53,10 +57,6 @@ from .journal import JobRow, Journal, JournalError, Recorded
 from .lock import NO_FENCE, Fence
 from .manifest import ManifestItem
 from .models import ItemResult, JobStatus, Outcome
-from .runlock import hold
-from .scheduler import Scheduler
-from .storage import Storage, make_storage
-from .transaction import RESUMABLE_KINDS, end_unstarted
 from .webhook import CallbackRejected, open_callback
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ _FINAL_DEADLINE = 60.0
 _GIVE_UP_AFTER = 8 * 24 * 3600.0
 
 
-def journal_path(config: Config, storage: Storage) -> Path:
+def journal_path(config: Config, storage: Archive) -> Path:
     """``webhook.journal``, else next to a local archive, else a file in the user's
     state directory named after the destination (the lock's default folder for S3,
     ``$XDG_RUNTIME_DIR`` or /tmp, may be wiped at reboot: no place for a journal)."""
@@ -323,7 +323,7 @@ class WorkerJournal(Protocol):
 class Worker:
     """Takes due journal rows and archives them with the run's scheduler, batch by batch."""
 
-    def __init__(self, config: Config, journal: WorkerJournal, storage: Storage,
+    def __init__(self, config: Config, journal: WorkerJournal, storage: Archive,
                  client: AkoolClient, downloader: Downloader, counters: Counters,
                  wake: asyncio.Event, stop: asyncio.Event, fence: Fence = NO_FENCE) -> None:
         webhook = config.webhook
@@ -489,7 +489,7 @@ class Server:
     async def running(self) -> AsyncIterator[str]:
         """Serve until the block exits (or :attr:`stop` is set); yields the webhook URL."""
         config = self.config
-        storage = make_storage(config.storage)
+        storage = Archive.from_config(config.storage)
         await storage.open()
         loop = asyncio.get_running_loop()
 
@@ -551,7 +551,7 @@ class IntakeThread:
     the worker's loop: storage clients belong to the loop that opened them.
     """
 
-    def __init__(self, webhook: WebhookConfig, journal: Path, storage: Storage,
+    def __init__(self, webhook: WebhookConfig, journal: Path, storage: Archive,
                  counters: Counters, wake: asyncio.Event, host: str, port: int) -> None:
         self._webhook, self._journal_path, self._storage = webhook, journal, storage
         self._counters, self._wake, self._host, self._port = counters, wake, host, port

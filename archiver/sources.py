@@ -3,7 +3,9 @@
 Pods rarely have the manifest on their disk; they can read it from
 
 - ``-``: standard input (``kubectl exec ... archiver run - < videos.yaml``);
-- ``s3://bucket/key``: boto3's standard credential chain; when the configuration has a
+- ``s3://bucket/key``: read through the S3 backend's own bucket object
+  (:meth:`archiver.storage.s3.S3Bucket.read_object`: boto3's standard credential chain,
+  ``storage.s3.retries``, its error mapping); when the configuration has a
   ``storage.s3`` section, its ``endpoint_url``, ``region``, ``profile`` and
   ``addressing_style`` are used too (MinIO, R2: the manifest is usually on the same store);
 - ``https://...``: a plain GET with no credentials of any kind (a presigned URL carries
@@ -28,9 +30,9 @@ import urllib.request
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import ManifestError
+from .errors import ManifestError, StorageUnavailable
 from .manifest import Manifest, load_manifest, parse_manifest
-from .retry import RetryPolicy, with_retries_sync
+from .retry import S3_RETRIES
 
 if TYPE_CHECKING:
     from .config import S3StorageConfig
@@ -86,53 +88,30 @@ def _read_capped(stream: Any, source: str, limit: int, deadline: float | None = 
 # ------------------------------------------------------------------------- S3
 
 def _read_s3(spec: str, cfg: S3StorageConfig | None, limit: int) -> bytes:
-    import boto3
-    import botocore.exceptions as bce
-    from botocore.config import Config as BotoConfig
+    # Imported here: boto3 takes a while to import and most manifests are files.
+    from .storage.s3 import Connection, ObjectTooLarge, S3Bucket
 
-    from .storage.s3.requests import is_transient
-
-    bucket, _, key = spec[len("s3://"):].partition("/")
-    if not bucket or not key:
+    bucket_name, _, key = spec[len("s3://"):].partition("/")
+    if not bucket_name or not key:
         raise ManifestError(f"{spec}: expected s3://BUCKET/KEY")
+    # The archive's own bucket object, on the storage's endpoint when there is one: the
+    # same clients, retries (storage.s3.retries) and error mapping as every S3 request.
+    bucket = S3Bucket(bucket_name, Connection.of(cfg), description=f"s3://{bucket_name}/",
+                      retry=cfg.retries if cfg is not None else S3_RETRIES,
+                      timeouts=(TIMEOUT, TIMEOUT))
     try:
-        session = boto3.session.Session(profile_name=cfg.profile if cfg else None)
-        client = session.client(
-            "s3", endpoint_url=cfg.endpoint_url if cfg else None,
-            region_name=cfg.region if cfg else None,
-            config=BotoConfig(s3={"addressing_style": cfg.addressing_style if cfg else "auto"},
-                              connect_timeout=TIMEOUT, read_timeout=TIMEOUT,
-                              # Retried by the one retry seam, as every S3 request.
-                              retries={"mode": "standard", "total_max_attempts": 1}))
-
-        def fetch() -> bytes:
-            answer = client.get_object(Bucket=bucket, Key=key)
-            if int(answer.get("ContentLength") or 0) > limit:
-                raise ManifestError(f"{spec}: manifest larger than "
-                                    f"{limit // (1024 * 1024)} MiB; split it")
-            return _read_capped(answer["Body"], spec, limit, time.monotonic() + DEADLINE)
-
-        try:
-            return with_retries_sync(fetch, policy=cfg.retries if cfg else RetryPolicy(),
-                                     retryable=is_transient)
-        finally:
-            client.close()
-    except bce.ClientError as exc:
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status == 404 or error.get("Code") in ("NoSuchKey", "NoSuchBucket"):
-            raise ManifestError(f"{spec}: manifest not found") from None
-        if status == 403:
-            raise ManifestError(f"{spec}: cannot read manifest: access denied (check the "
-                                "credentials and s3:GetObject on this key)") from None
-        raise ManifestError(f"{spec}: cannot read manifest: {error.get('Code', status)}: "
-                            f"{error.get('Message', '')}".rstrip(": ")) from None
-    except bce.NoCredentialsError:
-        raise ManifestError(f"{spec}: cannot read manifest: no AWS credentials found "
-                            "(environment, shared config/profile or instance role)") from None
-    except (bce.BotoCoreError, OSError) as exc:
-        raise ManifestError(f"{spec}: cannot read manifest: {type(exc).__name__}: "
-                            f"{exc}") from None
+        bucket.connect()
+        data = bucket.read_object(key, limit=limit, deadline=DEADLINE)
+    except ObjectTooLarge:
+        raise ManifestError(f"{spec}: manifest larger than {limit // (1024 * 1024)} MiB; "
+                            "split it") from None
+    except StorageUnavailable as exc:
+        raise ManifestError(f"{spec}: cannot read manifest: {exc}") from None
+    finally:
+        bucket.close_clients()
+    if data is None:
+        raise ManifestError(f"{spec}: manifest not found")
+    return data
 
 
 # ---------------------------------------------------------------------- https

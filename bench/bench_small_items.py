@@ -222,6 +222,7 @@ def run_s3(args: argparse.Namespace, work: Path, server: BenchServer
         config.write_text(yaml.safe_dump({
             "api": {"base_url": server.base_url, "api_key": KEY},
             "polling": {"interval": INTERVAL, "max_interval": 0.01, "deadline": 3600},
+            "downloads": {"allow_private": True},  # the stand-in is on loopback
             "storage": {"backend": "s3", "s3": {
                 "bucket": "bench", "prefix": "archive/", "endpoint_url": endpoint,
                 "region": "us-east-1", "addressing_style": "path"}},

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from archiver.api import AkoolClient
+from archiver.archive import Archive
+from archiver.archive.record import ArchiveRecord, iso
+from archiver.archive.scheduler import Scheduler
 from archiver.config import Config
 from archiver.download import Downloader
 from archiver.manifest import ManifestItem
 from archiver.models import ItemResult, Outcome
-from archiver.record import ArchiveRecord, iso
-from archiver.scheduler import Scheduler
-from archiver.storage import make_storage
 
 from .conftest import ID1, ID2
 
@@ -38,7 +38,7 @@ def days_after_creation(days: float) -> Callable[[], float]:
 
 async def run_at(config: Config, ids: list[str], clock: Callable[[], float]) -> list[ItemResult]:
     """One scheduler pass over *ids* with wall-clock time *clock*."""
-    storage = make_storage(config.storage)
+    storage = Archive.from_config(config.storage)
     await storage.open()
     try:
         async with (

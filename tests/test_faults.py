@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from archiver.archive import Archive
 from archiver.manifest import Manifest
 from archiver.models import Outcome, redact_url
 from archiver.run import archive
-from archiver.storage import LocalStorage
+from archiver.storage import LocalBackend
 
 from .conftest import ID1, ID2, ID3, all_files
 
@@ -214,7 +215,7 @@ async def test_timed_out_item_drops_bytes_no_validator_can_guard(standin, make_c
     assert result.items[0].outcome is Outcome.FAILED and result.items[0].error_kind == "timeout"
     assert standin.file_bytes_sent[(ID1, "video.mp4")] >= MiB  # half the file did arrive
     assert all_files(tmp_path / "archive") == []  # no .video.mp4.part, no sidecar
-    assert await LocalStorage(tmp_path / "archive").item_states([ID1]) == {ID1: "absent"}
+    assert await Archive(LocalBackend(tmp_path / "archive")).item_states([ID1]) == {ID1: "absent"}
     second = await archive(make_config(), Manifest.from_ids([ID1]))
     assert second.items[0].outcome is Outcome.ARCHIVED
     assert standin.file_ranges == []  # never a Range request without If-Range
@@ -233,7 +234,7 @@ async def test_timed_out_item_keeps_guarded_bytes_and_resumes_with_if_range(
     kept = (folder / ".video.mp4.part").stat().st_size
     validator = json.loads((folder / ".video.mp4.part.json").read_text())["validator"]
     assert validator and 0 < kept < 2 * MiB
-    assert await LocalStorage(tmp_path / "archive").item_states([ID1]) == {ID1: "partial"}
+    assert await Archive(LocalBackend(tmp_path / "archive")).item_states([ID1]) == {ID1: "partial"}
 
     second = await archive(make_config(), Manifest.from_ids([ID1]))
     assert second.items[0].outcome is Outcome.ARCHIVED
@@ -332,3 +333,17 @@ async def test_disk_full_fails_item_cleanly(standin, make_config, tiny_disk):
     assert not (tiny_disk / ID1).exists()
     record = json.loads((tiny_disk / ID2 / "archive.json").read_text())
     assert record["files"][0]["size"] == 20_000
+
+
+async def test_commit_refused_at_the_record_leaves_no_final_file(standin, make_config,
+                                                                 tmp_path):
+    """The disk refuses archive.json (here: a folder in the way of its temporary) after
+    the item's files took their final names: the item fails, and no file of it stays
+    under a final name - before, video.mp4 stayed, uncommitted, looking archived."""
+    standin.add_job(ID1, video_size=20_000)
+    folder = tmp_path / "archive" / ID1
+    (folder / ".archive.json.tmp").mkdir(parents=True)
+    result = await archive(make_config(), Manifest.from_ids([ID1]))
+    assert result.items[0].outcome is Outcome.FAILED
+    assert result.items[0].error_kind == "storage"
+    assert sorted(p.name for p in folder.iterdir()) == [".archive.json.tmp"]

@@ -21,7 +21,7 @@ from archiver.config import DownloadConfig
 from archiver.download import Downloader
 from archiver.errors import TransientDownloadError
 from archiver.models import RemoteFile
-from archiver.storage.local import LocalStorage
+from archiver.storage.local import LocalBackend
 from archiver.testing.media import mp4_bytes
 
 from .conftest import ID1
@@ -84,8 +84,8 @@ async def serve(forge: str) -> tuple[_KeepAlive, asyncio.Server, str]:
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[LocalStorage]:
-    store = LocalStorage(tmp_path / "archive")
+async def storage(tmp_path: Path) -> AsyncIterator[LocalBackend]:
+    store = LocalBackend(tmp_path / "archive")
     await store.open()
     try:
         yield store
@@ -99,7 +99,7 @@ def one_connection_downloader() -> Downloader:
     return Downloader(config, limit=1)
 
 
-async def fetch(downloader: Downloader, storage: LocalStorage, base: str, path: str,
+async def fetch(downloader: Downloader, storage: LocalBackend, base: str, path: str,
                 ) -> tuple[str, bytes]:
     """Fetch *path* into its own item folder; the recorded sha256 and the stored bytes."""
     name = path.strip("/")

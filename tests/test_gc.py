@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from archiver.archive import Archive
+from archiver.archive.gc import collect
 from archiver.config import load_config
 from archiver.errors import StorageError
-from archiver.gc import collect
-from archiver.lock import RunLock
 from archiver.storage.local import LOCK_NAME, sidecar_name, temp_name
-from archiver.storage.s3 import S3Storage
+from archiver.storage.local.flock import RunLock
+from archiver.storage.s3 import S3Backend
 
 from .conftest import API_KEY, ID1, ID2, ID3, config_dict, run_cli, write_yaml
 from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
@@ -90,7 +91,7 @@ async def test_gc_s3_removes_only_old_uncommitted_leftovers(tmp_path, s3):
 
     # ID5: a run writes to it again just after gc's first listing. gc looks again right
     # before deleting, sees a new object and leaves the id alone.
-    storage = S3Storage(s3.bucket, "akool/", endpoint_url=s3.endpoint, region="us-east-1",
+    storage = S3Backend(s3.bucket, "akool/", endpoint_url=s3.endpoint, region="us-east-1",
                         addressing_style="path")
     await storage.open(readonly=True)
     listed: list[str] = []
@@ -102,7 +103,7 @@ async def test_gc_s3_removes_only_old_uncommitted_leftovers(tmp_path, s3):
 
     storage.bucket.client.meta.events.register("after-call.s3.ListObjectsV2", run_starts)
     try:
-        raced = await storage.collect_garbage([ID5], 1, dry_run=False)
+        raced = await Archive(storage).collect_garbage([ID5], 1, dry_run=False)
     finally:
         await storage.close()
     assert (raced.removed, raced.failures) == ([], [])
@@ -128,7 +129,7 @@ async def test_gc_s3_removes_only_old_uncommitted_leftovers(tmp_path, s3):
 
 async def test_s3_commit_refuses_a_record_with_a_vanished_file(s3):
     """A file deleted before archive.json is written (gc's last moment): not committed."""
-    storage = S3Storage(s3.bucket, "akool/", endpoint_url=s3.endpoint, region="us-east-1",
+    storage = S3Backend(s3.bucket, "akool/", endpoint_url=s3.endpoint, region="us-east-1",
                         addressing_style="path")
     await storage.open()
     try:

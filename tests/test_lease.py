@@ -1,5 +1,6 @@
-"""The S3 lease (archiver/lease.py) against real S3 servers (moto and SeaweedFS): acquire,
-refuse, renew, release, take over after expiry, and a run that loses its lease stops.
+"""The S3 lease (archiver/storage/s3/lease.py) against real S3 servers (moto and
+SeaweedFS): acquire, refuse, renew, release, take over after expiry, and a run that loses
+its lease stops.
 
 Every test runs on both servers: the lease is only as safe as the store's conditional
 writes (If-None-Match, If-Match on PutObject and DeleteObject), so each is proven on each."""
@@ -22,12 +23,13 @@ import botocore.exceptions as bce
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from archiver.archive import Archive
 from archiver.errors import StorageUnavailable
-from archiver.lease import LEASE_FOLDER
 from archiver.lock import LockHeld
 from archiver.retry import RetryPolicy
 from archiver.shard import shard_of
-from archiver.storage.s3 import S3Storage
+from archiver.storage.s3 import S3Backend
+from archiver.storage.s3.lease import LEASE_FOLDER
 
 from .conftest import API_KEY, config_dict, write_yaml
 from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, seaweedfs_endpoint, s3
@@ -45,8 +47,8 @@ PREFIX = "akool/"
 KEY = f"{PREFIX}{LEASE_FOLDER}shard-1-of-4"
 
 
-def storage_for(s3: S3Fixture, **options: Any) -> S3Storage:
-    return S3Storage(s3.bucket, PREFIX, endpoint_url=s3.endpoint, region="us-east-1",
+def storage_for(s3: S3Fixture, **options: Any) -> S3Backend:
+    return S3Backend(s3.bucket, PREFIX, endpoint_url=s3.endpoint, region="us-east-1",
                      addressing_style="path", **options)
 
 
@@ -243,9 +245,9 @@ async def test_lease_objects_are_no_item(s3):
     storage = storage_for(s3)
     await storage.open()
     try:
-        assert await storage.list_archived() == []
-        assert await storage.archived([".archiver-lease", "all"]) == set()
-        result = await storage.collect_garbage(None, min_age=0, dry_run=False)
+        assert await Archive(storage).list_archived() == []
+        assert await Archive(storage).archived([".archiver-lease", "all"]) == set()
+        result = await Archive(storage).collect_garbage(None, min_age=0, dry_run=False)
         assert result.removed == []
     finally:
         await storage.close()
@@ -393,6 +395,44 @@ async def test_lease_requests_retry_within_the_storage_policy(s3):
             await asyncio.to_thread(lease.acquire)
         assert lease.client.sends == 2
         assert KEY not in s3.list_keys(PREFIX)
+    finally:
+        await storage.close()
+
+
+class _Failing:
+    """A real client whose PutObject requests all fail with *error*."""
+
+    def __init__(self, client: Any, error: BaseException) -> None:
+        self._client = client
+        self.error = error
+        self.sends = 0
+
+    def put_object(self, **params: Any) -> Any:
+        self.sends += 1
+        raise self.error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("error", [
+    bce.SSLError(endpoint_url="https://s3.test", error="certificate verify failed"),
+    bce.ClientError({"Error": {"Code": "HTTPVersionNotSupported", "Message": "no"},
+                     "ResponseMetadata": {"HTTPStatusCode": 505}}, "PutObject"),
+    bce.ClientError({"Error": {"Code": "Strange", "Message": "no status"}}, "PutObject"),
+], ids=["ssl", "505", "no-status"])
+async def test_lease_retries_what_every_s3_request_retries(s3, error):
+    """The lease's requests are retried by the bucket's one rule: not a certificate
+    problem, a 505 or an answer without a status (before: each was sent 5 times)."""
+    storage = storage_for(s3)
+    await storage.open()
+    try:
+        lease = storage.run_lock("shard-1-of-4", ttl=60, what="shard 1/4")
+        lease.client = _Failing(lease.client, error)
+        with pytest.raises(StorageUnavailable, match=f"cannot create the lease s3://{s3.bucket}"):
+            await asyncio.to_thread(lease.acquire)
+        assert lease.client.sends == 1
+        lease.client.close()
     finally:
         await storage.close()
 

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import pytest
 
+from archiver.archive import Archive
+from archiver.archive.verify import verify
 from archiver.errors import StorageUnavailable
 from archiver.manifest import Manifest
 from archiver.models import Outcome
 from archiver.run import archive
-from archiver.storage import LocalStorage
-from archiver.storage.s3 import S3Storage
-from archiver.verify import verify
+from archiver.storage import LocalBackend
+from archiver.storage.s3 import S3Backend
 
 from .conftest import ID1, ID2, ID3
 from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
@@ -140,14 +141,14 @@ async def reader(request, tmp_path):
     """An opened storage of either backend plus a function planting a temporary in it."""
     if request.param == "local":
         root = tmp_path / "archive"
-        storage = LocalStorage(root)
+        storage = LocalBackend(root)
 
         def plant(item: str, name: str) -> None:
             (root / item).mkdir(parents=True, exist_ok=True)
             (root / item / name).write_bytes(b"kept bytes")
     else:
         s3: S3Fixture = request.getfixturevalue("s3")
-        storage = S3Storage(s3.bucket, "archive/", endpoint_url=s3.endpoint,
+        storage = S3Backend(s3.bucket, "archive/", endpoint_url=s3.endpoint,
                             region="us-east-1", addressing_style="path")
 
         def plant(item: str, name: str) -> None:
@@ -167,7 +168,7 @@ async def test_verify_and_status_ignore_kept_temporaries(reader, standin, make_c
     """Temporaries in an archived item and in an unarchived one: verify OK, status right."""
     storage, plant = reader
     standin.add_job(ID1)
-    result = await archive(make_config(), Manifest.from_ids([ID1]), storage=storage)
+    result = await archive(make_config(), Manifest.from_ids([ID1]), storage=Archive(storage))
     assert result.exit_status == 0
     await storage.open()
     for name in TEMPORARIES:
@@ -177,9 +178,9 @@ async def test_verify_and_status_ignore_kept_temporaries(reader, standin, make_c
         checked = await verify(storage, ids)
         assert checked.ok, [str(p) for p in checked.problems]
         assert (checked.items, checked.files) == (1, 1)
-    assert await storage.item_states([ID1, ID2, ID3]) == {
+    assert await Archive(storage).item_states([ID1, ID2, ID3]) == {
         ID1: "archived", ID2: "partial", ID3: "absent"}
-    assert await storage.list_archived() == [ID1]
+    assert await Archive(storage).list_archived() == [ID1]
 
 
 # ------------------------------------------------------------- links in item folders
@@ -219,7 +220,7 @@ async def test_link_planted_at_a_temporary_name_is_replaced(standin, make_config
     assert sha256(folder / "video.mp4") == standin.file_sha256(ID1, "video.mp4")
     assert entries(folder) == ["SHA256SUMS", "archive.json", "info.json", "video.mp4"]
     assert not [p for p in folder.iterdir() if p.is_symlink()]
-    assert (await verify(LocalStorage(folder.parent), None)).ok
+    assert (await verify(LocalBackend(folder.parent), None)).ok
 
 
 @pytest.mark.parametrize("target", ["folder", "archived-looking folder", "missing"])
@@ -242,9 +243,9 @@ async def test_item_folder_that_is_a_link_fails_only_that_item(standin, make_con
     assert good.outcome is Outcome.ARCHIVED
     assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
     assert (root / ID1).is_symlink()
-    storage = LocalStorage(root)
-    assert await storage.item_states([ID1, ID2]) == {ID1: "absent", ID2: "archived"}
-    assert await storage.list_archived() == [ID2]
+    storage = LocalBackend(root)
+    assert await Archive(storage).item_states([ID1, ID2]) == {ID1: "absent", ID2: "archived"}
+    assert await Archive(storage).list_archived() == [ID2]
 
 
 @pytest.mark.parametrize("target", ["victim", "missing"])
@@ -272,12 +273,12 @@ async def test_verify_reports_a_link_at_a_final_name(standin, make_config, tmp_p
     copy.write_bytes(final.read_bytes())
     final.unlink()
     final.symlink_to(copy)
-    checked = await verify(LocalStorage(tmp_path / "archive"), None)
+    checked = await verify(LocalBackend(tmp_path / "archive"), None)
     assert [(p.id, p.file, p.kind) for p in checked.problems] == [(ID1, name, "corrupted")]
     assert "not followed" in checked.problems[0].detail
     os.unlink(final)
     final.write_bytes(copy.read_bytes())
-    assert (await verify(LocalStorage(tmp_path / "archive"), None)).ok
+    assert (await verify(LocalBackend(tmp_path / "archive"), None)).ok
 
 
 async def test_archive_root_that_is_a_link_is_the_users_choice(standin, make_config, tmp_path):
@@ -290,5 +291,5 @@ async def test_archive_root_that_is_a_link_is_the_users_choice(standin, make_con
     assert sha256(tmp_path / "real" / ID1 / "video.mp4") == standin.file_sha256(ID1, "video.mp4")
     again = await archive(make_config(), Manifest.from_ids([ID1]))
     assert again.items[0].outcome is Outcome.ALREADY_ARCHIVED
-    checked = await verify(LocalStorage(tmp_path / "archive"), None)
+    checked = await verify(LocalBackend(tmp_path / "archive"), None)
     assert checked.ok and checked.items == 1

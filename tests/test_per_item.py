@@ -33,7 +33,7 @@ async def test_one_chunk_file_costs_two_thread_hops(standin, make_config, tmp_pa
     result = await archive(make_config(), Manifest.from_ids([ID1]))
     assert result.items[0].outcome is Outcome.ARCHIVED
     # Once per run, not per item: the write check and the skip check.
-    item = {name: n for name, n in hops.items() if not name.startswith("LocalStorage.")}
+    item = {name: n for name, n in hops.items() if not name.startswith("LocalBackend.")}
     assert item == {"LocalFileSink._open_sync": 1, "_commit_sync": 1}, hops
     folder = tmp_path / "archive" / ID1
     data = (folder / "video.mp4").read_bytes()

@@ -1,4 +1,4 @@
-"""The item's record (archiver.record): the bytes a run writes read back to the same bytes,
+"""The item's record (archiver.archive.record): the bytes a run writes read back to the same bytes,
 and a malformed archive.json is one clear problem in verify, never a traceback."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from archiver.archive.record import ArchiveRecord, RecordError, json_bytes, sha256sums
+from archiver.archive.verify import Problem, verify
 from archiver.manifest import Manifest
 from archiver.models import FileRecord
-from archiver.record import ArchiveRecord, RecordError, json_bytes, sha256sums
 from archiver.run import archive
-from archiver.storage.local import LocalStorage
-from archiver.verify import Problem, verify
+from archiver.storage.local import LocalBackend
 
 from .conftest import CLI_ENV, ID1, run_cli, write_yaml
 
@@ -107,7 +107,7 @@ async def test_verify_reports_a_malformed_record_as_one_problem(standin, make_co
     await archive(make_config(), Manifest.from_ids([ID1, "other-job"]))
     root = tmp_path / "archive"
     (root / ID1 / "archive.json").write_bytes(raw)
-    result = await verify(LocalStorage(root), None)
+    result = await verify(LocalBackend(root), None)
     assert result.problems == [
         Problem(ID1, "archive.json", "record", f"unreadable archive.json: {why}")]
     assert result.items == 2 and result.files == 1

@@ -15,7 +15,7 @@ from archiver.manifest import Manifest
 from archiver.models import Outcome
 from archiver.run import archive
 
-from .conftest import API_KEY, ID1, ID2, ID3, all_files
+from .conftest import API_KEY, ID1, ID2, ID3, all_files, config_dict
 
 ALL_FILES = ("video", "original_srt", "translated_srt", "no_caption")
 NAMES = {"video": "video.mp4", "original_srt": "original.srt",
@@ -263,3 +263,23 @@ async def test_concurrency_is_bounded_by_workers_not_ids(standin, make_config):
     assert result.count(Outcome.ARCHIVED) == 300
     # 8 pollers + 4 downloaders + 4 file tasks + the server's handlers and this test's own.
     assert peak < 60, peak
+
+
+def test_archive_sync_takes_archives_keywords(served, tmp_path):
+    """The library's blocking entry point passes every keyword on, typed: a dry run
+    writes nothing; a run on a given Archive (here: one in memory) archives into it."""
+    from archiver.archive import Archive
+    from archiver.config import Config
+    from archiver.manifest import Manifest
+    from archiver.run import archive_sync
+    from archiver.testing.memory import MemoryBackend
+
+    standin, url = served
+    standin.add_job(ID1)
+    config = Config.model_validate(config_dict(url, tmp_path / "archive"))
+    dry = archive_sync(config, Manifest.from_ids([ID1]), dry_run=True)
+    assert dry.items[0].outcome is Outcome.READY and not (tmp_path / "archive").exists()
+    memory = MemoryBackend()
+    result = archive_sync(config, Manifest.from_ids([ID1]), storage=Archive(memory))
+    assert result.items[0].outcome is Outcome.ARCHIVED
+    assert "archive.json" in memory.files[ID1]

@@ -2,7 +2,7 @@
 
 Before, `serve` and `gc` took a local file lock while `run` took the storage's (the S3
 lease), and a local shard's lock never met `serve`'s: a `serve` and a `run` on one
-prefix both proceeded. Now every command goes through :func:`archiver.runlock.hold`.
+prefix both proceeded. Now every command goes through :func:`archiver.archive.runlock.hold`.
 """
 
 from __future__ import annotations

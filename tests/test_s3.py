@@ -24,13 +24,14 @@ import botocore.exceptions as bce
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from archiver.archive import Archive
 from archiver.config import DownloadConfig
 from archiver.download import Downloader
 from archiver.errors import StorageError, StorageUnavailable
 from archiver.models import RemoteFile
 from archiver.retry import RetryPolicy
-from archiver.storage.s3 import S3Storage, composite_checksum, is_transient
-from archiver.storage.s3.requests import Cleanups
+from archiver.storage.s3 import S3Backend, composite_checksum, is_transient
+from archiver.storage.s3.cleanups import Cleanups
 from archiver.testing.standin import AkoolStandIn
 
 from .conftest import API_KEY, ID1, ID2, ID3, config_dict, run_cli, write_yaml
@@ -47,19 +48,19 @@ MiB = 1024 * 1024
 FAST = RetryPolicy(attempts=3, timeout=5, wait_initial=0.01, wait_max=0.02)
 
 
-def storage_for(s3: S3Fixture, **kwargs: Any) -> S3Storage:
+def storage_for(s3: S3Fixture, **kwargs: Any) -> S3Backend:
     options: dict[str, Any] = {"endpoint_url": s3.endpoint, "region": "us-east-1",
                                "addressing_style": "path", "part_size": 256 * 1024,
                                "retry": FAST}
     options.update(kwargs)
-    return S3Storage(s3.bucket, "akool/", **options)
+    return S3Backend(s3.bucket, "akool/", **options)
 
 
 # ------------------------------------------------------------------- open()
 
 async def test_open_missing_bucket_names_it(s3):
     """open() on a bucket that does not exist: StorageUnavailable naming the bucket."""
-    storage = S3Storage("no-such-bucket-for-archiver", "x/", endpoint_url=s3.endpoint,
+    storage = S3Backend("no-such-bucket-for-archiver", "x/", endpoint_url=s3.endpoint,
                         region="us-east-1", retry=FAST)
     with pytest.raises(StorageUnavailable, match="'no-such-bucket-for-archiver' does not exist"):
         await storage.open()
@@ -81,7 +82,7 @@ async def test_open_unknown_profile(s3):
 
 async def test_open_unreachable_endpoint(s3):
     """Nothing listening at the endpoint: StorageUnavailable after bounded retries."""
-    storage = S3Storage(s3.bucket, endpoint_url="http://127.0.0.1:9", region="us-east-1",
+    storage = S3Backend(s3.bucket, endpoint_url="http://127.0.0.1:9", region="us-east-1",
                         retry=FAST)
     started = time.monotonic()
     with pytest.raises(StorageUnavailable, match="Could not connect"):
@@ -122,13 +123,13 @@ async def test_archived_lists_pages_not_ids(s3):
     await storage.open()
     try:
         with recording(s3.endpoint) as everything:
-            found = await storage.archived([*archived, "pending007", "never"])
+            found = await Archive(storage).archived([*archived, "pending007", "never"])
         assert found == set(archived)
         assert _list_calls(everything) <= 3
         assert not any(r["method"] == "HEAD" for r in everything)
 
         with recording(s3.endpoint) as sparse:
-            found = await storage.archived(["id0003", "id0399", "pending123", "zzz"])
+            found = await Archive(storage).archived(["id0003", "id0399", "pending123", "zzz"])
         assert found == {"id0003", "id0399"}
         assert _list_calls(sparse) <= 4
     finally:
@@ -233,7 +234,7 @@ async def test_configured_retries_bound_requests_then_fail_as_storage(s3, make_c
         "bucket": s3.bucket, "prefix": "akool/", "endpoint_url": s3.endpoint,
         "region": "us-east-1", "addressing_style": "path",
         "retries": {"attempts": 3, "wait_initial": 0.01, "wait_max": 0.02}}})
-    storage = S3Storage.from_config(config.storage.s3)
+    storage = S3Backend.from_config(config.storage.s3)
     await storage.open()
     sends = []
 
@@ -587,7 +588,7 @@ async def test_kms_encryption_and_storage_class_on_every_object(s3):
 
 def test_bucket_problem_messages_name_the_bucket():
     """403, 404 and a wrong region on HeadBucket become messages naming bucket and fix."""
-    storage = S3Storage("my-archive", "akool/")
+    storage = S3Backend("my-archive", "akool/")
 
     def head_error(status: int, headers: dict[str, str] | None = None) -> bce.ClientError:
         return bce.ClientError({"Error": {"Code": str(status), "Message": ""},

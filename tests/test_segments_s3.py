@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from archiver.archive.verify import verify
 from archiver.errors import StorageError, StorageUnavailable
 from archiver.manifest import Manifest
 from archiver.models import Outcome
 from archiver.retry import RetryPolicy
 from archiver.run import archive
-from archiver.storage.s3 import S3Storage, composite_checksum
+from archiver.storage.s3 import S3Backend, composite_checksum
 from archiver.testing.media import mp4_bytes
-from archiver.verify import verify
 
 from .conftest import ID1
 from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3
@@ -95,7 +95,7 @@ def video_entry(s3: S3Fixture, job: str) -> dict[str, Any]:
 
 
 async def deep_verify(config: Any, job: str) -> None:
-    storage = S3Storage.from_config(config.storage.s3)
+    storage = S3Backend.from_config(config.storage.s3)
     await storage.open(readonly=True)
     try:
         for deep in (False, True):
@@ -270,8 +270,8 @@ async def test_failed_segmented_fetch_leaves_no_spool_and_no_upload(standin, mak
     assert_nothing_left(s3, spool)
 
 
-def storage_for(s3: S3Fixture, spool: Path | None) -> S3Storage:
-    return S3Storage(s3.bucket, "akool/", endpoint_url=s3.endpoint, region="us-east-1",
+def storage_for(s3: S3Fixture, spool: Path | None) -> S3Backend:
+    return S3Backend(s3.bucket, "akool/", endpoint_url=s3.endpoint, region="us-east-1",
                      addressing_style="path", part_size=PART, parts_in_flight=1,
                      spool_dir=spool,
                      retry=RetryPolicy(attempts=2, timeout=5, wait_initial=0.01,

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from archiver.errors import UsageError
-from archiver.lock import RunLock
 from archiver.manifest import Manifest
 from archiver.shard import Shard, api_share, parse_shard, shard_of
+from archiver.storage.local.flock import RunLock
 
 from .conftest import CLI_ENV, run_cli, write_yaml
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from archiver.lease import LEASE_FOLDER
 from archiver.shard import shard_of
+from archiver.storage.s3.lease import LEASE_FOLDER
 from archiver.testing.standin import AkoolStandIn
 
 from .conftest import API_KEY, config_dict, write_yaml

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from archiver.storage.s3 import S3Storage, requests
+from archiver.archive import Archive
+from archiver.storage.s3 import S3Backend, requests
 from archiver.storage.s3.requests import LIST_PAGE
 
 from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, seaweedfs_endpoint, s3
@@ -53,7 +54,7 @@ def expected_states(keys: list[str], ids: list[str]) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def opened(s3: S3Fixture) -> Any:
-    storage = S3Storage(s3.bucket, PREFIX, endpoint_url=s3.endpoint, region="us-east-1",
+    storage = S3Backend(s3.bucket, PREFIX, endpoint_url=s3.endpoint, region="us-east-1",
                         addressing_style="path")
     await storage.open(readonly=True)
     try:
@@ -63,7 +64,7 @@ async def opened(s3: S3Fixture) -> Any:
 
 
 @contextlib.contextmanager
-def list_requests(storage: S3Storage) -> Iterator[list[dict[str, Any]]]:
+def list_requests(storage: S3Backend) -> Iterator[list[dict[str, Any]]]:
     """The parameters of every ListObjectsV2 the storage sends inside the block."""
     sent: list[dict[str, Any]] = []
 
@@ -113,9 +114,9 @@ async def test_scan_is_exact_in_either_order(s3, caplog, monkeypatch):
         monkeypatch.setattr(requests, "LIST_PAGE", page)
         async with opened(s3) as storage:
             for subset in subsets:
-                found = await storage.item_states(subset)
+                found = await Archive(storage).item_states(subset)
                 assert found == expected_states(keys, subset), (page, subset)
-                assert await storage.archived(subset) == set(subset) & set(ARCHIVED)
+                assert await Archive(storage).archived(subset) == set(subset) & set(ARCHIVED)
     monkeypatch.setattr(requests, "LIST_PAGE", LIST_PAGE)
 
     async with opened(s3) as storage:
@@ -127,7 +128,7 @@ async def test_scan_is_exact_in_either_order(s3, caplog, monkeypatch):
         # The first folder sought, "Z/", comes after "-/", ".archiver-lease/" and "ABC/".
         subset = [*PARTIAL, *ABSENT, "abc", "zz"]
         with caplog.at_level(logging.WARNING), list_requests(storage) as sent:
-            found = await storage.item_states(subset)
+            found = await Archive(storage).item_states(subset)
         assert found == expected_states(keys, subset)
         assert "lists keys in an order the skip check does not know" in caplog.text
         # A seek, then one listing of each folder not found committed by the seek.
@@ -136,7 +137,7 @@ async def test_scan_is_exact_in_either_order(s3, caplog, monkeypatch):
         assert len(folders) == len(set(folders))
         assert {f"{PREFIX}{i}/" for i in PARTIAL + ABSENT} <= set(folders) \
             <= {f"{PREFIX}{i}/" for i in subset}
-        assert await storage.archived(["zz"]) == {"zz"}  # the store's order stays unknown
+        assert await Archive(storage).archived(["zz"]) == {"zz"}  # the store's order stays unknown
 
 
 async def test_scan_costs_a_list_per_1000_keys_or_per_id(s3):
@@ -153,13 +154,13 @@ async def test_scan_costs_a_list_per_1000_keys_or_per_id(s3):
         storage.bucket.client.meta.events.register(
             "before-call.s3.HeadObject", lambda **_: heads.append("HEAD"))
         with list_requests(storage) as dense:
-            found = await storage.archived([*archived, *pending, *absent])
+            found = await Archive(storage).archived([*archived, *pending, *absent])
         assert found == set(archived)
         assert len(dense) <= 3  # 2 pages, and a seek past the last folder
 
         sparse_ids = [archived[3], archived[299], pending[123], absent[1]]
         with list_requests(storage) as sparse:
-            found = await storage.archived(sparse_ids)
+            found = await Archive(storage).archived(sparse_ids)
         assert found == {archived[3], archived[299]}
         assert len(sparse) <= len(sparse_ids)
         assert all(r.get("MaxKeys") == 1000 for r in dense + sparse)

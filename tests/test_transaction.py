@@ -1,4 +1,4 @@
-"""The one "keep partial bytes or not" decision (archiver.transaction), seen from `run`
+"""The one "keep partial bytes or not" decision (archiver.archive.transaction), seen from `run`
 and from `archiver serve`: bytes kept by an interrupted attempt go once the job fails."""
 
 from __future__ import annotations

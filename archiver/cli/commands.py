@@ -363,13 +363,13 @@ def _manifest_or_journal(args: argparse.Namespace, config: Config,
         return _load_manifest(args.manifest, config, shard)
     if args.manifest is not None:
         raise UsageError("give either a MANIFEST or --from-journal, not both")
+    from ..archive import Archive
     from ..journal import pending_ids
     from ..serve import journal_path
-    from ..storage import make_storage
 
     path = args.from_journal
     if path == DEFAULT_JOURNAL:
-        path = journal_path(config, make_storage(config.storage))
+        path = journal_path(config, Archive.from_config(config.storage))
     ids = asyncio.run(pending_ids(path))
     log.info("%s: %d pending id(s)", path, len(ids))
     manifest = Manifest.from_ids(ids, source=str(path))
@@ -442,8 +442,8 @@ def _demo(args: argparse.Namespace) -> Done:
 # -------------------------------------------------------------- verify, status
 
 def _verify(args: argparse.Namespace) -> Done:
-    from ..storage import make_storage
-    from ..verify import VerifyResult, verify
+    from ..archive import Archive
+    from ..archive.verify import VerifyResult
 
     shard = _resolve_shard(args)
     spec, root = _target(args)
@@ -451,16 +451,15 @@ def _verify(args: argparse.Namespace) -> Done:
     ids = [i.id for i in _load_manifest(spec, config, shard)] if spec else None
 
     async def go() -> tuple[VerifyResult, str]:
-        storage = make_storage(config.storage)
-        await storage.open(readonly=True)
+        archive = Archive.from_config(config.storage)
+        await archive.open(readonly=True)
         try:
             targets = ids
             if targets is None and shard is not None:
-                targets = [i for i in await storage.list_archived()
-                           if shard.owns(i)]
-            return await verify(storage, targets, deep=args.deep), storage.description
+                targets = [i for i in await archive.list_archived() if shard.owns(i)]
+            return await archive.verify(targets, deep=args.deep), archive.description
         finally:
-            await storage.close()
+            await archive.close()
 
     result, where = asyncio.run(go())
     for problem in result.problems:
@@ -479,7 +478,7 @@ def _verify(args: argparse.Namespace) -> Done:
 
 def _status(args: argparse.Namespace) -> Done:
     from ..api import AkoolClient
-    from ..storage import make_storage
+    from ..archive import Archive
 
     shard = _resolve_shard(args)
     spec, root = _target(args)
@@ -491,21 +490,21 @@ def _status(args: argparse.Namespace) -> Done:
     remote: dict[str, documents.Remote] = {}
 
     async def go() -> tuple[list[ManifestItem], dict[str, str], str]:
-        storage = make_storage(config.storage)
-        await storage.open(readonly=True)
+        archive = Archive.from_config(config.storage)
+        await archive.open(readonly=True)
         try:
             if manifest is not None:
                 items = list(manifest)
-                states = await storage.item_states([i.id for i in items])
+                states: dict[str, str] = dict(await archive.item_states([i.id for i in items]))
             else:
                 # Without a manifest: every id the archive holds (archive.json).
-                archived = [i for i in await storage.list_archived()
+                archived = [i for i in await archive.list_archived()
                             if shard is None or shard.owns(i)]
                 items = [ManifestItem(i) for i in archived]
                 states = dict.fromkeys(archived, "archived")
-            where = storage.description
+            where = archive.description
         finally:
-            await storage.close()
+            await archive.close()
         if args.remote:
             # With --shard K/N, N of these may run at once: each takes its 1/N of the budget.
             async with AkoolClient(config.api, limit=config.concurrency.polls,
@@ -552,7 +551,7 @@ def _status(args: argparse.Namespace) -> Done:
 # ------------------------------------------------------------------------- gc
 
 def _gc(args: argparse.Namespace) -> Done:
-    from ..gc import check_min_age, collect, default_min_age, parse_duration
+    from ..archive.gc import check_min_age, collect, default_min_age, parse_duration
 
     spec, root = _target(args)
     config = _load_config(args, frozenset({"storage", "run", "downloads"}), root)

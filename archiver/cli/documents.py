@@ -18,10 +18,10 @@ from ..models import iso_utc
 from ..report import SCHEMA_VERSION
 
 if TYPE_CHECKING:
+    from ..archive.gc import GcResult
+    from ..archive.verify import VerifyResult
     from ..demo import DemoRun, DemoServe
     from ..manifest import ManifestItem
-    from ..storage.base import GcResult
-    from ..verify import VerifyResult
 
 
 def header(command: str, exit_status: int = 0, fatal_error: str | None = None

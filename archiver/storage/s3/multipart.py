@@ -1,9 +1,8 @@
 """One media file streaming into S3 (:class:`S3FileSink`): one PutObject, or a multipart
 upload whose parts go up while the download goes on.
 
-- The downloader's chunks are gathered into a buffer of at most ``part_size`` bytes.
-  A file that ends within one part goes as one PutObject with its whole-object
-  ``ChecksumSHA256`` and the whole-file SHA-256 as metadata ``sha256``.
+- The downloader's chunks fill a buffer of ``part_size`` bytes; a file that ends within
+  one part goes as one PutObject (``ChecksumSHA256``, and its SHA-256 as metadata).
 - A larger file becomes a multipart upload: each full part goes as an UploadPart with
   that part's SHA-256 (``ChecksumSHA256``), which S3 checks on arrival and combines into
   a composite checksum (``<base64>-N``) at CompleteMultipartUpload. Its whole-file
@@ -15,41 +14,29 @@ upload whose parts go up while the download goes on.
   of parts, whatever the file size. :meth:`S3FileSink.write` waits (back-pressure) when
   the limit is reached.
 - Clean-up: the pool job that starts the multipart upload registers its abort right
-  then (:class:`~.requests.Cleanups`); completing the upload announces it done. An abort
+  then (:class:`~.cleanups.Cleanups`); completing the upload announces it done. An abort
   waits for the requests still running, then runs what is registered - once.
-- Written by position (a large file fetched over several connections:
-  :meth:`S3FileSink.write_at`), the bytes go to a local **spool** first
-  (:class:`Spool`): an anonymous temporary file in ``storage.s3.spool_dir`` (O_TMPFILE
-  on Linux: no name, nothing left behind by a crash), made on the first positional
-  write, so sequential writes never touch it. The downloader reads the spool back in
-  order to hash and check it (:meth:`S3FileSink.read_into`) and reports the checked
-  prefix (:meth:`S3FileSink.mark_prefix`); every whole part inside that prefix then
-  goes up from the spool through the same path as a sequential part (its checksum, the
-  ``parts_in_flight`` bound, the clean-up registration, the composite checksum), and
-  :meth:`S3FileSink.commit` sends the rest. So S3 only ever receives bytes hashed and
-  checked in order, parts are numbered by offset, memory stays at the part buffers, and
-  the disk needed is the size of the files being fetched that way at once. No resume
-  across attempts: like every S3 file, a failed one starts again from zero.
+- Written by position (:meth:`S3FileSink.write_at`: a large file fetched over several
+  connections), the bytes go to a local spool first (:mod:`.spool`), made on the first
+  positional write, so sequential writes never touch it; see there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import hashlib
 import logging
-import os
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import StorageError
+from .answers import BOTO_ERRORS
 from .buffers import PartBuffer
-from .requests import BOTO_ERRORS, Cleanups, S3Bucket, b64, consume, shielded
+from .checksums import Part, b64, check_reported, composite_checksum, facts
+from .cleanups import Cleanups, consume, shielded
+from .requests import S3Bucket
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -57,78 +44,6 @@ log = logging.getLogger(__name__)
 MAX_PARTS = 10_000
 #: The name the open multipart upload's abort is registered under.
 _UPLOAD = "multipart upload"
-
-
-def composite_checksum(part_digests: Iterable[bytes]) -> str:
-    """S3's composite SHA-256 of a multipart upload: base64(sha256(part digests)) + ``-N``."""
-    digests = list(part_digests)
-    return f"{b64(hashlib.sha256(b''.join(digests)).digest())}-{len(digests)}"
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    """An uploaded part: what CompleteMultipartUpload and the composite checksum need."""
-
-    number: int
-    etag: str
-    #: base64 SHA-256, as sent and as CompleteMultipartUpload wants it.
-    checksum: str
-    digest: bytes
-
-
-class Spool:
-    """The local copy of a file written by position, before its parts go to S3.
-
-    An anonymous temporary file (:func:`tempfile.TemporaryFile`: O_TMPFILE on Linux, so
-    it has no name and a crash leaves nothing). Reads and writes are positional, from any
-    thread. :meth:`close` waits for no one: the descriptor is closed when the last
-    read or write in flight ends, so it is never reused under one still running (a
-    write through a reused descriptor would land in some other file).
-    """
-
-    def __init__(self, directory: Path | None) -> None:
-        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed in close()
-        self.fd = self._file.fileno()
-        self._lock = threading.Lock()
-        self._users = 0
-        self._closing = False
-
-    @contextlib.contextmanager
-    def using(self) -> Iterator[int]:
-        """The descriptor, kept open for the block (OSError once the spool is closed)."""
-        with self._lock:
-            if self._closing:
-                raise OSError("the spool is closed")
-            self._users += 1
-        try:
-            yield self.fd
-        finally:
-            with self._lock:
-                self._users -= 1
-                last = self._closing and self._users == 0
-            if last:
-                self._file.close()
-
-    def write(self, offset: int, data: bytes) -> None:
-        with self.using() as fd:
-            view = memoryview(data)
-            while view:
-                done = os.pwrite(fd, view, offset)
-                view, offset = view[done:], offset + done
-
-    def read_into(self, offset: int, buffer: memoryview) -> int:
-        with self.using() as fd:
-            return os.preadv(fd, [buffer], offset)
-
-    def close(self) -> None:
-        """Close now, or when the last read or write in flight ends; idempotent."""
-        with self._lock:
-            if self._closing:
-                return
-            self._closing = True
-            idle = self._users == 0
-        if idle:
-            self._file.close()
 
 
 class S3FileSink:
@@ -378,7 +293,7 @@ class S3FileSink:
                 self._harvest(wait_for_all=True)
                 self._final = self._bucket.submit(self._complete_sync)
             try:
-                facts: dict[str, Any] = await asyncio.wrap_future(self._final)
+                stored: dict[str, Any] = await asyncio.wrap_future(self._final)
             except BOTO_ERRORS as exc:
                 raise self._bucket.item_error("upload", self.key, exc) from None
         except BaseException:
@@ -387,7 +302,7 @@ class S3FileSink:
         self.done = True
         if self._spool is not None:
             self._bucket.submit(self._spool.close)  # freeing its blocks may take a moment
-        return {"s3": facts}
+        return {"s3": stored}
 
     async def _send_spooled_tail(self, size: int) -> None:
         """Before the commit: what the marks left in the spool. A file that fits one part
@@ -417,8 +332,8 @@ class S3FileSink:
             if data is not None:
                 self._bucket.buffers.give_back(data)
         reported = answer.get("ChecksumSHA256") or self._bucket.head_checksum(self.key)
-        self._check_reported(reported, checksum)
-        return self._facts(answer, checksum=checksum, kind="FULL_OBJECT",
+        check_reported(self.key, reported, checksum)
+        return facts(self.key, answer, checksum=checksum, kind="FULL_OBJECT",
                            verified=reported is not None)
 
     def _complete_sync(self) -> dict[str, Any]:
@@ -433,34 +348,13 @@ class S3FileSink:
         # S3 answers the composite checksum here; some stores (moto among them) only on a
         # HEAD with ChecksumMode=ENABLED.
         reported = answer.get("ChecksumSHA256") or self._bucket.head_checksum(self.key)
-        self._check_reported(reported, expected)
+        check_reported(self.key, reported, expected)
         log.debug("multipart upload of %s complete: %d parts", self.key, len(parts))
-        facts = self._facts(answer, checksum=expected, kind="COMPOSITE",
-                            verified=reported is not None)
-        facts["part_size"] = self._part_size
-        facts["parts"] = len(parts)
-        return facts
-
-    def _check_reported(self, reported: str | None, expected: str) -> None:
-        # Compare the base64 digests: HEAD and GetObjectAttributes may omit the "-N".
-        if reported is not None and reported.split("-")[0] != expected.split("-")[0]:
-            raise StorageError(f"{self.key}: S3 reports checksum {reported}, "
-                                f"computed {expected} while streaming")
-
-    def _facts(self, answer: dict[str, Any], *, checksum: str, kind: str,
-               verified: bool) -> dict[str, Any]:
-        facts: dict[str, Any] = {
-            "key": self.key,
-            "etag": str(answer.get("ETag", "")).strip('"'),
-            "checksum_sha256": checksum,
-            "checksum_type": kind,
-            "checksum_verified": verified,
-        }
-        if answer.get("VersionId") not in (None, "", "null"):  # "null": not versioned
-            facts["version_id"] = answer["VersionId"]
-        if answer.get("ServerSideEncryption"):
-            facts["server_side_encryption"] = answer["ServerSideEncryption"]
-        return facts
+        found = facts(self.key, answer, checksum=expected, kind="COMPOSITE",
+                      verified=reported is not None)
+        found["part_size"] = self._part_size
+        found["parts"] = len(parts)
+        return found
 
     # ------------------------------------------------------------------- abort
 

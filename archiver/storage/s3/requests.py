@@ -1,10 +1,12 @@
 """Requests to one bucket: the clients, the thread pool, the retry policy, error wording.
 
-:class:`S3Bucket` is the one interface the store, the reader, the item writer and the
-file sink use to reach S3: named methods (``put``, ``create_upload``, ``upload_part``,
-``pages`` ...), each one request retried within the policy. No other part of the package
-touches a botocore client, so there is one place that decides what is retried, one thread
-pool, and one place that words a botocore error (naming bucket and key, never
+:class:`S3Bucket` is the one interface the backend, the skip check, the item writer, the
+file sink and the ``s3://`` manifest read use to reach S3: named methods (``put``,
+``create_upload``, ``upload_part``, ``pages``, ``read_object`` ...), each one request
+retried within the policy. No other part of the archiver touches a botocore client but
+the run lease (:mod:`.lease`, which needs a client of its own with short timeouts), so
+there is one place that decides what is retried (:func:`.answers.is_transient`), one
+thread pool, and one place that words a botocore error (naming bucket and key, never
 credentials).
 
 boto3 blocks, so every request runs in this bucket's own thread pool, never on the event
@@ -14,11 +16,10 @@ loop (and never in the loop's small default executor).
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import hashlib
 import logging
-import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,9 +28,12 @@ import boto3
 import botocore.exceptions as bce
 from botocore.config import Config as BotoConfig
 
+from ...config import S3StorageConfig
 from ...errors import StorageError, StorageUnavailable
-from ...retry import RetryPolicy, with_retries_sync
+from ...retry import S3_RETRIES, RetryPolicy, with_retries_sync
+from .answers import describe, error_code, http_status, is_transient
 from .buffers import BufferPool, BufferReader, PartBuffer
+from .checksums import b64
 
 log = logging.getLogger(__name__)
 
@@ -37,60 +41,8 @@ T = TypeVar("T")
 
 #: Keys per ListObjectsV2 page (S3's maximum).
 LIST_PAGE = 1000
-#: Error codes worth another attempt: throttling, S3's own transient failures, and a
-#: conditional write racing another one (AWS documents retrying that 409).
-RETRYABLE_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled",
-    "TooManyRequestsException", "RequestTimeout", "InternalError", "ServiceUnavailable",
-    "ConditionalRequestConflict",
-})
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-#: What a request to S3 raises (besides our own errors).
-BOTO_ERRORS = (bce.BotoCoreError, bce.ClientError)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether *exc*, raised by one S3 request, is worth retrying."""
-    if isinstance(exc, bce.ClientError):
-        return error_code(exc) in RETRYABLE_CODES or http_status(exc) in RETRYABLE_STATUS
-    if isinstance(exc, bce.SSLError):
-        return False  # a certificate problem does not fix itself
-    # Connection refused/reset/closed, connect and read timeouts; s3transfer does not retry
-    # FlexibleChecksumError (a response that failed its checksum), so it is ours to retry.
-    return isinstance(exc, bce.ConnectionError | bce.HTTPClientError
-                      | bce.FlexibleChecksumError)
-
-
-def error_code(exc: bce.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def http_status(exc: bce.ClientError) -> int | None:
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return int(status) if status is not None else None
-
-
-def describe(exc: BaseException) -> str:
-    """One line about a botocore error: code and message, or the transport problem."""
-    if isinstance(exc, bce.ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code") or "error"
-        status = http_status(exc)
-        message = str(error.get("Message") or "").strip()
-        if code.isdigit():  # HEAD answers carry no body: only a status
-            return f"HTTP {code}"
-        return f"{code} (HTTP {status}): {message}"[:300] if message else f"{code} ({status})"
-    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
-        return "no usable AWS credentials found (environment, shared config/profile, role)"
-    return str(exc)[:300] or type(exc).__name__
-
-
-def b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
-
-
-#: ``storage.s3.retries`` by default: bounds for one S3 request.
-S3_RETRIES = RetryPolicy(attempts=5, timeout=120.0, wait_initial=0.5, wait_max=10.0)
+#: Seconds to connect and to wait for each read of an answer, by default.
+TIMEOUTS = (10.0, 60.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,42 +54,16 @@ class Connection:
     profile: str | None = None
     addressing_style: str = "auto"
 
+    @classmethod
+    def of(cls, cfg: S3StorageConfig | None) -> Connection:
+        """Where a ``storage.s3`` section says (boto3's defaults without one)."""
+        if cfg is None:
+            return cls()
+        return cls(cfg.endpoint_url, cfg.region, cfg.profile, cfg.addressing_style)
 
-class Cleanups:
-    """Clean-up actions registered when the resource they undo is created, run once.
 
-    As s3transfer's ``add_failure_cleanup``/``announce_done``: the code that starts a
-    multipart upload registers its abort right then; completing the upload announces it
-    done (nothing left to undo). :meth:`run` runs what is registered exactly once; an
-    action registered after that (a request that was already running) runs at once.
-    Thread-safe: actions are registered from pool threads.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._actions: dict[str, Callable[[], None]] = {}
-        self._ran = False
-
-    def add(self, name: str, action: Callable[[], None]) -> None:
-        """Undo *name* with *action* if the owner fails."""
-        with self._lock:
-            late = self._ran
-            if not late:
-                self._actions[name] = action
-        if late:
-            action()
-
-    def done(self, name: str) -> None:
-        """*name* is final: there is nothing to undo any more."""
-        with self._lock:
-            self._actions.pop(name, None)
-
-    def run(self) -> None:
-        """Run every registered action once, in the order they were registered."""
-        with self._lock:
-            actions, self._actions, self._ran = list(self._actions.values()), {}, True
-        for action in actions:
-            action()
+class ObjectTooLarge(StorageUnavailable):
+    """:meth:`S3Bucket.read_object` found an object larger than the caller's limit."""
 
 
 class S3Bucket:
@@ -148,16 +74,18 @@ class S3Bucket:
     """
 
     def __init__(self, name: str, connection: Connection, *, description: str,
-                 put_args: dict[str, str], part_size: int, max_concurrency: int,
-                 retry: RetryPolicy) -> None:
+                 put_args: dict[str, str] | None = None, part_size: int = 8 * 1024 * 1024,
+                 max_concurrency: int = 1, retry: RetryPolicy = S3_RETRIES,
+                 timeouts: tuple[float, float] = TIMEOUTS) -> None:
         self.name = name
         self.connection = connection
         #: ``s3://bucket/prefix``, for messages.
         self.description = description
         #: Applied to every PutObject and CreateMultipartUpload.
-        self.put_args = put_args
+        self.put_args = put_args or {}
         self.max_concurrency = max_concurrency
         self.retry = retry
+        self._timeouts = timeouts
         self.buffers = BufferPool(part_size)
         #: archive.json is written with If-None-Match: * (until the store refuses it).
         self.conditional_writes = True
@@ -180,22 +108,23 @@ class S3Bucket:
             self.buffers.start()
 
     def connect(self) -> None:
-        """Find credentials and build the clients (blocking: call in the pool)."""
+        """Find credentials and build the clients (blocking: call in the pool).
+
+        Raises :class:`StorageUnavailable` saying why (the message is the reason alone:
+        the caller says what could not be used)."""
         try:
             session = boto3.session.Session(profile_name=self.connection.profile)
         except bce.ProfileNotFound:
             raise StorageUnavailable(
-                f"cannot use {self.description}: AWS profile "
-                f"{self.connection.profile!r} not found") from None
+                f"AWS profile {self.connection.profile!r} not found") from None
         credentials = session.get_credentials()
         if credentials is None:
-            raise StorageUnavailable(
-                f"cannot use {self.description}: no AWS credentials found (environment, "
-                "shared config/profile or instance role)")
+            raise StorageUnavailable("no AWS credentials found (environment, shared "
+                                     "config/profile or instance role)")
         frozen = credentials.get_frozen_credentials()
         self._secrets = tuple(s for s in (frozen.access_key, frozen.secret_key, frozen.token)
                               if s and len(s) >= 4)
-        self._close_clients()  # opened again: fresh clients
+        self.close_clients()  # opened again: fresh clients
         self._session = session
         self.client = self.make_client(True)
         # For PutObject and UploadPart only, which always carry x-amz-checksum-sha256: that
@@ -213,8 +142,8 @@ class S3Bucket:
             # which botocore reads as one *retry*: every request was sent twice per try.)
             retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=self.max_concurrency,
-            connect_timeout=timeout or 10,
-            read_timeout=timeout or 60,
+            connect_timeout=timeout or self._timeouts[0],
+            read_timeout=timeout or self._timeouts[1],
         )
         return self._session.client("s3", endpoint_url=self.connection.endpoint_url,
                                     region_name=self.connection.region, config=config)
@@ -225,10 +154,11 @@ class S3Bucket:
         if executor is not None:
             # Blocking: run it off the loop so other tasks (progress output) keep going.
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
-        self._close_clients()
+        self.close_clients()
         self.buffers.close()
 
-    def _close_clients(self) -> None:
+    def close_clients(self) -> None:
+        """Release the clients (a bucket used without its pool: :meth:`read_object`)."""
         for client in (self.client, self.data_client):
             if client is not None:
                 client.close()
@@ -323,6 +253,37 @@ class S3Bucket:
                 return None
             raise
         return bytes(answer["Body"].read())
+
+    def read_object(self, key: str, *, limit: int, deadline: float) -> bytes | None:
+        """The bytes of *key*, or None if there is no such key (or bucket): a small object
+        read once, e.g. an ``s3://`` manifest. Blocking, and needs no pool (only
+        :meth:`connect`). The request and the reading of its body are retried together
+        within :attr:`retry`. Raises :class:`ObjectTooLarge` past *limit* bytes, and
+        :class:`StorageUnavailable` whose message is the reason alone (access denied,
+        throttled beyond the retries, no answer within *deadline* seconds).
+        """
+        def fetch() -> bytes:
+            answer = self.client.get_object(Bucket=self.name, Key=key)
+            if int(answer.get("ContentLength") or 0) > limit:
+                raise ObjectTooLarge(f"larger than {limit} bytes")
+            return _read_capped(answer["Body"], limit, time.monotonic() + deadline, deadline)
+
+        try:
+            return with_retries_sync(fetch, policy=self.retry, retryable=is_transient)
+        except bce.ClientError as exc:
+            if http_status(exc) == 404 or error_code(exc) in ("NoSuchKey", "NoSuchBucket"):
+                return None
+            if http_status(exc) == 403:
+                raise StorageUnavailable("access denied (check the credentials and "
+                                         "s3:GetObject on this key)") from None
+            error = exc.response.get("Error", {})
+            raise StorageUnavailable(self.scrub(
+                f"{error.get('Code', http_status(exc))}: {error.get('Message', '')}"
+                .rstrip(": "))) from None
+        except bce.NoCredentialsError as exc:
+            raise StorageUnavailable(describe(exc)) from None
+        except (bce.BotoCoreError, OSError) as exc:
+            raise StorageUnavailable(self.scrub(f"{type(exc).__name__}: {exc}")) from None
 
     def sha256(self, key: str) -> str:
         """Download *key* and return its SHA-256, retrying a transfer that fails midway."""
@@ -419,16 +380,15 @@ class S3Bucket:
         return message
 
 
-async def shielded(future: concurrent.futures.Future[Any]) -> None:
-    """Wait for a clean-up job; cancellation stops the wait, never the job."""
-    try:
-        await asyncio.shield(asyncio.wrap_future(future))
-    except Exception:
-        # Clean-up must not replace the error that caused it; say it went wrong.
-        log.warning("S3 clean-up failed", exc_info=True)
-
-
-def consume(future: asyncio.Future[Any]) -> None:
-    """Mark a failure as seen: abort() may leave part uploads no one awaits any more."""
-    if not future.cancelled():
-        future.exception()
+def _read_capped(body: Any, limit: int, until: float, deadline: float) -> bytes:
+    """Read a streaming body, refusing more than *limit* bytes or past *until*."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := body.read(min(1024 * 1024, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ObjectTooLarge(f"larger than {limit} bytes")
+        if time.monotonic() > until:
+            raise StorageUnavailable(f"took longer than {deadline:g}s")
+    return b"".join(chunks)

@@ -25,16 +25,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions as bce
 
 from ...errors import StorageError
-from ..base import RECORD_NAME, Partial
+from ..backend import Partial
+from ..names import RECORD_NAME
+from .answers import BOTO_ERRORS, error_code, http_status
+from .cleanups import shielded
 from .multipart import S3FileSink
-from .requests import BOTO_ERRORS, S3Bucket, error_code, http_status, shielded
+from .requests import S3Bucket
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +92,13 @@ class S3ItemWriter:
         self._bucket.put(key, data)
         self._small_keys.append(key)
 
-    async def commit(self, record: bytes) -> bool:
-        """Write ``archive.json`` with If-None-Match: a 412 (committed by another run) is
-        fine, and says False."""
+    async def commit(self, record: bytes, *, expect: Collection[str] = ()) -> bool:
+        """Write ``archive.json`` with If-None-Match once every file is there: a 412
+        (committed by another run) is fine, and says False."""
         self._check_usable()
         key = self.folder + RECORD_NAME
-        await self._request("PutObject", key, self._commit_sync, key, record)
+        await self._request("PutObject", key, self._commit_sync, key, record,
+                            [self.folder + name for name in expect])
         return self._ours
 
     async def _request(self, action: str, key: str, fn: Callable[..., None],
@@ -106,9 +110,9 @@ class S3ItemWriter:
         except BOTO_ERRORS as exc:
             raise self._bucket.item_error(action, key, exc) from None
 
-    def _commit_sync(self, key: str, record: bytes) -> None:
+    def _commit_sync(self, key: str, record: bytes, expect: list[str]) -> None:
         bucket = self._bucket
-        self._check_present()
+        self._check_present(expect)
         try:
             bucket.put(key, record, if_none_match=bucket.conditional_writes)
         except bce.ClientError as exc:
@@ -130,16 +134,17 @@ class S3ItemWriter:
                 raise
         self._committed = True
 
-    def _check_present(self) -> None:
+    def _check_present(self, expect: list[str]) -> None:
         """Refuse to commit a record whose files are not all there (one listing).
 
         Nothing of this archiver deletes an object a run may still commit, except
         ``archiver gc`` in the one round trip between its last look at an id and its
-        delete (see :meth:`~.reader.S3Reader.collect_garbage`). An upload landing in
+        delete (see :mod:`.removal`). An upload landing in
         exactly that moment is caught here, and the item fails instead of committing a
         missing file.
         """
-        expected = {s.key for s in self._sinks if s.done} | set(self._small_keys)
+        expected = {s.key for s in self._sinks if s.done} | set(self._small_keys) \
+            | set(expect)
         if not expected:
             return
         present = {obj["Key"] for obj in self._bucket.objects(self.folder)}

@@ -3,7 +3,7 @@
 Each of them calls :func:`hold`, and nothing else takes a run lock, so whatever keeps
 two runs apart keeps every pair of these commands apart too, on either backend:
 
-- the lock is the storage's own (:meth:`~archiver.storage.base.Storage.run_lock`): a
+- the lock is the storage's own (:meth:`~archiver.storage.backend.Backend.run_lock`): a
   ``flock`` in a local root, a lease object under an S3 prefix (which keeps out runs on
   every host), unless ``run.lock_file`` names a local file for it;
 - ``serve`` and ``gc`` take the whole archive's lock (``all``), as an unsharded run does;
@@ -17,32 +17,36 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
-from .config import Config
-from .lock import ALL, NO_FENCE, Fence, LocalLock, lock_name
-from .shard import Shard
-from .storage.base import Storage
+from ..config import Config
+from ..lock import ALL, NO_FENCE, Fence, lock_name
+from ..shard import Shard
+from ..storage.local.flock import LocalLock
+
+if TYPE_CHECKING:
+    from .layer import Archive
 
 
 @contextlib.asynccontextmanager
-async def hold(config: Config, storage: Storage, *, command: str,
+async def hold(config: Config, archive: Archive, *, command: str,
                shard: Shard | None = None,
                on_lost: Callable[[str], None] | None = None) -> AsyncIterator[Fence]:
-    """Hold the run lock of *storage* (or of *shard* of it) for the block.
+    """Hold the run lock of *archive* (or of *shard* of it) for the block.
 
     *command* (``run``, ``serve``, ``gc``) is written into the lock for other runs'
     messages. Raises :class:`~archiver.lock.LockHeld` on entry if another run holds it
     (or a lock of another shard count is live); *on_lost* is called, from another
-    thread, if an S3 lease is lost while held. Call after ``storage.open()``.
+    thread, if an S3 lease is lost while held. Call after ``archive.open()``.
     """
     name = lock_name(None, 1) if shard is None else lock_name(shard.index, shard.count)
-    what = storage.description if name == ALL else f"shard {shard} of {storage.description}"
+    what = archive.description if name == ALL else f"shard {shard} of {archive.description}"
     if config.run.lock_file is not None:
         lock: contextlib.AbstractAsyncContextManager[Fence] = LocalLock(
             config.run.lock_file, name, what, command)
     else:
-        lock = storage.run_lock(name, ttl=config.run.lease_ttl, what=what, on_lost=on_lost,
-                                command=command)
+        lock = archive.backend.run_lock(name, ttl=config.run.lease_ttl, what=what,
+                                        on_lost=on_lost, command=command)
     async with lock as fence:
         yield fence
 

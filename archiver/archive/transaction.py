@@ -2,8 +2,10 @@
 
 :meth:`ItemTransaction.commit` opens the item's writer, downloads its files (all at once,
 asking the API for fresh URLs when a file host refuses one), writes ``info.json`` and
-``SHA256SUMS``, then ``archive.json`` LAST: the writer checks the item's files are all
-there before it commits, and an item is archived if and only if its record exists.
+``SHA256SUMS``, then - once the run's lock is confirmed still held (the fence) -
+``archive.json`` LAST, written only if absent (another run's record stands) and only
+once every file it lists and the metadata files are there (the writer checks); an item
+is archived if and only if its record exists.
 
 :meth:`ItemTransaction.end` closes an item that will not commit. Whether its stored
 bytes stay for a later run is decided here and nowhere else (:func:`keeps_partials`),
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import (
+from ..errors import (
     DownloadError,
     FatalRunError,
     Interrupted,
@@ -30,16 +32,18 @@ from .errors import (
     TransientDownloadError,
     UrlGone,
 )
-from .events import FileEvents, Observer
-from .lock import NO_FENCE, Fence
-from .manifest import ManifestItem
-from .models import FileRecord, JobInfo, JobStatus, Outcome, RemoteFile
+from ..events import FileEvents, Observer
+from ..lock import NO_FENCE, Fence
+from ..manifest import ManifestItem
+from ..models import FileRecord, JobInfo, JobStatus, Outcome, RemoteFile
+from ..storage.backend import ItemWriter
+from ..storage.names import INFO_NAME, SUMS_NAME
 from .record import ArchiveRecord, json_bytes, sha256sums
-from .storage.base import INFO_NAME, SUMS_NAME, ItemWriter, Storage
 
 if TYPE_CHECKING:
-    from .api import AkoolClient
-    from .download import Downloader
+    from ..api import AkoolClient
+    from ..download import Downloader
+    from .layer import Archive
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ def keeps_partials(outcome: Outcome | None, error: BaseException) -> bool:
     job), keeps nothing: no later run could finish it, so its bytes would stay forever.
     What a kept item keeps is bounded by what can be resumed safely, whatever the error:
     storage never keeps bytes without a validator to send as If-Range
-    (:meth:`~archiver.storage.base.FileSink.abort`), since a resume without one could
+    (:meth:`~archiver.storage.backend.FileSink.abort`), since a resume without one could
     splice two versions of a file.
     """
     if outcome is Outcome.EXPIRED:
@@ -71,20 +75,20 @@ def keeps_partials(outcome: Outcome | None, error: BaseException) -> bool:
     return isinstance(error, _RESUMABLE)
 
 
-async def end_unstarted(storage: Storage, item_id: str, outcome: Outcome,
+async def end_unstarted(archive: Archive, item_id: str, outcome: Outcome,
                         error: ItemError) -> None:
     """End an item that ended before any transfer of this run (while polling, or a
     failed job's callback): only a discard touches storage, since bytes an earlier run
     kept for it are of no use once it failed for good."""
     if not keeps_partials(outcome, error):
-        await _end_writer(storage.item(item_id), item_id, keep=False)
+        await _end_writer(archive.item(item_id), item_id, keep=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Transactions:
     """What the item transactions of one run share; :meth:`begin` starts one."""
 
-    storage: Storage
+    archive: Archive
     client: AkoolClient
     downloader: Downloader
     observer: Observer
@@ -99,7 +103,7 @@ class Transactions:
 
     def begin(self, item: ManifestItem) -> ItemTransaction:
         """The transaction of *item*, its writer open."""
-        return ItemTransaction(self, item, self.storage.item(item.id))
+        return ItemTransaction(self, item, self.archive.item(item.id))
 
 
 class ItemTransaction:
@@ -137,7 +141,10 @@ class ItemTransaction:
         await shared.fence.confirm()
         await self._writer.put_small(INFO_NAME, json_bytes(info.raw))
         await self._writer.put_small(SUMS_NAME, sha256sums(ordered))
-        ours = await self._writer.commit(record.to_bytes())
+        # Write-once, and only once every file the record lists is there (one listing
+        # on S3: gc deleting in the instant after its last look cannot slip through).
+        ours = await self._writer.commit(
+            record.to_bytes(), expect=[*(f.name for f in ordered), INFO_NAME, SUMS_NAME])
         return ordered if ours else None
 
     async def end(self, outcome: Outcome | None, error: BaseException) -> None:

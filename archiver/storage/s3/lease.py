@@ -39,69 +39,42 @@ next attempt: the lease then holds our own random owner token, and we adopt its 
 
 A pod killed by SIGKILL or the OOM killer cannot release its lease: the next run of its
 shard waits (exit 75) until the lease expires, at most ``run.lease_ttl`` seconds later.
+
+The lease has a botocore client of its own, with timeouts short next to the TTL (a
+renewal that hangs must fail in time to be noticed); which of its errors are retried, and
+how they are worded, is the package's one mapping (:mod:`.answers`), within
+``storage.s3.retries`` (:data:`~archiver.retry.S3_RETRIES` by default).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import email.utils
 import functools
-import json
 import logging
-import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import botocore.exceptions as bce
 
-from . import __version__
-from .errors import LeaseLost, StorageUnavailable
-from .lock import LockHeld, describe_name, shard_count
-from .models import iso_utc
-from .retry import RetryPolicy, with_retries_sync
+from ...errors import LeaseLost, StorageUnavailable
+from ...lock import LockHeld, describe_name, shard_count
+from ...models import iso_utc
+from ...retry import S3_RETRIES, RetryPolicy, with_retries_sync
+from .answers import CONFLICT, describe, http_status, is_transient
+from .lease_state import MAX_BODY, LeaseState, lease_body
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The folder of lease objects under the prefix. Its name can never be an id (ids have
 #: no dot), so the skip check, verify, status and gc never take a lease for an item.
 LEASE_FOLDER = ".archiver-lease/"
-#: One second for the granularity of LastModified and Date (both whole seconds).
-_CLOCK_MARGIN = 1.0
-#: Bounds for the lease's requests when it is built without a policy (tests, direct use):
-#: 4 attempts, 0.25 s doubling. Runs pass ``storage.s3.retries`` (:meth:`S3Storage.run_lock`).
-LEASE_RETRIES = RetryPolicy(attempts=4, wait_initial=0.25, wait_max=2.0, timeout=30.0)
-_CONFLICT = {412, 409}  # 409: ConditionalRequestConflict (a concurrent conditional write)
 #: Work may start only if the lease was confirmed within this fraction of its TTL.
 FRESH_FRACTION = 0.75
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseState:
-    """What a GetObject of the lease found."""
-
-    body: dict[str, Any]
-    etag: str
-    expires: float  # S3 time
-    now: float  # S3 time of the answer
-
-    @property
-    def expired(self) -> bool:
-        return self.now > self.expires
-
-    def describe(self) -> str:
-        host = self.body.get("host", "an unknown host")
-        pid = self.body.get("pid", "?")
-        since = self.body.get("acquired_at", "?")
-        command = self.body.get("command")
-        who = f"archiver {command}, " if isinstance(command, str) and command.isalpha() else ""
-        return f"host {host} ({who}pid {pid}, since {since}); its lease expires at " \
-               f"{iso_utc(self.expires)} unless renewed"
 
 
 class S3Lease:
@@ -117,7 +90,7 @@ class S3Lease:
                  on_lost: Callable[[str], None] | None = None,
                  scrub: Callable[[str], str] = lambda s: s,
                  put_args: dict[str, str] | None = None,
-                 retry: RetryPolicy = LEASE_RETRIES, command: str = "run") -> None:
+                 retry: RetryPolicy = S3_RETRIES, command: str = "run") -> None:
         self.client = client
         self.bucket = bucket
         self.key = key
@@ -198,7 +171,7 @@ class S3Lease:
                 log.debug("lease %s acquired", self.where)
                 return
             except bce.ClientError as exc:
-                if _status(exc) not in _CONFLICT:
+                if http_status(exc) not in CONFLICT:
                     raise self._unavailable("create", exc) from None
             except bce.BotoCoreError as exc:
                 raise self._unavailable("create", exc) from None
@@ -218,7 +191,7 @@ class S3Lease:
                 self._etag = self._retrying(functools.partial(self._put, IfMatch=current.etag))
                 self._confirmed = sent
             except bce.ClientError as exc:
-                if _status(exc) in _CONFLICT | {404}:
+                if http_status(exc) in CONFLICT | {404}:
                     continue  # another run took it over first, or it was released
                 raise self._unavailable("take over", exc) from None
             except bce.BotoCoreError as exc:
@@ -264,38 +237,21 @@ class S3Lease:
         key = self.key if key is None else key
         try:
             answer = self._retrying(lambda: self.client.get_object(Bucket=self.bucket, Key=key))
-            raw = answer["Body"].read(64 * 1024)
+            raw = answer["Body"].read(MAX_BODY)
         except bce.ClientError as exc:
-            if _status(exc) == 404:
+            if http_status(exc) == 404:
                 return None
             raise self._unavailable("read", exc) from None
         except bce.BotoCoreError as exc:
             raise self._unavailable("read", exc) from None
-        try:
-            body = json.loads(raw)
-            if not isinstance(body, dict):
-                body = {}
-        except ValueError:
-            body = {}  # not ours to interpret; it still expires like any lease
-        ttl = body.get("ttl_s")
-        ttl = float(ttl) if isinstance(ttl, int | float) and ttl > 0 else self.ttl
-        modified = answer["LastModified"].timestamp()
-        return LeaseState(body=body, etag=answer["ETag"], expires=modified + ttl +
-                          _CLOCK_MARGIN, now=_server_time(answer) or time.time())
+        return LeaseState.read(answer, raw, default_ttl=self.ttl)
 
     def _put(self, **condition: str) -> str:
-        now = time.time()
-        body = {
-            "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-            "what": self.what, "command": self.command,
-            "acquired_at": self._acquired_at, "renewed_at": iso_utc(now),
-            # By the holder's clock, for people; other runs judge expiry by S3's clock.
-            "expires_at": iso_utc(now + self.ttl), "ttl_s": self.ttl,
-            "archiver_version": __version__,
-        }
+        body = lease_body(owner=self.owner, what=self.what, command=self.command,
+                          acquired_at=self._acquired_at, ttl=self.ttl)
         answer = self.client.put_object(
-            Bucket=self.bucket, Key=self.key, Body=json.dumps(body).encode(),
-            ContentType="application/json", **self._put_args, **condition)
+            Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json",
+            **self._put_args, **condition)
         return str(answer["ETag"])
 
     # ---------------------------------------------------------------------- renew
@@ -331,14 +287,14 @@ class S3Lease:
                 self._confirmed = sent
                 return None
             except bce.ClientError as exc:
-                if _status(exc) not in _CONFLICT | {404}:
-                    return _describe(exc)
+                if http_status(exc) not in CONFLICT | {404}:
+                    return describe(exc)
                 if not self._still_ours(exc):
                     return None  # lost
                 # Ours after all (an earlier write landed, its answer lost): write again
                 # on the ETag found, which confirms it.
             except bce.BotoCoreError as exc:
-                return _describe(exc)
+                return describe(exc)
         return "the lease's ETag keeps changing"
 
     # ---------------------------------------------------------------------- fence
@@ -379,7 +335,7 @@ class S3Lease:
             return True
         who = f"taken over by {current.describe().split(';')[0]}" if current is not None \
             else "deleted"
-        self._lose(f"it was {who} ({_describe(exc)})")
+        self._lose(f"it was {who} ({describe(exc)})")
         return False
 
     def _lose(self, reason: str) -> None:
@@ -400,8 +356,8 @@ class S3Lease:
             log.debug("lease %s released", self.where)
             return
         except bce.ClientError as exc:
-            status = _status(exc)
-            if status in _CONFLICT | {404}:
+            status = http_status(exc)
+            if status in CONFLICT | {404}:
                 log.warning("the lease of %s was no longer ours at the end of the run; "
                             "left it alone", self.what)
                 return
@@ -424,54 +380,16 @@ class S3Lease:
 
     def _release_failed(self, exc: BaseException) -> None:
         log.warning("could not release the lease %s (%s); it expires within %gs",
-                    self.where, self._scrub(_describe(exc)), self.ttl)
+                    self.where, self._scrub(describe(exc)), self.ttl)
 
     def _retrying(self, request: Callable[[], T]) -> T:
         """*request*, tried again on transient failures within the lease's policy."""
         def told(attempt: int) -> None:
             log.info("lease request failed; trying again (attempt %d)", attempt)
 
-        return with_retries_sync(request, policy=self._retry, retryable=_transient,
+        return with_retries_sync(request, policy=self._retry, retryable=is_transient,
                                  on_retry=told)
 
     def _unavailable(self, action: str, exc: BaseException) -> StorageUnavailable:
         return StorageUnavailable(self._scrub(
-            f"cannot {action} the lease {self.where}: {_describe(exc)}"))
-
-
-T = TypeVar("T")
-def _transient(exc: BaseException) -> bool:
-    """Whether a lease request that failed with *exc* is worth another attempt:
-    throttling, 5xx but 501, connection errors; never missing credentials. A conditional
-    write whose answer was lost and which is tried again gets 412: the callers then find
-    their own owner token in the lease."""
-    if isinstance(exc, bce.NoCredentialsError):
-        return False
-    if isinstance(exc, bce.ClientError):
-        status = _status(exc)
-        return status is None or status == 429 or (status >= 500 and status != 501)
-    return isinstance(exc, bce.BotoCoreError)
-
-
-def _status(exc: bce.ClientError) -> int | None:
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if status is None and exc.response.get("Error", {}).get("Code") == "NoSuchKey":
-        return 404
-    return int(status) if status is not None else None
-
-
-def _server_time(answer: dict[str, Any]) -> float | None:
-    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    if not date:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(date).astimezone(dt.UTC).timestamp()
-    except (TypeError, ValueError):
-        return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, bce.ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return type(exc).__name__ if not str(exc) else str(exc)
+            f"cannot {action} the lease {self.where}: {describe(exc)}"))

@@ -1,11 +1,11 @@
 """The item's record: ``archive.json``, ``SHA256SUMS`` and ``info.json``, built and read here.
 
 An archived item holds its media files and three metadata files (see
-:mod:`archiver.storage.base`): ``info.json`` (the API's ``data`` object as it came),
+:mod:`archiver.storage.names`): ``info.json`` (the API's ``data`` object as it came),
 ``SHA256SUMS`` (``sha256sum -c`` format) and ``archive.json``, the record written last
 as the commit marker. This module is the only one that knows their bytes: the
-transaction writes them (:mod:`archiver.transaction`), ``verify`` reads the record back
-with :meth:`ArchiveRecord.parse`, which turns any malformed record into one
+transaction writes them (:mod:`.transaction`), ``verify`` reads the record back with
+:meth:`ArchiveRecord.parse`, which turns any malformed record into one
 :class:`RecordError` naming the field, never a traceback.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import __version__
-from .models import FileRecord, JobInfo, iso_utc
+from .. import __version__
+from ..models import FileRecord, JobInfo, iso_utc
 
 #: The ``format`` of the records this version writes and reads.
 FORMAT = 1

@@ -1,33 +1,42 @@
-"""The S3 store (:class:`S3Storage`): opening the bucket, the skip check, the run lease,
-and the writers and reader it hands out."""
+"""The S3 backend (:class:`S3Backend`): an archive under ``s3://<bucket>/<prefix><id>/``.
+
+Opening checks the bucket (HeadBucket) and that it takes a write (a probe object at the
+top of the prefix, deleted at once; ``gc`` reaps one left behind). The run lock is a
+lease object (:mod:`.lease`); writing an item is :mod:`.writer`'s, one file
+:mod:`.multipart`'s; listing is :mod:`.listing`'s, removing :mod:`.removal`'s. Every
+request goes through the :class:`~.requests.S3Bucket`, and every botocore error is
+mapped here or there (:mod:`.answers`) before it leaves the package: to
+:class:`~archiver.errors.StorageUnavailable` when the archive cannot be used or read
+(exit 2), to :class:`~archiver.errors.StorageError` when one item or file failed.
+
+``digest`` without ``rehash`` reads S3's own SHA-256 checksum (HeadObject with
+``ChecksumMode=ENABLED``), downloading nothing; with it, the object is downloaded and
+hashed.
+"""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import botocore.exceptions as bce
 
-from ...errors import StorageUnavailable
-from ...lease import LEASE_FOLDER, S3Lease
-from ...lock import NO_FENCE, Fence
-from ...retry import RetryPolicy
-from ..base import GcResult
-from .multipart import Spool
-from .reader import PROBE_PREFIX, S3Reader
-from .requests import (
-    BOTO_ERRORS,
-    S3_RETRIES,
-    Connection,
-    S3Bucket,
-    describe,
-    error_code,
-    http_status,
-)
+from ...errors import StorageError, StorageUnavailable
+from ...models import FileRecord
+from ...retry import S3_RETRIES, RetryPolicy
+from ..backend import Capabilities, Digest, Entry, Kind, Listing, Removal
+from ..names import PROBE_PREFIX
+from .answers import BOTO_ERRORS, describe, error_code, http_status
+from .checksums import recorded_checksum
+from .lease import LEASE_FOLDER, S3Lease
+from .listing import Lister
+from .removal import Remover
+from .requests import Connection, S3Bucket
+from .spool import Spool
 from .writer import S3ItemWriter
 
 if TYPE_CHECKING:
@@ -35,10 +44,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MiB = 1024 * 1024
 
 
-class S3Storage:
+class S3Backend:
     """Archive under ``s3://<bucket>/<prefix><video_model_id>/``.
 
     Credentials come from boto3's standard chain (environment, shared config and
@@ -47,8 +58,10 @@ class S3Storage:
     """
 
     #: S3 keeps nothing to resume: a multipart upload left open is storage billed for
-    #: and seen by nobody, so every attempt restarts from zero.
-    resumable = False
+    #: and seen by nobody, so every attempt restarts from zero. It keeps a SHA-256
+    #: checksum of every object, which verify reads without downloading.
+    capabilities = Capabilities(resumable=False, positional_writes=True,
+                                server_checksums=True)
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str | None = None, profile: str | None = None,
@@ -77,10 +90,11 @@ class S3Storage:
             bucket, Connection(endpoint_url, region, profile, addressing_style),
             description=self.description, put_args=put_args, part_size=part_size,
             max_concurrency=max_concurrency, retry=retry or S3_RETRIES)
-        self.reader = S3Reader(self.bucket, prefix)
+        self._lister = Lister(self.bucket, prefix)
+        self._remover = Remover(self.bucket, prefix)
 
     @classmethod
-    def from_config(cls, cfg: S3StorageConfig) -> S3Storage:
+    def from_config(cls, cfg: S3StorageConfig) -> S3Backend:
         """The storage a validated ``storage.s3`` section describes."""
         return cls(cfg.bucket, cfg.prefix, endpoint_url=cfg.endpoint_url, region=cfg.region,
                    profile=cfg.profile, addressing_style=cfg.addressing_style, sse=cfg.sse,
@@ -89,7 +103,7 @@ class S3Storage:
                    retry=cfg.retries, spool_dir=cfg.spool_dir)
 
     def __repr__(self) -> str:
-        return f"S3Storage({self.description!r})"
+        return f"S3Backend({self.description!r})"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -110,7 +124,10 @@ class S3Storage:
     def _open_sync(self, readonly: bool) -> None:
         if not readonly:
             self._check_spool_dir()
-        self.bucket.connect()
+        try:
+            self.bucket.connect()
+        except StorageUnavailable as exc:
+            raise StorageUnavailable(f"cannot use {self.description}: {exc}") from None
         self._check_bucket(readonly)
 
     def _check_bucket(self, readonly: bool) -> None:
@@ -182,14 +199,10 @@ class S3Storage:
 
     # ------------------------------------------------------------------ run lock
 
-    def default_lock_path(self) -> Path | None:
-        """None: a lock file on this host would keep out no other host (see :meth:`run_lock`)."""
-        return None
-
     def run_lock(self, name: str, *, ttl: float, what: str,
                  on_lost: Callable[[str], None] | None = None,
                  command: str = "run") -> S3Lease:
-        """The run lock of this storage: a lease object under the prefix (:mod:`archiver.lease`),
+        """The run lock of this storage: a lease object under the prefix (:mod:`.lease`),
         so that runs on other hosts and pods are kept out too. Call after :meth:`open`.
 
         The lease has its own client, whose timeouts are short next to *ttl*: a renewal
@@ -204,35 +217,49 @@ class S3Storage:
                                  if k != "StorageClass"},
                        retry=self.bucket.retry, command=command)
 
-    # ---------------------------------------------------------------- skip check
+    # ---------------------------------------------------------------- items
 
-    async def archived(self, ids: Iterable[str]) -> set[str]:
-        """Those of *ids* with an ``archive.json``, found by listing, not by HEAD per id."""
-        scan = await self.reader.reading(self.reader.scan, set(ids))
-        return {i for i, (_, committed) in scan.items() if committed}
-
-    def item(self, video_model_id: str) -> S3ItemWriter:
-        return S3ItemWriter(self.bucket, f"{self.prefix}{video_model_id}/",
+    def item(self, item_id: str) -> S3ItemWriter:
+        return S3ItemWriter(self.bucket, f"{self.prefix}{item_id}/",
                             parts_in_flight=self.parts_in_flight, spool_dir=self.spool_dir)
 
-    # ------------------------------------------- reading: verify, status and gc
+    # ---------------------------------------------------------------- reading
 
-    async def list_archived(self) -> list[str]:
-        return await self.reader.list_archived()
+    async def _reading(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a read in the pool; a failure means the archive cannot be read (exit 2)."""
+        try:
+            return await self.bucket.run(fn, *args)
+        except BOTO_ERRORS as exc:
+            raise self.bucket.unavailable("read", exc) from None
 
-    async def read_record(self, video_model_id: str) -> bytes | None:
-        return await self.reader.read_record(video_model_id)
+    async def listing(self, ids: Collection[str] | None = None, *, only: str | None = None,
+                   uploads: bool = False) -> Listing:
+        wanted = None if ids is None else set(ids)
+        return await self._reading(self._lister.list, wanted, only, uploads)
 
-    async def list_files(self, video_model_id: str) -> dict[str, int]:
-        return await self.reader.list_files(video_model_id)
+    async def read(self, item_id: str, name: str) -> bytes | None:
+        return await self._reading(self.bucket.get, f"{self.prefix}{item_id}/{name}")
 
-    async def item_states(self, ids: Iterable[str]) -> dict[str, str]:
-        return await self.reader.item_states(ids)
+    async def digest(self, item_id: str, file: FileRecord, *, rehash: bool) -> Digest:
+        key = f"{self.prefix}{item_id}/{file.name}"
+        try:
+            if rehash:
+                return Digest(sha256=await self.bucket.run(self.bucket.sha256, key))
+            head = await self.bucket.run(self.bucket.head, key)
+        except BOTO_ERRORS as exc:
+            # e.g. HTTP 404: listed a moment ago, gone now; a policy forbidding reads
+            raise StorageError(self.bucket.scrub(describe(exc))) from None
+        reported, recorded = head.get("ChecksumSHA256"), recorded_checksum(file)
+        # Compared as base64 digests: HEAD may leave off a composite checksum's "-N".
+        return Digest(reported=str(reported).split("-")[0] if reported else None,
+                      recorded=recorded.split("-")[0] if recorded else None)
 
-    async def check_file(self, video_model_id: str, entry: dict[str, Any],
-                         deep: bool) -> str | None:
-        return await self.reader.check_file(video_model_id, entry, deep)
+    # ---------------------------------------------------------------- removing
 
-    async def collect_garbage(self, ids: Iterable[str] | None, min_age: float,
-                              dry_run: bool, fence: Fence = NO_FENCE) -> GcResult:
-        return await self.reader.collect_garbage(ids, min_age, dry_run, fence)
+    async def remove(self, item_id: str | None, entries: Sequence[Entry]) -> Removal:
+        return await self._reading(self._remover.remove, item_id, list(entries))
+
+    def where(self, item_id: str | None, entry: Entry) -> str:
+        folder = self.prefix if item_id is None else f"{self.prefix}{item_id}/"
+        url = f"s3://{self.bucket.name}/{folder}{entry.name}"
+        return f"multipart upload of {url}" if entry.kind is Kind.UPLOAD else url

@@ -1,0 +1,107 @@
+"""The names in an archive: one registry for every backend, ``verify`` and ``gc``.
+
+An item's folder (``<root>/<id>/`` on disk, ``<prefix><id>/`` on S3) holds::
+
+    video.mp4 ...   result files (:func:`is_result_name`)
+    info.json       the API's ``data`` object as it came     } metadata
+    SHA256SUMS      ``sha256sum -c`` format                    }
+    archive.json    the item's record, written LAST: the commit marker
+
+and, while an attempt writes (on backends that keep temporaries: local disk),
+``.NAME.part`` (a file being written), its sidecar ``.NAME.part.json`` (where its bytes
+came from, for a resume) and ``.NAME.tmp`` (a small file written atomically).
+
+What ``gc`` may remove (:func:`collectable`) and what ``verify`` ignores
+(:func:`is_temporary`) are decided here and nowhere else, so a new kind of result file
+is one line: add its name to :data:`archiver.models.RESULT_FILES` (a field of Akool's
+answer) or, for a family with a counter (``upscaled-1.png``, ``upscaled-2.png``...), a
+pattern to :data:`RESULT_FAMILIES`. Backends never decide by name what is theirs.
+
+The top of an archive holds no items, only the archiver's own machinery: write probes
+(``.archiver-probe-<hex>``, S3's open check; :func:`is_probe`, collected by ``gc`` once
+old), the lease folder (``.archiver-lease/``), lock files and the serve journal. Ids
+never start with a dot, so none of these can be taken for an item.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..models import RESULT_FILES
+
+RECORD_NAME = "archive.json"
+INFO_NAME = "info.json"
+SUMS_NAME = "SHA256SUMS"
+#: The files every committed item has besides its results.
+METADATA_NAMES = frozenset({INFO_NAME, SUMS_NAME, RECORD_NAME})
+
+#: Result files by exact name (from the fields of Akool's answer).
+RESULT_NAMES = frozenset(name for _, name in RESULT_FILES)
+#: Result files by pattern: families whose names carry a counter. Empty for now.
+RESULT_FAMILIES: tuple[re.Pattern[str], ...] = ()
+
+TEMP_SUFFIX = ".part"
+SIDECAR_SUFFIX = ".part.json"
+SMALL_SUFFIX = ".tmp"
+_TEMPORARY_SUFFIXES = (SIDECAR_SUFFIX, TEMP_SUFFIX, SMALL_SUFFIX)
+
+#: The write probe a backend's open() may leave at the top (``<prefix>.archiver-probe-<hex>``).
+PROBE_PREFIX = ".archiver-probe-"
+
+
+def temp_name(name: str) -> str:
+    """The temporary name a file has until its item commits: hidden, marked partial."""
+    return f".{name}{TEMP_SUFFIX}"
+
+
+def sidecar_name(name: str) -> str:
+    """The sidecar of :func:`temp_name`: where the partial bytes came from."""
+    return f".{name}{SIDECAR_SUFFIX}"
+
+
+def small_temp_name(name: str) -> str:
+    """The temporary of a small file written in one go (``.info.json.tmp``)."""
+    return f".{name}{SMALL_SUFFIX}"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether *name* is a writer's temporary: ``.video.mp4.part``, its sidecar
+    ``.video.mp4.part.json``, ``.info.json.tmp``. Never part of an archived item."""
+    return name.startswith(".") and name.endswith(_TEMPORARY_SUFFIXES)
+
+
+def temporary_of(name: str) -> str | None:
+    """The name *name* is a temporary of (``.video.mp4.part`` -> ``video.mp4``), or None."""
+    if not name.startswith("."):
+        return None
+    for suffix in _TEMPORARY_SUFFIXES:  # the sidecar's suffix first: it ends in the other
+        if name.endswith(suffix):
+            return name[1:-len(suffix)] or None
+    return None
+
+
+def is_result_name(name: str) -> bool:
+    """Whether *name* is a result file's (``video.mp4``, a family member)."""
+    return name in RESULT_NAMES or any(p.fullmatch(name) for p in RESULT_FAMILIES)
+
+
+def is_item_name(name: str) -> bool:
+    """Whether a committed item may hold a file named *name*."""
+    return name in METADATA_NAMES or is_result_name(name)
+
+
+def collectable(name: str) -> bool:
+    """Whether ``gc`` may remove an entry named *name* from an uncommitted id's folder:
+    a name the archiver writes - a result or metadata file, or a temporary of an item's
+    file. Never anything else: a prefix or root shared with other data keeps it."""
+    if name == RECORD_NAME:
+        return False  # its presence makes the folder committed: never collected
+    if is_item_name(name):
+        return True
+    of = temporary_of(name)
+    return of is not None and is_item_name(of)
+
+
+def is_probe(name: str) -> bool:
+    """Whether a name at the top of the archive is a write probe's."""
+    return name.startswith(PROBE_PREFIX)

@@ -1,0 +1,62 @@
+"""Each backend's dialect stays in its package (STYLE.md point 12), read from the code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ARCHIVER = Path(__file__).resolve().parent.parent / "archiver"
+S3_PACKAGE = ARCHIVER / "storage" / "s3"
+
+
+def _imported(path: Path) -> set[str]:
+    """Top-level names of every module *path* imports, at any depth of its code."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_s3_package_imports_boto() -> None:
+    """boto3 and botocore are imported by archiver/storage/s3/ alone: every other module
+    reaches S3 through it, and sees its errors mapped to the archiver's own."""
+    offenders = sorted(str(path.relative_to(ARCHIVER.parent)) for path in ARCHIVER.rglob("*.py")
+                       if S3_PACKAGE not in path.parents
+                       and _imported(path) & {"boto3", "botocore"})
+    assert offenders == []
+
+
+def _archiver_imports(path: Path) -> set[str]:
+    """The archiver modules *path* imports, as dotted names (relative imports resolved)."""
+    package = ".".join(path.relative_to(ARCHIVER.parent).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            names = [f"{module}.{alias.name}" for alias in node.names]
+            found |= {module, *names} if module.startswith("archiver") else set()
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("archiver")}
+    return found
+
+
+def test_the_archive_layer_sees_storage_only_through_the_contract() -> None:
+    """archiver/archive/ (the scheduler, the transaction, verify, gc, the run lock) uses
+    storage through its narrow contract alone: no backend's package, so nothing there can
+    branch on which backend it is. The one exception is the ``flock`` that
+    ``run.lock_file`` names, a lock on this host whatever the backend."""
+    allowed = ("archiver.storage.backend", "archiver.storage.names",
+               "archiver.storage.make_backend", "archiver.storage.local.flock")
+    offenders = sorted(
+        f"{path.relative_to(ARCHIVER.parent)}: {module}"
+        for path in (ARCHIVER / "archive").rglob("*.py")
+        for module in _archiver_imports(path)
+        if module.startswith("archiver.storage.") and not module.startswith(allowed))
+    assert offenders == []
