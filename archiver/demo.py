@@ -27,10 +27,10 @@ from .archive.run import archive
 from .config import Config
 from .events import Observer
 from .exitstatus import ExitStatus
-from .journal import JobRow, Journal
 from .manifest import Manifest, ManifestItem
 from .models import Outcome, RunResult
 from .report import write_atomic_text
+from .service.journal import JobRow, Journal
 
 #: Called with the demo's configuration before anything runs (the CLI masks its key).
 ConfigHook = Callable[[Config], None]
@@ -163,7 +163,7 @@ async def _demo_serve(directory: Path, say_to: Say | None,
                       on_config: ConfigHook | None) -> DemoServe:
     import dataclasses
 
-    from .serve import Server
+    from .service.serve import Server
     from .testing.standin import AkoolStandIn, sample_jobs
 
     def say(text: str) -> None:

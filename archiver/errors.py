@@ -189,7 +189,7 @@ class Interrupted(ItemError):
 class LeaseLost(Interrupted):
     """The run's lease is lost, or could not be confirmed in time: work may not start.
 
-    A fence (:class:`archiver.lock.Fence`) raises it before a poll, a download or a
+    A fence (:class:`archiver.fleet.lock.Fence`) raises it before a poll, a download or a
     commit; the item stays pending for whichever run holds the lease now.
     """
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from .exitstatus import ExitStatus
+from .fleet.shard import Shard
 from .models import Outcome, RunResult
 from .report import OutputFile
-from .shard import Shard
 
 _LAST_SUCCESS = re.compile(
     r"^archiver_last_success_timestamp_seconds(?:\{[^}]*\})?\s+([0-9.eE+]+)\s*$", re.M)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import BenchServer, machine, median, rows_table
 from bench_s3 import AWS_ENV, KEY, Bucket, moto
 
-from archiver.shard import shard_of
+from archiver.fleet.shard import shard_of
 
 MiB = 1024 * 1024
 

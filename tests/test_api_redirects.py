@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from archiver.api import RedirectRefused
+from archiver.akool.client import RedirectRefused
 from archiver.config import Config
 from archiver.manifest import Manifest
 from archiver.models import Outcome

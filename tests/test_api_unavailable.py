@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
-from archiver.api import AkoolClient, Breaker
+from archiver.akool.client import AkoolClient, Breaker
 from archiver.config import Config
 from archiver.errors import ApiUnavailable, TransientAPIError
 from archiver.exitstatus import ExitStatus
 from archiver.manifest import Manifest
 from archiver.models import Outcome
 from archiver.run import archive
-from archiver.serve import JOURNAL_NAME, Server
+from archiver.service.serve import JOURNAL_NAME, Server
 from archiver.testing.callbacks import CallbackSender
 from archiver.testing.standin import generated_job_id
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.api import AkoolClient
+from archiver.akool.client import AkoolClient
 from archiver.archive import Archive
 from archiver.archive.record import ArchiveRecord, iso
 from archiver.archive.scheduler import Scheduler

@@ -24,7 +24,7 @@ import yaml
 
 from archiver.cli.parsing import build_parser
 from archiver.config import Config, parse_config
-from archiver.shard import parse_shard
+from archiver.fleet.shard import parse_shard
 
 from .conftest import API_KEY, ID1, ID2, config_dict, run_cli, summary, write_yaml
 from .s3server import (  # noqa: F401 - fixtures: moto_endpoint, s3

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.journal import SCHEMA_VERSION, Journal, JournalError, Recorded, pending_ids
-from archiver.webhook import Envelope, Notification
+from archiver.akool.webhook import Envelope, Notification
+from archiver.service.journal import SCHEMA_VERSION, Journal, JournalError, Recorded, pending_ids
 from tests.old_journal import SCHEMA_V0, old_journal
 
 

@@ -25,9 +25,9 @@ from botocore.awsrequest import AWSResponse
 
 from archiver.archive import Archive
 from archiver.errors import StorageUnavailable
-from archiver.lock import LockHeld
+from archiver.fleet.lock import LockHeld
+from archiver.fleet.shard import shard_of
 from archiver.retry import RetryPolicy
-from archiver.shard import shard_of
 from archiver.storage.s3 import S3Backend
 from archiver.storage.s3.lease import LEASE_FOLDER
 

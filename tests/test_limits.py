@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from archiver.limits import (
+from archiver.fleet.limits import (
     TokenBucket,
     api_bucket,
     format_size,

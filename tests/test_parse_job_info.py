@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from archiver.api import parse_job_info
+from archiver.akool.client import parse_job_info
 from archiver.errors import APIError
 from archiver.models import RETENTION_SECONDS, JobStatus, RemoteFile
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from archiver.shard import shard_of
+from archiver.fleet.shard import shard_of
 from archiver.testing.standin import AkoolStandIn
 from tests.conftest import API_KEY, config_dict, write_yaml
 

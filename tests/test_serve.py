@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from archiver.config import Config
-from archiver.journal import Journal
-from archiver.serve import JOURNAL_NAME, Server
+from archiver.service.journal import Journal
+from archiver.service.serve import JOURNAL_NAME, Server
 from archiver.testing.callbacks import CallbackSender, hostile_bodies, sign
 from archiver.testing.standin import AkoolStandIn, generated_job_id
 from tests.conftest import API_KEY, config_dict
@@ -134,14 +134,14 @@ async def test_a_24_character_client_id_as_akool_issues_them(
     plain = padder.update(b'{"_id": "x"}') + padder.finalize()
     enc = Cipher(algorithms.AES(CLIENT_SECRET.encode()),
                  modes.CBC(client_id.encode()[:16])).encryptor()
-    from archiver.webhook import decrypt
+    from archiver.akool.webhook import decrypt
     assert decrypt(base64.b64encode(enc.update(plain) + enc.finalize()).decode(),
                    client_id, CLIENT_SECRET) == b'{"_id": "x"}'
 
 
 async def test_known_vector_signature() -> None:
     """The signature function matches a SHA-1 computed by hand over the sorted strings."""
-    from archiver.webhook import signature_of
+    from archiver.akool.webhook import signature_of
 
     expected = hashlib.sha1(b"1529" + b"1710757981609" + b"LuG1" + b"abc").hexdigest()
     assert signature_of("abc", 1710757981609, "1529", "LuG1") == expected
@@ -530,7 +530,7 @@ async def test_healthz_reports_unreachable_storage(
 
 def test_worker_takes_one_small_batch_while_callbacks_wait() -> None:
     """After a slow commit the worker takes one small batch; two full ones once it is past."""
-    from archiver import serve as serve_module
+    from archiver.service import counters as serve_module
     counters = serve_module.Counters()
     full = serve_module.batch_limits(counters, time.monotonic())
     counters.slow_accept_at = time.monotonic()

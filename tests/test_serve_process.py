@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 import yaml
 
-from archiver.journal import Journal
-from archiver.serve import JOURNAL_NAME
+from archiver.service.journal import Journal
+from archiver.service.serve import JOURNAL_NAME
 from archiver.testing.callbacks import CallbackSender, hostile_bodies
 from archiver.testing.standin import AkoolStandIn, generated_job_id
 from tests.conftest import API_KEY, CLI_ENV, config_dict, run_cli, write_yaml

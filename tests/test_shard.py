@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from archiver.errors import UsageError
+from archiver.fleet.shard import Shard, api_share, parse_shard, shard_of
 from archiver.manifest import Manifest
-from archiver.shard import Shard, api_share, parse_shard, shard_of
 from archiver.storage.local.flock import RunLock
 
 from .conftest import CLI_ENV, run_cli, write_yaml
@@ -154,11 +154,11 @@ def test_api_share_is_the_shards_part_of_the_account(rate, shard, expected):
 
 def test_api_share_is_logged_once_at_info_for_a_shard(caplog):
     """A shard says its part of the budget once, at info; a whole run, no budget: nothing."""
-    with caplog.at_level(logging.INFO, logger="archiver.shard"):
+    with caplog.at_level(logging.INFO, logger="archiver.fleet.shard"):
         api_share(5.0, Shard(1, 8))
         api_share(5.0, None)
         api_share(None, Shard(1, 8))
-    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "archiver.shard"]
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "archiver.fleet.shard"]
     assert said == [(logging.INFO, "shard 1/8: at most 0.625 API requests/s, 1/8 of "
                      "api.requests_per_second (5, the account's budget)")]
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from archiver.shard import shard_of
+from archiver.fleet.shard import shard_of
 from archiver.storage.s3.lease import LEASE_FOLDER
 from archiver.testing.standin import AkoolStandIn
 

@@ -42,7 +42,7 @@ from archiver.archive.verify import verify
 from archiver.config import DownloadConfig
 from archiver.download import Downloader
 from archiver.errors import DownloadError, StorageError
-from archiver.lock import LockHeld
+from archiver.fleet.lock import LockHeld
 from archiver.manifest import Manifest
 from archiver.models import FileRecord, Outcome, RemoteFile
 from archiver.run import archive

@@ -12,7 +12,7 @@ from archiver.config import Config
 from archiver.manifest import Manifest
 from archiver.models import Outcome
 from archiver.run import archive
-from archiver.serve import Server
+from archiver.service.serve import Server
 from archiver.testing.callbacks import CallbackSender
 from archiver.testing.standin import AkoolStandIn
 from tests.conftest import API_KEY, ID1, config_dict

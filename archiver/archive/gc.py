@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from ..errors import UsageError
-from ..lock import NO_FENCE, Fence
+from ..fleet.lock import NO_FENCE, Fence
 from ..storage.backend import Backend, Entry, Kind
 from ..storage.names import RECORD_NAME, collectable, is_probe
 from .runlock import hold
@@ -121,7 +121,7 @@ async def collect(config: Config, ids: Sequence[str] | None, *, min_age: float,
                   dry_run: bool = False) -> GcResult:
     """Collect the garbage of the configured storage (see the module docstring).
 
-    Raises :class:`~archiver.lock.LockHeld` if a run (or ``serve``) holds the lock,
+    Raises :class:`~archiver.fleet.lock.LockHeld` if a run (or ``serve``) holds the lock,
     :class:`~archiver.errors.LeaseLost` if gc loses its S3 lease midway, and
     :class:`~archiver.errors.StorageUnavailable` if the storage cannot be listed.
     """

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ..config import StorageConfig
-from ..lock import NO_FENCE, Fence
+from ..fleet.lock import NO_FENCE, Fence
 from ..storage import make_backend
 from ..storage.backend import Backend, Capabilities, ItemWriter
 from ..storage.names import RECORD_NAME

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import ApiUnavailable, ItemError, LeaseLost
 from ..events import Observer
-from ..lock import Fence
+from ..fleet.lock import Fence
 from ..manifest import ManifestItem
 from ..models import FileRecord, ItemResult, Outcome
 

@@ -20,7 +20,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from ..api import AkoolClient
+from ..akool.client import AkoolClient
 from ..config import Config
 from ..errors import (
     ApiUnavailable,
@@ -31,7 +31,7 @@ from ..errors import (
     JobFailed,
     TransientAPIError,
 )
-from ..lock import Fence
+from ..fleet.lock import Fence
 from ..models import JobInfo, JobStatus, Outcome
 from .outcomes import Job, Outcomes, admitted, internal_error
 from .record import iso

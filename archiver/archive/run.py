@@ -22,13 +22,13 @@ import asyncio
 import logging
 import time
 
-from ..api import AkoolClient
+from ..akool.client import AkoolClient
 from ..config import Config
 from ..download import Downloader
 from ..events import Observer
+from ..fleet.shard import Shard, api_share
 from ..manifest import Manifest
 from ..models import RunResult
-from ..shard import Shard, api_share
 from .layer import Archive
 from .runlock import hold, unlocked
 from .scheduler import Scheduler

@@ -10,7 +10,7 @@ two runs apart keeps every pair of these commands apart too, on either backend:
   a run with ``--shard K/N`` takes its shard's. A live lock of another shard count
   makes the later one give its own back (the layout check), so a sharded run, an
   unsharded one, ``serve`` and ``gc`` never work on one archive at once;
-- holding it yields a :class:`~archiver.lock.Fence` that work checks before it starts.
+- holding it yields a :class:`~archiver.fleet.lock.Fence` that work checks before it starts.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from ..config import Config
-from ..lock import ALL, NO_FENCE, Fence, lock_name
-from ..shard import Shard
+from ..fleet.lock import ALL, NO_FENCE, Fence, lock_name
+from ..fleet.shard import Shard
 from ..storage.local.flock import LocalLock
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ async def hold(config: Config, archive: Archive, *, command: str,
     """Hold the run lock of *archive* (or of *shard* of it) for the block.
 
     *command* (``run``, ``serve``, ``gc``) is written into the lock for other runs'
-    messages. Raises :class:`~archiver.lock.LockHeld` on entry if another run holds it
+    messages. Raises :class:`~archiver.fleet.lock.LockHeld` on entry if another run holds it
     (or a lock of another shard count is live); *on_lost* is called, from another
     thread, if an S3 lease is lost while held. Call after ``archive.open()``.
     """

@@ -17,7 +17,7 @@ Archiving one finished job is its transaction (:mod:`.transaction`); the schedul
 decides when it starts, how long it may take and what its outcome is.
 
 Fencing: no poll or download starts (and no transaction commits) unless the run still
-holds its lock - the :class:`~archiver.lock.Fence` it was given says so at each start.
+holds its lock - the :class:`~archiver.fleet.lock.Fence` it was given says so at each start.
 An id turned away by it stays pending for the run that holds the lock now.
 """
 
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..api import AkoolClient
+from ..akool.client import AkoolClient
 from ..config import Config
 from ..download import Downloader
 from ..errors import (
@@ -43,7 +43,7 @@ from ..errors import (
     UrlGone,
 )
 from ..events import Observer
-from ..lock import NO_FENCE, Fence
+from ..fleet.lock import NO_FENCE, Fence
 from ..manifest import ManifestItem
 from ..models import FileRecord, ItemResult, JobInfo, Outcome, redact_url
 from .layer import Archive

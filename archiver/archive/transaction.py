@@ -33,7 +33,7 @@ from ..errors import (
     UrlGone,
 )
 from ..events import FileEvents, Observer
-from ..lock import NO_FENCE, Fence
+from ..fleet.lock import NO_FENCE, Fence
 from ..manifest import ManifestItem
 from ..models import FileRecord, JobInfo, JobStatus, Outcome, RemoteFile
 from ..storage.backend import ItemWriter
@@ -41,7 +41,7 @@ from ..storage.names import INFO_NAME, SUMS_NAME
 from .record import ArchiveRecord, json_bytes, sha256sums
 
 if TYPE_CHECKING:
-    from ..api import AkoolClient
+    from ..akool.client import AkoolClient
     from ..download import Downloader
     from .layer import Archive
 

@@ -17,10 +17,10 @@ from typing import TextIO
 from .._os import os_reason
 from ..errors import ArchiverError, UsageError
 from ..exitstatus import ExitStatus
-from ..lock import LockHeld
+from ..fleet.lock import LockHeld
+from ..fleet.shard import Shard
 from ..models import RunResult
 from ..report import STDOUT, OutputFile, write_report
-from ..shard import Shard
 from .logs import say
 
 #: Either a path as given on the command line, or the output it was checked into.

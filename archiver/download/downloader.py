@@ -77,7 +77,7 @@ class Downloader:
         """Download *remote* into *writer*, retrying transient failures (resuming if possible).
 
         *admit* is awaited before each attempt, the first and every retry: the run's
-        fence (:class:`~archiver.lock.Fence`), which raises to keep it from starting.
+        fence (:class:`~archiver.fleet.lock.Fence`), which raises to keep it from starting.
 
         Raises :class:`UrlGone` for 403/404/410 (the caller may ask the API for a fresh
         URL), :class:`~archiver.validate.ContentRejected` for a body that is not the

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..limits import TokenBucket
+from ..fleet.limits import TokenBucket
 from .attempt import TransferListener
 from .transport import BROKEN
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from ..errors import DownloadError
-from ..limits import TokenBucket, format_size
+from ..fleet.limits import TokenBucket, format_size
 from ..storage.base import FileSink
 from .attempt import Target
 from .pipe import Pipe, Store

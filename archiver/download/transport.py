@@ -23,7 +23,7 @@ import aiohttp
 from .._http import USER_AGENT, BlockedAddress, PublicOnlyResolver, check_public_literal
 from ..config import DownloadConfig
 from ..errors import DownloadError
-from ..limits import TokenBucket
+from ..fleet.limits import TokenBucket
 from ..models import redact_url
 from .connections import FileConnector, FileResponse
 

@@ -16,7 +16,7 @@ A backend (:class:`Backend`) only
   writes the record only if it is absent, returning whether it is ours;
 - removes entries only if they are unchanged (:meth:`Backend.remove`);
 - takes its run lock (:meth:`Backend.run_lock`: a ``flock``, a lease), yielding the
-  :class:`~archiver.lock.Fence` work checks before it starts;
+  :class:`~archiver.fleet.lock.Fence` work checks before it starts;
 - says what it can (:class:`Capabilities`);
 
 and maps its own errors to :class:`~archiver.errors.StorageError` (one item's, or one
@@ -44,7 +44,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..lock import Fence
+from ..fleet.lock import Fence
 from ..models import FileRecord
 
 
@@ -309,6 +309,6 @@ class Backend(Protocol):
         object under the prefix (runs on every host), renewed every *ttl* / 3 seconds;
         *on_lost* is called (from another thread) if it is lost while held. Either way,
         a live lock of another shard count beside it makes the run give its own back.
-        Entering raises :class:`~archiver.lock.LockHeld` if another run holds it, and
-        yields the :class:`~archiver.lock.Fence` work checks before it starts.
+        Entering raises :class:`~archiver.fleet.lock.LockHeld` if another run holds it, and
+        yields the :class:`~archiver.fleet.lock.Fence` work checks before it starts.
         """

@@ -1,7 +1,7 @@
 """Akool's side of a webhook: sign, encrypt and POST callbacks, good and bad.
 
 Written from ``akool-api.md`` ("Webhooks") alone, independently of the receiver in
-:mod:`archiver.webhook`, so that a mistake in one is not mirrored in the other:
+:mod:`archiver.akool.webhook`, so that a mistake in one is not mirrored in the other:
 
 - ``dataEncrypt`` = Base64(AES-CBC(key = client secret bytes, IV = the first 16 bytes
   of the client id, PKCS#7(JSON payload))) - or hex, as one of Akool's samples has it.

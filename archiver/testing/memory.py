@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import StorageError
-from ..lock import NO_FENCE, Fence, LockHeld, describe_name, shard_count
+from ..fleet.lock import NO_FENCE, Fence, LockHeld, describe_name, shard_count
 from ..models import FileRecord
 from ..storage.backend import (
     Capabilities,

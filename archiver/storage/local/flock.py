@@ -11,7 +11,7 @@ messages. Note: ``flock`` is not reliable on some network filesystems; put
   the backend): the ``flock`` of its name (``all``, ``shard-2-of-4``), then the *layout
   check*: a live lock of another shard count beside it (``shard-1-of-2`` while
   ``shard-2-of-4`` or ``all`` runs) means overlapping ids, and the run gives its lock
-  back (:class:`~archiver.lock.LockHeld`). A ``flock`` cannot be lost while its process
+  back (:class:`~archiver.fleet.lock.LockHeld`). A ``flock`` cannot be lost while its process
   lives: its fence never stops work.
 
 Commands take it through the one seam, :func:`archiver.archive.runlock.hold`.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..._os import os_reason
 from ...errors import StorageUnavailable
-from ...lock import ALL, LockHeld, describe_name, shard_count
+from ...fleet.lock import ALL, LockHeld, describe_name, shard_count
 
 #: How long a contender waits for a lock whose file names no holder yet: a run between
 #: its ``flock`` and writing its pid, or another run's layout check probing it.

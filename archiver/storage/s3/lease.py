@@ -7,7 +7,7 @@ S3 prefix keep apart with one small object per prefix and shard,
 
 - **Acquire**: PutObject with ``If-None-Match: *``. It succeeds for exactly one run; the
   others get 412 and read the lease. A live lease makes them stop with
-  :class:`~archiver.lock.LockHeld` (exit 75) naming the holder's host, pid and expiry.
+  :class:`~archiver.fleet.lock.LockHeld` (exit 75) naming the holder's host, pid and expiry.
 - **Expiry** is judged by S3's clock alone: the lease's ``LastModified`` plus the
   holder's TTL (in the body), against the ``Date`` of the GetObject answer, plus one
   second for the granularity of both. No host's clock skew can make a lease look expired.
@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 import botocore.exceptions as bce
 
 from ...errors import LeaseLost, StorageUnavailable
-from ...lock import LockHeld, describe_name, shard_count
+from ...fleet.lock import LockHeld, describe_name, shard_count
 from ...models import iso_utc
 from ...retry import S3_RETRIES, RetryPolicy, with_retries_sync
 from .answers import CONFLICT, describe, http_status, is_transient

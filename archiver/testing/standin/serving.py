@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiohttp import web
+
+from ..._http import url_host
 
 
 @contextlib.asynccontextmanager
@@ -71,15 +72,3 @@ def in_thread(
     finally:
         loop.call_soon_threadsafe(box["stop"].set)
         thread.join(timeout)
-
-
-def url_host(host: str) -> str:
-    """Host part of a base URL for a bind address (wildcards -> loopback)."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    with contextlib.suppress(ValueError):
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    return host

@@ -3,7 +3,7 @@
 One SQLite file (WAL mode); its tables:
 
 - ``accepted``: one row per accepted delivery, keyed by its
-  :attr:`~archiver.webhook.Envelope.key` (a hash of everything the signature covers:
+  :attr:`~archiver.akool.webhook.Envelope.key` (a hash of everything the signature covers:
   timestamp, nonce and ciphertext). The same body sent again - Akool retrying a 200 it
   did not see, or someone replaying it - is recognised and changes nothing; two
   different callbacks that happen to share a nonce and a timestamp (Akool's nonces are
@@ -25,17 +25,7 @@ hundreds of callbacks per second possible on an ordinary disk.
 All SQLite work runs on one dedicated thread that owns the connection, so the event
 loop never blocks on a fsync.
 
-Schema versions (``PRAGMA user_version``), migrated in place on open:
-
-- 0: the first journals, whose ``deliveries`` table was keyed by ``(nonce, timestamp)``.
-  Its rows cannot be turned into keys (the ciphertext was not kept), so it is dropped:
-  a delivery accepted before the upgrade and sent again within ``max_age`` is then
-  recorded once more, which changes nothing - its job row is there, and a status is
-  only ever replaced by a higher one - and is answered 200 as a duplicate.
-- 1: ``accepted``, keyed by the delivery's key.
-
-An archiver older than this one, opening a version-1 journal, recreates its
-``deliveries`` table and works as before; the next open by this version drops it again.
+Schema versions and their migration: :mod:`.schema`.
 """
 
 from __future__ import annotations
@@ -51,41 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
-from .errors import FatalRunError
-from .webhook import Notification
-
-#: The schema this code writes; a journal of a higher version is refused (see above).
-SCHEMA_VERSION = 1
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS jobs (
-        id           TEXT PRIMARY KEY,
-        status       INTEGER NOT NULL,
-        url          TEXT,
-        payload      TEXT NOT NULL,
-        received_at  REAL NOT NULL,
-        updated_at   REAL NOT NULL,
-        state        TEXT NOT NULL DEFAULT 'pending',
-        outcome      TEXT,
-        error        TEXT,
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        next_attempt REAL NOT NULL,
-        done_at      REAL
-    )""",
-    "CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_attempt)",
-    # The key is 16 bytes, not hex text, and `timestamp` has no index (prune scans, as
-    # it did in version 0): a group commit of 64 callbacks into 20,000 rows then writes
-    # 76 WAL pages, against 73 in version 0 and 159 with a hex key and an index.
-    """CREATE TABLE IF NOT EXISTS accepted (
-        key         BLOB PRIMARY KEY,
-        timestamp   INTEGER NOT NULL,
-        job_id      TEXT NOT NULL,
-        status      INTEGER NOT NULL,
-        received_at REAL NOT NULL
-    ) WITHOUT ROWID""",
-    "CREATE TABLE IF NOT EXISTS health (k TEXT PRIMARY KEY, v REAL NOT NULL)",
-    # Version 0's replay guard, keyed by (nonce, timestamp): see the module docstring.
-    "DROP TABLE IF EXISTS deliveries",
-)
+from ..akool.webhook import Notification
+from .schema import SCHEMA_VERSION as SCHEMA_VERSION
+from .schema import JournalError as JournalError
+from .schema import migrate
 
 #: A later callback replaces the recorded status only if it ranks higher: a late retry
 #: of "processing" must not undo "success", and the first final word (3 or 4) stands.
@@ -97,10 +56,6 @@ _Write = Callable[[sqlite3.Connection, float], Any]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
-
-
-class JournalError(FatalRunError):
-    """The journal cannot be opened, read or written."""
 
 
 class Recorded(enum.StrEnum):
@@ -192,7 +147,7 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=10000")  # `run --from-journal` may be reading
-            self._migrate(db)
+            migrate(db, self.path)
         except (OSError, sqlite3.Error, JournalError) as exc:
             if db is not None:
                 db.close()
@@ -201,27 +156,6 @@ class Journal:
             raise JournalError(f"cannot open the journal {self.path}: "
                                f"{getattr(exc, 'strerror', None) or exc}") from None
         self._db = db
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        """Bring the file to :data:`SCHEMA_VERSION` in one transaction: two processes
-        opening it at once (``serve``, ``run --from-journal``) take turns, and a crash
-        leaves it as it was."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise JournalError(
-                    f"the journal {self.path} has schema version {version}, written by a "
-                    f"newer archiver (this one knows {SCHEMA_VERSION}): upgrade archiver")
-            for statement in _SCHEMA:
-                db.execute(statement)
-            if version < SCHEMA_VERSION:
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     # ------------------------------------------------------------------ intake
 

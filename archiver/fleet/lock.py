@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .errors import ArchiverError
+from ..errors import ArchiverError
 
 #: The lock name of a whole (unsharded) archive.
 ALL = "all"

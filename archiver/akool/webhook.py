@@ -15,7 +15,7 @@ digits, ``nonce`` as a string or a number. Both forms are accepted and the signa
 checked over the *text* that came (a number's JSON text as written), never over a
 re-formatted value.
 
-Pure functions, no I/O: :mod:`archiver.serve` calls :func:`open_callback` on each body.
+Pure functions, no I/O: :mod:`archiver.service.serve` calls :func:`open_callback` on each body.
 Every failure is a :class:`CallbackRejected` with a short machine ``reason`` (a metrics
 label) and a message that never quotes the secret, the body or the decrypted payload.
 Nothing a sender controls can make them raise anything else: JSON is parsed by
@@ -38,7 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .manifest import ID_PATTERN
+from ..manifest import ID_PATTERN
 
 #: Statuses a callback may carry (akool-api.md): 2 processing, 3 success, 4 failed.
 CALLBACK_STATUSES = frozenset({2, 3, 4})

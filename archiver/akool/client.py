@@ -25,9 +25,9 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ._http import USER_AGENT, describe_transport_error, parse_retry_after
-from .config import ApiConfig
-from .errors import (
+from .._http import USER_AGENT, describe_transport_error, parse_retry_after
+from ..config import ApiConfig
+from ..errors import (
     APIError,
     ApiUnavailable,
     ConfigError,
@@ -35,9 +35,9 @@ from .errors import (
     FatalRunError,
     TransientAPIError,
 )
-from .limits import api_bucket
-from .models import RESULT_FILES, JobInfo, RemoteFile, redact_url
-from .retry import with_retries
+from ..fleet.limits import api_bucket
+from ..models import RESULT_FILES, JobInfo, RemoteFile, redact_url
+from ..retry import with_retries
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..manifest import Manifest
 from .limits import share_of
-from .manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def api_share(rate: float | None, shard: Shard | None) -> float | None:
     """What a run of *shard* may ask of the API per second, out of the account's *rate*.
 
     ``api.requests_per_second`` is the budget of the whole Akool account, which all N
-    shards share: each gets ``rate / N`` (:func:`~archiver.limits.api_bucket` scales the
+    shards share: each gets ``rate / N`` (:func:`~archiver.fleet.limits.api_bucket` scales the
     burst alike). An unsharded run gets all of it; None (no cap) stays None. Said once
     in the log, at info level, when a shard gets a part.
     """
