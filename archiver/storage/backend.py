@@ -23,13 +23,13 @@ and maps its own errors to :class:`~archiver.errors.StorageError` (one item's, o
 file's) and :class:`~archiver.errors.StorageUnavailable` (the whole store) where they
 enter, as httpx maps its transport's: nothing above a backend sees a third-party error.
 
-An archive holds one folder (or key prefix) per ``video_model_id``; its names are
-:mod:`.names`'. An item is archived if and only if its ``archive.json`` exists. Backends
-guarantee that nothing appears under a final name until it is complete, and that an
-item aborted without ``keep`` leaves no temporary data behind (no open upload). Files an
-aborted item already made final may stay where another run could share their names (S3:
-another host writing the same prefix commits the same keys), until ``archiver gc``
-removes those of ids nobody committed.
+An archive holds one folder (or key prefix) per ``video_model_id``, the names in it
+those of :mod:`.names`. An item is archived if and only if its ``archive.json`` exists.
+Backends guarantee that nothing appears under a final name until it is complete, and
+that an item aborted without ``keep`` leaves no temporary data behind (no open upload).
+Files an aborted item already made final may stay where another run could share their
+names (S3: another host writing the same prefix commits the same keys), until
+``archiver gc`` removes those of ids nobody committed.
 
 A new backend (GCS, Azure) implements :class:`Backend` and passes the contract suite,
 ``tests/test_storage_contract.py``, which also runs against the in-memory backend of
@@ -42,7 +42,7 @@ import enum
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..lock import Fence
 from ..models import FileRecord
@@ -61,9 +61,11 @@ class Kind(enum.StrEnum):
     UPLOAD = "upload"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One entry of an item folder (or, for :attr:`Listing.strays`, of the top)."""
+class Entry(NamedTuple):
+    """One entry of an item folder (or, for :attr:`Listing.strays`, of the top).
+
+    A named tuple: listing a manifest's 200,000 ids makes one per committed id, and a
+    tuple is made four times faster than a frozen dataclass."""
 
     name: str
     kind: Kind
@@ -269,8 +271,9 @@ class Backend(Protocol):
 
         With *only*, the caller needs no more than, per folder, the entry named *only* and
         whether the folder holds anything: a backend may then leave other entries out
-        (at least one stays for a folder holding anything) - the skip check's and
-        ``status``' cheap path. With *uploads*, unfinished uploads are listed too.
+        (at least one stays for a folder holding anything), and their tags (nothing is
+        removed on the strength of such a listing) - the skip check's and ``status``'
+        cheap path. With *uploads*, unfinished uploads are listed too.
         Raises StorageUnavailable if the store cannot be listed.
         """
 
