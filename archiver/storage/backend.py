@@ -39,7 +39,7 @@ A new backend (GCS, Azure) implements :class:`Backend` and passes the contract s
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -86,7 +86,7 @@ class Listing:
     #: are aged against it, so no host's clock counts.
     now: float
     #: id -> name -> entry, for every folder that holds anything.
-    folders: dict[str, dict[str, Entry]] = field(default_factory=dict)
+    folders: dict[str, Mapping[str, Entry]] = field(default_factory=dict)
     #: id -> unfinished uploads into that folder (asked for with ``uploads=True``).
     uploads: dict[str, list[Entry]] = field(default_factory=dict)
     #: Entries at the top of the archive, outside any folder (the whole archive listed).
@@ -269,11 +269,12 @@ class Backend(Protocol):
         :attr:`Listing.strays`). Folders that hold nothing, or that are not folders (a
         link named like an id), are left out.
 
-        With *only*, the caller needs no more than, per folder, the entry named *only* and
-        whether the folder holds anything: a backend may then leave other entries out
-        (at least one stays for a folder holding anything), and their tags (nothing is
-        removed on the strength of such a listing) - the skip check's and ``status``'
-        cheap path. With *uploads*, unfinished uploads are listed too.
+        With *only*, the caller needs no more than, per folder, whether it holds a regular
+        file named *only* and whether it holds anything: a backend may then leave other
+        entries out (at least one stays for a folder holding anything), and the size,
+        time and tag of the one named *only* (nothing is removed on the strength of
+        such a listing) - the skip check's and ``status``' cheap path. With *uploads*,
+        unfinished uploads are listed too.
         Raises StorageUnavailable if the store cannot be listed.
         """
 
