@@ -195,9 +195,10 @@ def _unlink_if_unchanged(dir_fd: int, entry: Entry) -> str | None:
 
 def _marked(root: str, ids: list[str], only: str) -> dict[str, Mapping[str, Entry]]:
     """The folders of *ids* under *root* (see :meth:`LocalBackend.listing` with ``only``):
-    those holding a regular file *only* with that one entry, the others that exist with
-    all theirs. The skip check's loop over a manifest of 200,000 ids: kept tight - no call
-    per id beyond the two ``lstat`` (a folder that is absent costs one)."""
+    those holding a regular file *only* with one entry of that name (shared, without size,
+    time or tag), the others that exist with all theirs. The skip check's loop over a
+    manifest of 200,000 ids: kept tight - no call per id beyond the two ``lstat`` (a
+    folder that is absent costs one)."""
     folders: dict[str, Mapping[str, Entry]] = {}
     # One read-only mapping for every folder holding the marker: a manifest's ids make no
     # object each (200,000 ids with 20,000 of them committed: no 40,000 containers for
