@@ -23,13 +23,13 @@ and maps its own errors to :class:`~archiver.errors.StorageError` (one item's, o
 file's) and :class:`~archiver.errors.StorageUnavailable` (the whole store) where they
 enter, as httpx maps its transport's: nothing above a backend sees a third-party error.
 
-An archive holds one folder (or key prefix) per ``video_model_id``; its names are
-:mod:`.names`'. An item is archived if and only if its ``archive.json`` exists. Backends
-guarantee that nothing appears under a final name until it is complete, and that an
-item aborted without ``keep`` leaves no temporary data behind (no open upload). Files an
-aborted item already made final may stay where another run could share their names (S3:
-another host writing the same prefix commits the same keys), until ``archiver gc``
-removes those of ids nobody committed.
+An archive holds one folder (or key prefix) per ``video_model_id``, the names in it
+those of :mod:`.names`. An item is archived if and only if its ``archive.json`` exists.
+Backends guarantee that nothing appears under a final name until it is complete, and
+that an item aborted without ``keep`` leaves no temporary data behind (no open upload).
+Files an aborted item already made final may stay where another run could share their
+names (S3: another host writing the same prefix commits the same keys), until
+``archiver gc`` removes those of ids nobody committed.
 
 A new backend (GCS, Azure) implements :class:`Backend` and passes the contract suite,
 ``tests/test_storage_contract.py``, which also runs against the in-memory backend of
@@ -39,10 +39,10 @@ A new backend (GCS, Azure) implements :class:`Backend` and passes the contract s
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..fleet.lock import Fence
 from ..models import FileRecord
@@ -61,9 +61,11 @@ class Kind(enum.StrEnum):
     UPLOAD = "upload"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One entry of an item folder (or, for :attr:`Listing.strays`, of the top)."""
+class Entry(NamedTuple):
+    """One entry of an item folder (or, for :attr:`Listing.strays`, of the top).
+
+    A named tuple: listing a manifest's 200,000 ids makes one per committed id, and a
+    tuple is made four times faster than a frozen dataclass."""
 
     name: str
     kind: Kind
@@ -84,7 +86,7 @@ class Listing:
     #: are aged against it, so no host's clock counts.
     now: float
     #: id -> name -> entry, for every folder that holds anything.
-    folders: dict[str, dict[str, Entry]] = field(default_factory=dict)
+    folders: dict[str, Mapping[str, Entry]] = field(default_factory=dict)
     #: id -> unfinished uploads into that folder (asked for with ``uploads=True``).
     uploads: dict[str, list[Entry]] = field(default_factory=dict)
     #: Entries at the top of the archive, outside any folder (the whole archive listed).
@@ -267,10 +269,12 @@ class Backend(Protocol):
         :attr:`Listing.strays`). Folders that hold nothing, or that are not folders (a
         link named like an id), are left out.
 
-        With *only*, the caller needs no more than, per folder, the entry named *only* and
-        whether the folder holds anything: a backend may then leave other entries out
-        (at least one stays for a folder holding anything) - the skip check's and
-        ``status``' cheap path. With *uploads*, unfinished uploads are listed too.
+        With *only*, the caller needs no more than, per folder, whether it holds a regular
+        file named *only* and whether it holds anything: a backend may then leave other
+        entries out (at least one stays for a folder holding anything), and the size,
+        time and tag of the one named *only* (nothing is removed on the strength of
+        such a listing) - the skip check's and ``status``' cheap path. With *uploads*,
+        unfinished uploads are listed too.
         Raises StorageUnavailable if the store cannot be listed.
         """
 

@@ -90,7 +90,6 @@ class LocalItemWriter:
         await asyncio.to_thread(_discard_sync, self.folder, small, keep)
 
 
-
 # ---------------------------------------------------------------- commit and abort
 
 def _commit_sync(folder: Path, sinks: list[LocalFileSink], small: list[tuple[str, bytes]],

@@ -10,9 +10,8 @@ upload whose parts go up while the download goes on.
   metadata afterwards means copying the whole object. ``archive.json`` and
   ``SHA256SUMS`` hold it, as on local disk.
 - Memory: at most ``parts_in_flight`` parts per file exist at once, counting the one
-  being filled, so a run holds at most ``part_size x parts_in_flight x downloads`` bytes
-  of parts, whatever the file size. :meth:`S3FileSink.write` waits (back-pressure) when
-  the limit is reached.
+  being filled (:meth:`S3FileSink.write` waits for room): a run holds at most
+  ``part_size x parts_in_flight x downloads`` bytes of parts, whatever the file size.
 - Clean-up: the pool job that starts the multipart upload registers its abort right
   then (:class:`~.cleanups.Cleanups`); completing the upload announces it done. An abort
   waits for the requests still running, then runs what is registered - once.
