@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from archiver.archive import Archive
-from archiver.archive.gc import collect
+from archiver.archive.run import collect
 from archiver.config import load_config
 from archiver.errors import StorageError
 from archiver.storage.local import LOCK_NAME, sidecar_name, temp_name

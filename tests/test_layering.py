@@ -60,3 +60,59 @@ def test_the_archive_layer_sees_storage_only_through_the_contract() -> None:
         for module in _archiver_imports(path)
         if module.startswith("archiver.storage.") and not module.startswith(allowed))
     assert offenders == []
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ARCHIVER.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_imports(path: Path, modules: set[str]) -> set[str]:
+    """The archiver modules *path* imports when it runs (lazy imports inside functions
+    included; ``if TYPE_CHECKING:`` blocks left out: they never run). ``from . import x``
+    depends on the module ``x``, not on the package's ``__init__``."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+               and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+               for n in ast.walk(node)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            subs = {f"{module}.{a.name}" for a in node.names} & modules
+            found |= subs | ({module} if len(subs) < len(node.names) else set())
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return (found & modules) - {name}
+
+
+def test_no_import_cycles() -> None:
+    """The modules import each other as a tree of layers (docs/architecture.md): no
+    cycle, not even through an import hidden inside a function - a cycle is two
+    modules that cannot be understood, tested or moved one without the other."""
+    paths = {_module_name(p): p for p in ARCHIVER.rglob("*.py")}
+    graph = {name: _runtime_imports(path, set(paths)) for name, path in paths.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for other in sorted(graph[name]):
+            if state.get(other) == 1:
+                cycles.append([*trail[trail.index(other):], other])
+            elif other not in state:
+                visit(other, [*trail, other])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

@@ -44,7 +44,6 @@ from ..errors import UsageError
 from ..fleet.lock import NO_FENCE, Fence
 from ..storage.backend import Backend, Entry, Kind
 from ..storage.names import RECORD_NAME, collectable, is_probe
-from .runlock import hold
 from .state import committed, is_id
 
 #: Default ``--min-age``: a day, far longer than any attempt (and ``item_timeout``).
@@ -115,29 +114,6 @@ def check_min_age(min_age: float, config: Config) -> None:
         raise UsageError(
             f"--min-age {min_age:g}s is shorter than downloads.item_timeout ({limit:g}s): "
             "files of an item a run is archiving right now could be removed")
-
-
-async def collect(config: Config, ids: Sequence[str] | None, *, min_age: float,
-                  dry_run: bool = False) -> GcResult:
-    """Collect the garbage of the configured storage (see the module docstring).
-
-    Raises :class:`~archiver.fleet.lock.LockHeld` if a run (or ``serve``) holds the lock,
-    :class:`~archiver.errors.LeaseLost` if gc loses its S3 lease midway, and
-    :class:`~archiver.errors.StorageUnavailable` if the storage cannot be listed.
-    """
-    from .layer import Archive  # here: the layer's own gc is this module's
-
-    check_min_age(min_age, config)
-    archive = Archive.from_config(config.storage)
-    # A dry run only lists; a real one writes its lease (S3) before removing anything.
-    await archive.open(readonly=dry_run)
-    try:
-        if dry_run:  # removes nothing: no need to keep runs out (as run --dry-run)
-            return await archive.collect_garbage(ids, min_age, dry_run)
-        async with hold(config, archive, command="gc") as fence:
-            return await archive.collect_garbage(ids, min_age, dry_run, fence)
-    finally:
-        await archive.close()
 
 
 async def collect_garbage(backend: Backend, ids: Sequence[str] | None, min_age: float,

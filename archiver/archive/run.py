@@ -1,4 +1,5 @@
-"""The library entry point: one config + one manifest in, one typed result out.
+"""The library entry points: one config + one manifest in, one typed result out
+(:func:`archive`); and the garbage collection of ``archiver gc`` (:func:`collect`).
 
     from archiver.config import load_config
     from archiver.manifest import load_manifest
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from ..akool.client import AkoolClient
 from ..config import Config
@@ -29,6 +31,7 @@ from ..events import Observer
 from ..fleet.shard import Shard, api_share
 from ..manifest import Manifest
 from ..models import RunResult
+from .gc import GcResult, check_min_age
 from .layer import Archive
 from .runlock import hold, unlocked
 from .scheduler import Scheduler
@@ -105,3 +108,24 @@ def archive_sync(config: Config, manifest: Manifest, *, storage: Archive | None 
 async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
     await source.wait()
     target.set()
+
+
+async def collect(config: Config, ids: Sequence[str] | None, *, min_age: float,
+                  dry_run: bool = False) -> GcResult:
+    """Collect the garbage of the configured storage (see :mod:`.gc`).
+
+    Raises :class:`~archiver.fleet.lock.LockHeld` if a run (or ``serve``) holds the lock,
+    :class:`~archiver.errors.LeaseLost` if gc loses its S3 lease midway, and
+    :class:`~archiver.errors.StorageUnavailable` if the storage cannot be listed.
+    """
+    check_min_age(min_age, config)
+    archive = Archive.from_config(config.storage)
+    # A dry run only lists; a real one writes its lease (S3) before removing anything.
+    await archive.open(readonly=dry_run)
+    try:
+        if dry_run:  # removes nothing: no need to keep runs out (as run --dry-run)
+            return await archive.collect_garbage(ids, min_age, dry_run)
+        async with hold(config, archive, command="gc") as fence:
+            return await archive.collect_garbage(ids, min_age, dry_run, fence)
+    finally:
+        await archive.close()

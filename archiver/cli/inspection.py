@@ -125,7 +125,8 @@ def status(args: argparse.Namespace, shard: Shard | None) -> Done:
 # ------------------------------------------------------------------------- gc
 
 def gc(args: argparse.Namespace, shard: Shard | None) -> Done:
-    from ..archive.gc import check_min_age, collect, default_min_age, parse_duration
+    from ..archive.gc import check_min_age, default_min_age, parse_duration
+    from ..archive.run import collect
 
     spec, root = target(args)
     config = load_config_for(args, frozenset({"storage", "run", "downloads"}), root)
