@@ -46,6 +46,14 @@ def render_metrics(result: RunResult | None, exit_status: int, *, now: float,
         metric("archiver_api_unavailable", "gauge",
                "1 if the last run stopped polling because the Akool API did not answer.",
                [("", int(result.api_unavailable))])
+        metric("archiver_lease_lost", "gauge",
+               "1 if the last run lost its S3 lease to another run and stopped early.",
+               [("", int(result.lease_lost))])
+        expiry = _first_pending_expiry(result)
+        if expiry is not None:
+            metric("archiver_pending_expiry_timestamp_seconds", "gauge",
+                   "When Akool deletes the results of the last run's pending id that "
+                   "expires first (create_time + 7 days).", [("", round(expiry, 3))])
     metric("archiver_last_run_timestamp_seconds", "gauge", "When the last run ended.",
            [("", round(now, 3))])
     if last_success is not None:
@@ -67,6 +75,14 @@ def write_metrics(path: Path | OutputFile, result: RunResult | None, exit_status
         _previous_success(output.previous_text())
     output.write(render_metrics(result, exit_status, now=now, last_success=last_success,
                                 shard=shard))
+
+
+def _first_pending_expiry(result: RunResult) -> float | None:
+    """The soonest Akool deletion among the pending ids whose expiry is known: a gauge of
+    a time, not an age, since a textfile is read long after it is written (an age would
+    freeze; ``time() - ...`` in a query stays true)."""
+    return min((i.expires_at for i in result.items
+                if i.outcome is Outcome.PENDING and i.expires_at is not None), default=None)
 
 
 def _previous_success(text: str | None) -> float | None:

@@ -292,7 +292,8 @@ def test_second_run_on_a_shard_exits_75_naming_holder(tmp_path, served, s3):
 
 
 def test_run_that_loses_its_lease_stops_with_75(tmp_path, served, s3):
-    """Another run takes the lease over mid-run: no new download, exit 75, ids pending."""
+    """Another run takes the lease over mid-run: no new download, exit 75, ids pending;
+    the metrics say the lease was lost."""
     standin, url = served
     ids = [i for i in (f"lost{n:02d}" for n in range(40)) if shard_of(i, 4) == 1][:6]
     for item in ids:
@@ -301,7 +302,7 @@ def test_run_that_loses_its_lease_stops_with_75(tmp_path, served, s3):
     write_yaml(tmp_path / "videos.yaml", ids)
     proc = subprocess.Popen(
         [sys.executable, "-m", "archiver", "run", "videos.yaml", "-c", str(config),
-         "--shard", "1/4", "--report", "report.json"],
+         "--shard", "1/4", "--report", "report.json", "--metrics-file", "archiver.prom"],
         cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
@@ -318,6 +319,9 @@ def test_run_that_loses_its_lease_stops_with_75(tmp_path, served, s3):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["lease_lost"] is True
     assert {i["outcome"] for i in report["items"]} == {"pending"}
+    metrics = (tmp_path / "archiver.prom").read_text()  # what ArchiverRunLeaseLost reads
+    assert 'archiver_lease_lost{shard="1",shards="4"} 1' in metrics
+    assert 'archiver_exit_status{shard="1",shards="4"} 75' in metrics
     assert json.loads(s3.read(KEY))["host"] == "usurper-host"  # never deleted
     assert sum(standin.file_requests.values()) == 0
 
