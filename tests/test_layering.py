@@ -116,3 +116,17 @@ def test_no_import_cycles() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+#: Lines a module of the archiver may have (the stand-in and the media it makes, under
+#: testing/, excepted): past this a module holds more than one idea (issue 19's bar).
+MAX_LINES = 400
+
+
+def test_no_module_is_over_the_size_bar() -> None:
+    """A module that grows past MAX_LINES is split by what it does, not trimmed."""
+    over = sorted(f"{path.relative_to(ARCHIVER.parent)}: {lines} lines"
+                  for path in ARCHIVER.rglob("*.py")
+                  if "testing" not in path.relative_to(ARCHIVER).parts
+                  and (lines := len(path.read_text().splitlines())) > MAX_LINES)
+    assert over == []
