@@ -56,6 +56,7 @@ from .parsing import DEFAULT_JOURNAL, CommandLineError, build_parser
 from .summary import describe_remote, format_dry_run, format_summary, human_bytes, printable
 
 if TYPE_CHECKING:
+    from ..archive.index import IndexResult
     from ..serve import Server
 
 log = logging.getLogger("archiver")
@@ -194,7 +195,7 @@ def _load_config(args: argparse.Namespace, uses: frozenset[str] = SECTIONS,
         path = DEFAULT_CONFIG_PATH
         if root is not None and not path.exists():
             return _at_root(Config(), root)
-        if args.command in ("verify", "status", "gc") and not path.exists():
+        if args.command in ("verify", "status", "gc", "index") and not path.exists():
             raise UsageError(f"{path}: configuration file not found (use -c PATH, or give "
                              "a local archive root: DIR or --root DIR)")
     if str(path) == STDIN and getattr(args, "manifest", None) == STDIN:
@@ -341,6 +342,8 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
     if not args.quiet and not args.json:
         print(format_dry_run(result) if args.dry_run else format_summary(result),
               file=summary_stream(args))
+    if getattr(args, "index", False) and not args.dry_run and not received:
+        await _refresh_index(config, args)
     return status, result, report
 
 
@@ -548,6 +551,59 @@ def _status(args: argparse.Namespace) -> Done:
     return Done(ExitStatus.OK)
 
 
+# ---------------------------------------------------------------------- index
+
+async def _publish_index(storage: StorageConfig, per_page: int) -> IndexResult:
+    from ..archive import Archive
+
+    archive = Archive.from_config(storage)
+    await archive.open(readonly=True)  # reads, then writes its pages only: no probe
+    try:
+        return await archive.write_index(per_page=per_page)
+    finally:
+        await archive.close()
+
+
+def _say_index_warnings(result: IndexResult) -> None:
+    for item_id in result.unreadable:
+        say(f"{item_id}/archive.json cannot be read as a record: the index shows it so "
+            "(archiver verify tells more)", level="warning", label="archiver: warning: ",
+            id=item_id)
+    for failure in result.failures:
+        say(failure, level="warning", label="archiver: warning: ")
+
+
+async def _refresh_index(config: Config, args: argparse.Namespace) -> None:
+    """``run --index``: the run's outcome is the archive's, not the page's - a page
+    that cannot be written is a warning, and the exit status stays the run's."""
+    try:
+        result = await _publish_index(config.storage, 1000)
+    except ArchiverError as exc:
+        say(f"the index was not refreshed: {exc}", level="warning",
+            label="archiver: warning: ")
+        return
+    _say_index_warnings(result)
+    if args.verbose:
+        say(f"index refreshed: {result.location} ({result.items} item(s))", level="info",
+            label="archiver: ")
+
+
+def _index(args: argparse.Namespace) -> Done:
+    root: Path | None = args.dir
+    if root is not None and not root.is_dir():
+        raise UsageError(f"{root}: no such folder (an archive root is the folder that "
+                         "holds one folder per archived id)")
+    config = _load_config(args, frozenset({"storage"}), root)
+    result = asyncio.run(_publish_index(config.storage, args.per_page))
+    _say_index_warnings(result)
+    if args.json:
+        return Done(ExitStatus.OK, documents.index(result, per_page=args.per_page))
+    if not args.quiet:
+        print(f"archiver index: {result.items} item(s) on {len(result.pages)} page(s), "
+              f"{human_bytes(result.bytes)}: {result.location}")
+    return Done(ExitStatus.OK)
+
+
 # ------------------------------------------------------------------------- gc
 
 def _gc(args: argparse.Namespace) -> Done:
@@ -585,6 +641,6 @@ def _gc(args: argparse.Namespace) -> Done:
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], Done]] = {
-    "run": _run, "verify": _verify, "status": _status, "gc": _gc, "serve": _serve,
-    "demo": _demo,
+    "run": _run, "verify": _verify, "status": _status, "gc": _gc, "index": _index,
+    "serve": _serve, "demo": _demo,
 }
