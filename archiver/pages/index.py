@@ -169,6 +169,8 @@ def _page(items: Sequence[IndexItem], number: int, count: int, total_items: int,
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
         f'<meta http-equiv="Content-Security-Policy" content="{text(_POLICY)}">\n',
         '<meta name="referrer" content="no-referrer">\n',
+        # No request for /favicon.ico (a 404 on most archives' servers).
+        '<link rel="icon" href="data:,">\n',
         f"<title>Archive{text(f' - page {number} of {count}') if count > 1 else ''}"
         "</title>\n",
         f"<style>{_STYLE}</style>\n</head>\n<body>\n<header>\n<h1>Archive</h1>\n",
