@@ -25,9 +25,9 @@ from collections.abc import Iterable, Sequence
 
 from ..config import StorageConfig
 from ..lock import NO_FENCE, Fence
+from ..pages.index import PER_PAGE
 from ..storage import make_backend
 from ..storage.backend import Backend, Capabilities, ItemWriter
-from ..pages.index import PER_PAGE
 from ..storage.names import RECORD_NAME
 from . import gc, index, verify
 from .state import State, committed, is_id, state
