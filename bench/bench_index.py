@@ -18,7 +18,7 @@ Prints the medians and the ratios (median of per-round ratios) index / (json.loa
 json.dumps) and render / json.dumps, and the pages' sizes: what a browser opens is one
 page, so its size (not the archive's) is what must stay small.
 
-Target: 100,000 items indexed in <= 10 s; every page <= 2 MB.
+Target: 100,000 items indexed in <= 10 s (2 cores); every page <= 2 MB.
 """
 
 from __future__ import annotations

@@ -60,15 +60,18 @@ async def collect_items(backend: Backend, *, concurrency: int = READ_CONCURRENCY
     top of the archive (one listing of the whole archive)."""
     listing = await backend.listing(None, only=RECORD_NAME)
     ids = sorted(i for i, folder in listing.folders.items() if is_id(i) and committed(folder))
-    slots = asyncio.Semaphore(concurrency)
+    pending = iter(ids)
+    found: list[IndexItem] = []
 
-    async def one(item_id: str) -> IndexItem | None:
-        async with slots:
+    async def reader() -> None:
+        # A few readers taking ids in turn, not a task per id: 100,000 ids stay cheap.
+        for item_id in pending:
             raw = await backend.read(item_id, RECORD_NAME)
-        return None if raw is None else item_of(item_id, raw)  # None: gone since listed
+            if raw is not None:  # None: gone since listed
+                found.append(item_of(item_id, raw))
 
-    found = await asyncio.gather(*(one(i) for i in ids))
-    return newest_first([i for i in found if i is not None]), listing.strays
+    await asyncio.gather(*(reader() for _ in range(concurrency)))
+    return newest_first(found), listing.strays
 
 
 def item_of(item_id: str, raw: bytes) -> IndexItem:
