@@ -585,3 +585,20 @@ async def test_run_lock_keeps_a_second_run_out(store):
                 pass
     async with store.backend.run_lock("all", ttl=60, what="the archive"):
         pass
+
+
+async def test_publish_a_page_at_the_top(store):
+    """publish: a page at the top of the archive, replaced whole, listed among the top's
+    entries and never as an item; gc leaves it, however old."""
+    await store.backend.publish("index.html", b"<p>first</p>", content_type="text/html")
+    page = b"<!doctype html><p>second, longer</p>"
+    await store.backend.publish("index.html", page, content_type="text/html")
+    listing = await store.backend.listing(None)
+    [entry] = [e for e in listing.strays if e.name == "index.html"]
+    assert (entry.kind, entry.size) == (Kind.FILE, len(page))
+    assert "index.html" not in listing.folders
+    assert await store.archive.list_archived() == []
+    result = await store.archive.collect_garbage(None, 0.0, False)
+    assert result.removed == []
+    assert [e.size for e in (await store.backend.listing(None)).strays
+            if e.name == "index.html"] == [len(page)]

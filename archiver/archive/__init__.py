@@ -6,6 +6,7 @@
 - :mod:`.transaction` - one item's transaction and its commit protocol;
 - :mod:`.record` - the item's record (``archive.json``), ``SHA256SUMS``, ``info.json``;
 - :mod:`.verify`, :mod:`.gc` - what ``verify`` compares and what ``gc`` removes;
+- :mod:`.index` - the archive's static pages (``archiver index``);
 - :mod:`.scheduler` - one pass over a manifest: :mod:`.polling` asks Akool,
   the download workers archive, :mod:`.outcomes` records what became of each id;
 - :mod:`.runlock` - the one run-lock seam of ``run``, ``serve`` and ``gc``;

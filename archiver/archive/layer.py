@@ -10,6 +10,7 @@ written once per backend (and were: twice, differently):
 - ``gc``: what is garbage, by the store's clock, removed only if unchanged (:mod:`.gc`);
 - the item transaction and its commit protocol (:mod:`archiver.archive.transaction`), through
   :meth:`Archive.item`;
+- ``index``: the archive's static pages, read from its records (:mod:`.index`);
 - the run lock every command takes, through one seam (:func:`archiver.archive.runlock.hold`,
   which asks :attr:`Archive.backend` for the store's own lock).
 
@@ -24,10 +25,11 @@ from collections.abc import Iterable, Sequence
 
 from ..config import StorageConfig
 from ..fleet.lock import NO_FENCE, Fence
+from ..pages.index import PER_PAGE
 from ..storage import make_backend
 from ..storage.backend import Backend, Capabilities, ItemWriter
 from ..storage.names import RECORD_NAME
-from . import gc, verify
+from . import gc, index, verify
 from .state import State, committed, is_id, state
 
 
@@ -96,3 +98,8 @@ class Archive:
                               dry_run: bool, fence: Fence = NO_FENCE) -> gc.GcResult:
         """Remove what uncommitted attempts left, older than *min_age* (:mod:`.gc`)."""
         return await gc.collect_garbage(self.backend, ids, min_age, dry_run, fence)
+
+    async def write_index(self, *, per_page: int = PER_PAGE) -> index.IndexResult:
+        """Publish the archive's static pages, ``index.html`` first among them
+        (:mod:`.index`)."""
+        return await index.write_index(self.backend, per_page=per_page)

@@ -22,6 +22,7 @@ from ..fleet.shard import Shard
 from ..report import STDOUT, OutputFile, json_text
 from . import documents
 from .context import Done, resolve_shard, shard_text
+from .index import index
 from .inspection import gc, status, verify
 from .logs import say, setup_logging
 from .outputs import OutputPathError, save, write_metrics_file
@@ -130,5 +131,6 @@ def _print_document(document: dict[str, Any]) -> bool:
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Shard | None], Done]] = {
-    "run": run, "verify": verify, "status": status, "gc": gc, "serve": serve, "demo": demo,
+    "run": run, "verify": verify, "status": status, "gc": gc, "index": index, "serve": serve,
+    "demo": demo,
 }

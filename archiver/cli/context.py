@@ -58,7 +58,7 @@ def load_config_for(args: argparse.Namespace, uses: frozenset[str] = SECTIONS,
         path = DEFAULT_CONFIG_PATH
         if root is not None and not path.exists():
             return at_root(Config(), root)
-        if args.command in ("verify", "status", "gc") and not path.exists():
+        if args.command in ("verify", "status", "gc", "index") and not path.exists():
             raise UsageError(f"{path}: configuration file not found (use -c PATH, or give "
                              "a local archive root: DIR or --root DIR)")
     if str(path) == STDIN and getattr(args, "manifest", None) == STDIN:

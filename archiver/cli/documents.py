@@ -19,6 +19,7 @@ from ..report import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from ..archive.gc import GcResult
+    from ..archive.index import IndexResult
     from ..archive.verify import VerifyResult
     from ..demo import DemoRun, DemoServe
     from ..manifest import ManifestItem
@@ -93,6 +94,18 @@ def gc(result: GcResult, *, dry_run: bool, min_age: float) -> dict[str, Any]:
         "removed": [{"where": g.where, "kind": g.kind, "size": g.size, "item": g.item}
                     for g in result.removed],
         "kept_recent": sorted(result.kept_recent),
+        "failures": list(result.failures),
+    }
+
+
+def index(result: IndexResult, *, per_page: int) -> dict[str, Any]:
+    return header("index") | {
+        "location": result.location, "per_page": per_page,
+        "totals": {"items": result.items, "pages": len(result.pages), "bytes": result.bytes,
+                   "unreadable": len(result.unreadable)},
+        "pages": list(result.pages),
+        "unreadable": list(result.unreadable),
+        "removed": list(result.removed),
         "failures": list(result.failures),
     }
 

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(commands)
     _add_status(commands)
     _add_gc(commands)
+    _add_index(commands)
     _add_serve(commands)
     _add_demo(commands)
     return parser
@@ -79,6 +80,9 @@ def _add_run(commands: _Commands) -> None:
                      help="exit 0 instead of 3 when ids are only pending (none failed), "
                           "for schedulers that count any other status as a failure; the "
                           "report and metrics still say 3")
+    run.add_argument("--index", action="store_true",
+                     help="refresh the archive's index.html at the end (as `archiver "
+                          "index`); a failure to write it is a warning")
     _add_output_flags(run, json_help="print the run report (as --report writes it) on "
                                      "stdout instead of the summary")
 
@@ -123,6 +127,28 @@ def _add_gc(commands: _Commands) -> None:
     gc.add_argument("--dry-run", action="store_true",
                     help="list what would be removed; remove nothing")
     _add_output_flags(gc)
+
+
+def _add_index(commands: _Commands) -> None:
+    index = commands.add_parser(
+        "index", help="write index.html into the archive: every archived item, with "
+                      "players, sizes and SHA-256 (static, works offline)")
+    index.add_argument("dir", nargs="?", type=Path, metavar="DIR",
+                       help="a local archive root (default: the configuration's storage)")
+    _add_config_flag(index)
+    index.add_argument("--per-page", type=_positive, default=1000, metavar="N",
+                       help="items per page (default 1000): index.html, index-2.html...")
+    _add_output_flags(index)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return value
 
 
 def _add_serve(commands: _Commands) -> None:

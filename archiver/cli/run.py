@@ -19,6 +19,7 @@ from ..models import Outcome, RunResult
 from ..report import build_report, write_report
 from ..run import archive
 from .context import Done, config_source, load_config_for, load_manifest
+from .index import refresh_index
 from .logs import say
 from .outputs import check_outputs, save, summary_stream, write_failure_report
 from .parsing import DEFAULT_JOURNAL
@@ -79,6 +80,8 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
     if not args.quiet and not args.json:
         print(format_dry_run(result) if args.dry_run else format_summary(result),
               file=summary_stream(args))
+    if getattr(args, "index", False) and not args.dry_run and not received:
+        await refresh_index(config, args)
     return status, result, report
 
 

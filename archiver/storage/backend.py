@@ -15,6 +15,8 @@ A backend (:class:`Backend`) only
   temporaries, positional writes, resumption (:class:`Partial`), and a commit that
   writes the record only if it is absent, returning whether it is ours;
 - removes entries only if they are unchanged (:meth:`Backend.remove`);
+- publishes a small file at the top, atomically (:meth:`Backend.publish`: the index
+  pages of ``archiver index``);
 - takes its run lock (:meth:`Backend.run_lock`: a ``flock``, a lease), yielding the
   :class:`~archiver.fleet.lock.Fence` work checks before it starts;
 - says what it can (:class:`Capabilities`);
@@ -297,6 +299,13 @@ class Backend(Protocol):
         only if it is unchanged since it was listed (same tag), and none from a folder
         holding ``archive.json`` by then. Unfinished uploads are aborted. Raises
         StorageUnavailable if the store cannot be reached at all."""
+
+    async def publish(self, name: str, data: bytes, *, content_type: str) -> None:
+        """Write the small file *name* at the top of the archive, replacing any: readers
+        see the old bytes or the new, never a part (local disk: a temporary, fsync,
+        rename; S3: one PutObject, served with *content_type*). Only for the archive's
+        own pages (``index.html``, :func:`~archiver.storage.names.is_index_page`), never
+        an item's file. Raises StorageError naming what could not be written."""
 
     def where(self, item_id: str | None, entry: Entry) -> str:
         """*entry* of the item (or of the top), as messages show it: a path, a URL."""

@@ -19,8 +19,10 @@ pattern to :data:`RESULT_FAMILIES`. Backends never decide by name what is theirs
 
 The top of an archive holds no items, only the archiver's own machinery: write probes
 (``.archiver-probe-<hex>``, S3's open check; :func:`is_probe`, collected by ``gc`` once
-old), the lease folder (``.archiver-lease/``), lock files and the serve journal. Ids
-never start with a dot, so none of these can be taken for an item.
+old), the lease folder (``.archiver-lease/``), lock files, the serve journal, and the
+pages ``archiver index`` publishes (``index.html``, ``index-2.html``...; :func:`is_index_page`).
+Ids never start with a dot and never hold one, so none of these can be taken for an item,
+and ``gc`` removes none of them but old probes.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ TEMP_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
 SMALL_SUFFIX = ".tmp"
 _TEMPORARY_SUFFIXES = (SIDECAR_SUFFIX, TEMP_SUFFIX, SMALL_SUFFIX)
+
+#: The first page of the archive's index; the others are ``index-<n>.html``, n >= 2.
+INDEX_NAME = "index.html"
+_INDEX_PAGE = re.compile(r"index(?:-([1-9][0-9]*))?\.html")
 
 #: The write probe a backend's open() may leave at the top (``<prefix>.archiver-probe-<hex>``).
 PROBE_PREFIX = ".archiver-probe-"
@@ -105,3 +111,22 @@ def collectable(name: str) -> bool:
 def is_probe(name: str) -> bool:
     """Whether a name at the top of the archive is a write probe's."""
     return name.startswith(PROBE_PREFIX)
+
+
+def index_page_name(number: int) -> str:
+    """The name of page *number* (1-based) of the index: ``index.html``, ``index-2.html``."""
+    return INDEX_NAME if number == 1 else f"index-{number}.html"
+
+
+def index_page_number(name: str) -> int | None:
+    """The page number of an index page's name at the top of the archive, else None."""
+    match = _INDEX_PAGE.fullmatch(name)
+    if match is None:
+        return None
+    number = int(match.group(1) or 1)
+    return number if number >= 2 or match.group(1) is None else None
+
+
+def is_index_page(name: str) -> bool:
+    """Whether a name at the top of the archive is a page of ``archiver index``."""
+    return index_page_number(name) is not None

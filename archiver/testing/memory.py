@@ -56,6 +56,8 @@ class MemoryBackend:
         self.description = f"memory://{name}"
         self.clock = clock
         self.files: dict[str, dict[str, Stored]] = {}
+        #: The files at the top, outside any item (the index pages).
+        self.top: dict[str, Stored] = {}
         self._versions = itertools.count(1)
         self._locks: set[str] = set()
 
@@ -81,6 +83,9 @@ class MemoryBackend:
                 listing.folders[item_id] = {
                     name: Entry(name, Kind.FILE, len(s.data), s.mtime, str(s.version))
                     for name, s in folder.items()}
+        if ids is None:
+            listing.strays = [Entry(name, Kind.FILE, len(s.data), s.mtime, str(s.version))
+                              for name, s in sorted(self.top.items())]
         return listing
 
     async def read(self, item_id: str, name: str) -> bytes | None:
@@ -98,9 +103,12 @@ class MemoryBackend:
     def item(self, item_id: str) -> MemoryItemWriter:
         return MemoryItemWriter(self, item_id)
 
+    async def publish(self, name: str, data: bytes, *, content_type: str) -> None:
+        self.top[name] = Stored(bytes(data), self.clock(), next(self._versions))
+
     async def remove(self, item_id: str | None, entries: Sequence[Entry]) -> Removal:
         result = Removal()
-        folder = self.files.get(item_id or "", {})
+        folder = self.top if item_id is None else self.files.get(item_id, {})
         if RECORD_NAME in folder:
             return result
         for entry in entries:

@@ -168,6 +168,26 @@ class LocalBackend:
                 pass
         return result
 
+    # ------------------------------------------------------------------ pages
+
+    async def publish(self, name: str, data: bytes, *, content_type: str) -> None:
+        # A disk keeps no content type: a web server tells it from the name.
+        await asyncio.to_thread(self._publish_sync, name, data)
+
+    def _publish_sync(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        try:
+            with fs.root_folder(self.root) as dir_fd:
+                if dir_fd is None:
+                    raise StorageError(f"cannot write {path}: no archive root {self.root}")
+                # A temporary (.index.html.tmp), fsync, rename: a reader (a browser, a
+                # sync) sees the old page or the new one. A link planted under the
+                # name is replaced, never written through.
+                fs.write_atomic(dir_fd, name, data)
+                os.fsync(dir_fd)
+        except OSError as exc:
+            raise fs.write_error(path, exc) from None
+
     def where(self, item_id: str | None, entry: Entry) -> str:
         folder = self.root if item_id is None else self.root / item_id
         return str(folder / entry.name)

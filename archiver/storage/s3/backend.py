@@ -16,6 +16,7 @@ hashed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import tempfile
@@ -258,6 +259,19 @@ class S3Backend:
 
     async def remove(self, item_id: str | None, entries: Sequence[Entry]) -> Removal:
         return await self._reading(self._remover.remove, item_id, list(entries))
+
+    # ---------------------------------------------------------------- pages
+
+    async def publish(self, name: str, data: bytes, *, content_type: str) -> None:
+        # One PutObject is atomic: readers get the old object or the new one. The
+        # content type makes a static website or a presigned URL show it, not save it.
+        key = f"{self.prefix}{name}"
+        try:
+            await self.bucket.run(functools.partial(
+                self.bucket.put, key, data, extra={"ContentType": content_type}))
+        except BOTO_ERRORS as exc:
+            raise StorageError(f"cannot write s3://{self.bucket.name}/{key}: "
+                               f"{self.bucket.scrub(describe(exc))}") from None
 
     def where(self, item_id: str | None, entry: Entry) -> str:
         folder = self.prefix if item_id is None else f"{self.prefix}{item_id}/"

@@ -194,7 +194,9 @@ class S3Bucket:
     def put(self, key: str, data: bytes | PartBuffer, *, sha256_hex: str | None = None,
             if_none_match: bool = False, extra: dict[str, str] | None = None,
             ) -> tuple[dict[str, Any], str]:
-        """PutObject with its SHA-256 checksum (and as metadata); returns (answer, b64)."""
+        """PutObject with its SHA-256 checksum (and as metadata); returns (answer, b64).
+
+        *extra*: more PutObject parameters (``ContentType`` of a page served as is)."""
         digest = data.sha256() if isinstance(data, PartBuffer) else hashlib.sha256(data).digest()
         if sha256_hex is not None and digest.hex() != sha256_hex:
             # The bytes in hand are not the bytes the downloader hashed: never store them.
@@ -204,6 +206,7 @@ class S3Bucket:
         params: dict[str, Any] = dict(
             Bucket=self.name, Key=key, Body=body, ChecksumAlgorithm="SHA256",
             ChecksumSHA256=checksum, Metadata={"sha256": digest.hex()}, **self.put_args)
+        params.update(extra or {})
         if if_none_match:
             params["IfNoneMatch"] = "*"
         try:
