@@ -1,7 +1,9 @@
 """``archiver demo``: the whole pipeline against the built-in Akool stand-in, no account.
 
-It starts the stand-in on loopback, archives its sample jobs (translations with
-subtitles, talking photos, and one job that fails on Akool's side, on purpose), leaves
+It starts the stand-in on loopback, archives six of its sample jobs - one of each result
+family (a video translation with subtitles, an image with its 4K upscales, an audio, a
+face swap, an image-to-video with sound and cover) and one video job that fails on
+Akool's side, on purpose -, leaves
 the manifest of those jobs in the archive (``manifest.yaml``, so that ``archiver
 status`` and ``verify`` can be tried on it at once, without any configuration) and
 returns the run's result for the command line to summarize. A second run skips every
@@ -19,10 +21,11 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .akool.families import FAMILIES
 from .archive.run import archive
 from .config import Config
 from .events import Observer
@@ -31,6 +34,9 @@ from .manifest import Manifest, ManifestItem
 from .models import Outcome, RunResult
 from .report import write_atomic_text
 from .service.journal import JobRow, Journal
+
+if TYPE_CHECKING:
+    from .testing.standin import JobScenario
 
 #: Called with the demo's configuration before anything runs (the CLI masks its key).
 ConfigHook = Callable[[Config], None]
@@ -68,17 +74,12 @@ async def _demo(directory: Path, say: Say | None, observer: Observer | None,
 
     key = "demo-" + secrets.token_hex(16)
     standin = AkoolStandIn(api_key=key)
-    jobs = sample_jobs()
+    jobs = _one_of_each(sample_jobs(FAMILIES))
     standin.add_jobs(jobs)
     items = []
     for job_id, scenario in jobs.items():
-        if scenario.outcome == "failed":
-            label = "fails-on-purpose"
-        elif len(scenario.files) > 1:
-            label = f"translation-{scenario.translated_lang}"
-        else:
-            label = "talking-photo"
-        items.append(ManifestItem(job_id, label))
+        label = "fails-on-purpose" if scenario.outcome == "failed" else scenario.family
+        items.append(ManifestItem(job_id, label, scenario.family))
 
     async with standin.serve() as base_url:
         config = _demo_config(base_url, key, directory)
@@ -98,9 +99,28 @@ async def _demo(directory: Path, say: Say | None, observer: Observer | None,
                    directory, manifest, expected_failures)
 
 
+def _one_of_each(jobs: dict[str, JobScenario]) -> dict[str, JobScenario]:
+    """The first successful sample job of each family, and the video family's failing
+    one: six jobs."""
+    chosen: dict[str, JobScenario] = {}
+    families: set[str] = set()
+    failing = False
+    for job_id, scenario in jobs.items():
+        if scenario.outcome == "failed":
+            if scenario.family == "video" and not failing:
+                chosen[job_id], failing = scenario, True
+        elif scenario.family not in families:
+            chosen[job_id] = scenario
+            families.add(scenario.family)
+    return chosen
+
+
 def _write_manifest(path: Path, items: list[ManifestItem]) -> None:
-    entries = [{"id": i.id, "label": i.label} for i in items]
-    text = yaml.safe_dump({"videos": entries}, sort_keys=False)
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for i in items:
+        sections.setdefault(FAMILIES[i.family].section, []).append(
+            {"id": i.id, "label": i.label})
+    text = yaml.safe_dump(sections, sort_keys=False)
     write_atomic_text(path, "# The sample jobs of `archiver demo`: a manifest as "
                             "`archiver run` reads it.\n" + text)
 

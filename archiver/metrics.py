@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
+from .akool.families import FAMILIES
 from .exitstatus import ExitStatus
 from .fleet.shard import Shard
 from .models import Outcome, RunResult
@@ -37,8 +39,11 @@ def render_metrics(result: RunResult | None, exit_status: int, *, now: float,
             lines.append(f"{name}{labels} {_number(value)}")
 
     if result is not None:
-        metric("archiver_items", "gauge", "Ids of the last run, by outcome.",
-               [(f'{{outcome="{o.value}"}}', result.count(o)) for o in Outcome])
+        # Every family's series, zeros too: a dashboard's series do not come and go.
+        counts = Counter((i.outcome, i.family) for i in result.items)
+        metric("archiver_items", "gauge", "Ids of the last run, by outcome and family.",
+               [(f'{{outcome="{o.value}",family="{f}"}}', counts[(o, f)])
+                for o in Outcome for f in FAMILIES])
         metric("archiver_bytes_archived", "gauge", "Bytes archived by the last run.",
                [("", result.bytes_archived)])
         metric("archiver_run_duration_seconds", "gauge", "Duration of the last run.",

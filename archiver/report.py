@@ -66,6 +66,7 @@ def _item(item: ItemResult, now: float) -> dict[str, Any]:
     return {
         "id": item.id,
         "label": item.label,
+        "family": item.family,
         "outcome": item.outcome.value,
         "api_status": item.status,
         "polls": item.polls,

@@ -4,6 +4,11 @@ CDNs and proxies answer ``200 OK`` with HTML, XML or JSON error bodies; a trunca
 empty body can carry a plausible Content-Length. Each result file is checked while it
 streams (its first bytes, and for MP4s the chain of top-level boxes) and at the end (its
 size, the boxes adding up to it exactly, and for subtitles, its text).
+
+A file of the other result families may be one of several content kinds
+(:data:`KIND_EXTENSIONS`: an image PNG, JPEG or WebP; audio MP3 - with or without an ID3
+tag -, WAV or M4A; a face swap's result an image or an MP4): its first bytes say which
+(:func:`sniff`), and that gives its extension. MP4 and M4A files get the box check.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import codecs
 import re
 import struct
+from collections.abc import Callable
 
 from .errors import DownloadError
 
@@ -21,6 +27,44 @@ _MARKUP_TYPES = ("text/html", "application/xhtml", "application/json", "text/jso
                  "application/xml", "text/xml", "application/problem+json")
 _SRT_TIMING = re.compile(
     r"^\s*\d{1,2}:\d{2}:\d{2}[,.]\d{1,3}\s*-->\s*\d{1,2}:\d{2}:\d{2}[,.]\d{1,3}", re.M)
+
+
+#: Content kind -> the extension a file of it is archived with.
+KIND_EXTENSIONS: dict[str, str] = {
+    "mp4": "mp4", "png": "png", "jpeg": "jpg", "webp": "webp",
+    "mp3": "mp3", "wav": "wav", "m4a": "m4a",
+}
+#: The ``ftyp`` major brands of an audio-only MPEG-4 file.
+_M4A_BRANDS = (b"M4A ", b"M4B ", b"M4P ")
+_KIND_NAMES = {"mp4": "MP4", "png": "PNG", "jpeg": "JPEG", "webp": "WebP", "mp3": "MP3",
+               "wav": "WAV", "m4a": "M4A"}
+
+
+def named(role: str, kind: str) -> str:
+    """The archived name of a file of *role* proved to be of *kind*: ``image.png``."""
+    return f"{role}.{KIND_EXTENSIONS[kind]}"
+
+
+def sniff(head: bytes) -> str | None:
+    """The content kind the first bytes (at least 12) of a file prove, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[4:8] == b"ftyp":
+        return "m4a" if head[8:12] in _M4A_BRANDS else "mp4"
+    if head.startswith(b"ID3") and len(head) >= 10 and head[3] in (2, 3, 4):
+        return "mp3"
+    # An MPEG audio frame header: 11 sync bits, a version and layer that exist
+    # (layer III for MPEG-1/2/2.5), a bitrate that is not "bad".
+    if len(head) >= 4 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 \
+            and head[1] & 0x18 != 0x08 and head[1] & 0x06 == 0x02 and head[2] & 0xF0 != 0xF0:
+        return "mp3"
+    return None
 
 
 class ContentRejected(DownloadError):
@@ -38,9 +82,19 @@ class ContentCheck:
     """
 
     def __init__(self, name: str, content_type: str | None, head: bytes = b"", *,
-                 offset: int | None = None, boxes: Mp4Boxes | None = None) -> None:
+                 offset: int | None = None, boxes: Mp4Boxes | None = None,
+                 kinds: tuple[str, ...] = ()) -> None:
+        """*kinds*: the content kinds the file may be (its name is then a role, without
+        an extension); its first bytes decide which (:attr:`kind`)."""
         self.name = name
+        self._kinds = kinds
         self._kind = "srt" if name.endswith(".srt") else "mp4" if name.endswith(".mp4") else ""
+        if kinds and ("mp4" in kinds or "m4a" in kinds):
+            self._kind = "mp4"  # until the head says otherwise
+        #: The content kind the first bytes proved (files with *kinds* only).
+        self.kind: str | None = None
+        #: Called with :attr:`kind` once the first bytes proved it.
+        self.on_kind: Callable[[str], None] | None = None
         self._head = bytearray(head)
         self._head_checked = False
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
@@ -92,8 +146,23 @@ class ContentCheck:
         if stripped.startswith((b"<!doctype", b"<html", b"<?xml", b"<error", b"{", b"[")):
             raise ContentRejected(f"{self.name}: the server sent an HTML/XML/JSON page, "
                                   "not the file")
+        if self._kinds:
+            self._check_kind(head)
+            return
         if self._kind == "mp4" and head[4:8] != b"ftyp":
             raise ContentRejected(f"{self.name}: not an MP4 file (no 'ftyp' box at offset 4)")
+
+    def _check_kind(self, head: bytes) -> None:
+        kind = sniff(head)
+        if kind not in self._kinds:
+            wanted = ", ".join(_KIND_NAMES[k] for k in self._kinds)
+            what = f"a {_KIND_NAMES[kind]} file" if kind else "no file of a known kind"
+            raise ContentRejected(f"{self.name}: expected {wanted}; the server sent {what}")
+        self.kind = kind
+        if kind not in ("mp4", "m4a"):
+            self._kind, self.boxes = "", None
+        if self.on_kind is not None:
+            self.on_kind(kind)
 
     def _decode(self, data: bytes | memoryview, final: bool = False) -> None:
         try:

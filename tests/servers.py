@@ -18,12 +18,13 @@ def redirect_to(location: str) -> Callable[[web.Request], Any]:
 
 
 class aiohttp_server:  # lower case: it reads like a function, async with aiohttp_server()
-    """A small aiohttp app on 127.0.0.1 serving *routes* (path -> GET handler)."""
+    """A small aiohttp app on 127.0.0.1 serving *routes* (path -> handler of *method*)."""
 
-    def __init__(self, routes: dict[str, Callable[[web.Request], Any]]) -> None:
+    def __init__(self, routes: dict[str, Callable[[web.Request], Any]],
+                 method: str = "GET") -> None:
         self._app = web.Application()
         for path, handler in routes.items():
-            self._app.router.add_get(path, handler)
+            self._app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(self._app, shutdown_timeout=0.1)
 
     async def __aenter__(self) -> str:

@@ -48,7 +48,11 @@ def test_the_demo_archive_is_checked_without_configuration(tmp_path):
 
     verify = _run_bare("verify", "demo-archive", cwd=tmp_path)
     assert verify.returncode == 0, verify.stderr
-    assert verify.stdout.startswith("archiver verify: 5 item(s), 14 file(s), ")
+    # One item of each family: 4 video files, 3 images, 1 audio, 1 face swap, 3 of
+    # image-to-video.
+    assert verify.stdout.startswith("archiver verify: 5 item(s), 12 file(s), ")
+    assert {i.family for i in manifest} == {"video", "image", "audio", "faceswap",
+                                            "image2video"}
     assert verify.stdout.endswith(" checked: OK\n")
 
     status = _run_bare("status", "demo-archive/manifest.yaml", "--root", "demo-archive",

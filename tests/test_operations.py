@@ -63,7 +63,8 @@ def test_metrics_file_for_node_exporter(served, workdir):
     assert run_cli("run", "ok.yaml", "--metrics-file", str(metrics), cwd=workdir,
                    env=ENV).returncode == 0
     first = _parse_prom(metrics.read_text())
-    assert first['archiver_items{outcome="archived"}'] == 1
+    assert first['archiver_items{outcome="archived",family="video"}'] == 1
+    assert first['archiver_items{outcome="archived",family="faceswap"}'] == 0
     assert first["archiver_bytes_archived"] == 10_000
     assert first["archiver_exit_status"] == 0
     success = first["archiver_last_success_timestamp_seconds"]
@@ -72,8 +73,8 @@ def test_metrics_file_for_node_exporter(served, workdir):
     assert run_cli("run", "bad.yaml", "--metrics-file", str(metrics), cwd=workdir,
                    env=ENV).returncode == 1
     second = _parse_prom(metrics.read_text())
-    assert second['archiver_items{outcome="already_archived"}'] == 1
-    assert second['archiver_items{outcome="failed"}'] == 1
+    assert second['archiver_items{outcome="already_archived",family="video"}'] == 1
+    assert second['archiver_items{outcome="failed",family="video"}'] == 1
     assert second["archiver_exit_status"] == 1
     assert second["archiver_last_success_timestamp_seconds"] == success  # carried over
     assert second["archiver_last_run_timestamp_seconds"] >= success

@@ -30,8 +30,10 @@ async def test_written_record_parses_back_to_the_same_bytes(standin, make_config
     record = ArchiveRecord.parse(raw)
     assert record.to_bytes() == raw
     assert ArchiveRecord.parse(record.to_bytes()) == record
-    assert list(json.loads(raw)) == ["format", "id", "label", "archived_at", "archiver_version",
-                                     "video_status", "create_time", "expires_at", "files"]
+    assert list(json.loads(raw)) == ["format", "id", "family", "label", "archived_at",
+                                     "archiver_version", "video_status", "create_time",
+                                     "expires_at", "files"]
+    assert record.family == "video"
     assert [f.name for f in record.files] == [
         "video.mp4", "original.srt", "translated.srt", "no_caption.mp4"]
     assert sha256sums(record.files) == (folder / "SHA256SUMS").read_bytes()

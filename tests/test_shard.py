@@ -95,8 +95,8 @@ def test_shards_archive_disjoint_sets_once_with_report_and_metrics(workdir, serv
         assert sorted(i["id"] for i in report["items"]) == mine
         metrics = (workdir / f"m{k}.prom").read_text()
         assert f'archiver_exit_status{{shard="{k}",shards="4"}} 0' in metrics
-        assert f'archiver_items{{shard="{k}",shards="4",outcome="archived"}} {len(mine)}' \
-            in metrics
+        assert (f'archiver_items{{shard="{k}",shards="4",outcome="archived",'
+                f'family="video"}} {len(mine)}') in metrics
     assert sorted(p.name for p in (workdir / "archive").iterdir() if not
                   p.name.startswith(".")) == sorted(IDS)
     assert set(standin.polls.values()) == {1}

@@ -25,7 +25,7 @@ from ..errors import DownloadError, TransientDownloadError
 from ..models import FileRecord, RemoteFile, redact_url
 from ..retry import with_retries
 from ..storage.base import ItemWriter, Partial
-from ..validate import ContentCheck
+from ..validate import ContentCheck, named
 from .attempt import Carry, Target, TransferListener
 from .connections import overran
 from .resume import (
@@ -119,7 +119,7 @@ class Downloader:
         partial = await kept_partial(writer, remote.name, shown)
         if partial is not None and partial.complete:
             # Received and checked in full by an earlier run that stopped before commit.
-            return await reuse_complete(writer, remote.name, partial, shown)
+            return await reuse_complete(writer, remote.name, partial, shown, remote.kinds)
         target: Target | None = None
         stale = committed = False
         try:
@@ -157,7 +157,7 @@ class Downloader:
                        self._config.max_file_size)
         check = ContentCheck(remote.name, resp.headers.get("Content-Type"),
                              head=resume.head if resume else b"", offset=offset,
-                             boxes=carry.boxes if resume else None)
+                             boxes=carry.boxes if resume else None, kinds=remote.kinds)
         carry.boxes = check.boxes
         if check.boxes is not None and check.boxes.lost:
             log.info("%s: the MP4 box check cannot see the bytes an earlier run "
@@ -168,6 +168,10 @@ class Downloader:
         # Last: once the sink is open, the caller holds it (and aborts it on failure).
         sink = await writer.open_file(remote.name, resume=resume,
                                       validator=validator(resp), source=shown)
+        if remote.kinds:
+            # The first bytes name the file (image -> image.png): the sink takes the
+            # name before anything is stored under a final one.
+            check.on_kind = lambda kind: sink.rename(named(remote.name, kind))
         return Target(remote.name, remote.url, shown, sink, hasher, check, listener, carry,
                       offset, expected)
 
@@ -194,7 +198,9 @@ class Downloader:
             raise TransientDownloadError(f"{target.shown}: got {size - target.offset} of "
                                          f"{target.expected} bytes (Content-Length)")
         target.check.finish(size)
+        kind = target.check.kind
+        name = target.name if kind is None else named(target.name, kind)
         extra = await target.sink.commit(size, target.hasher.hexdigest())
-        log.debug("stored %s (%d bytes) from %s", target.name, size, target.shown)
-        return FileRecord(name=target.name, size=size, sha256=target.hasher.hexdigest(),
+        log.debug("stored %s (%d bytes) from %s", name, size, target.shown)
+        return FileRecord(name=name, size=size, sha256=target.hasher.hexdigest(),
                           source_url=target.shown, extra=extra)

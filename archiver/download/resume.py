@@ -25,6 +25,7 @@ from .._http import parse_retry_after
 from ..errors import DownloadError, TransientDownloadError, UrlGone
 from ..models import FileRecord
 from ..storage.base import ItemWriter, Partial
+from ..validate import named, sniff
 
 # One logger for the whole package, named as before it was split: filters keep working.
 log = logging.getLogger("archiver.download")
@@ -55,10 +56,18 @@ async def kept_partial(writer: ItemWriter, name: str, shown: str) -> Partial | N
 
 
 async def reuse_complete(writer: ItemWriter, name: str, partial: Partial,
-                         shown: str) -> FileRecord:
-    """Commit a copy an earlier run received and checked in full but never committed."""
+                         shown: str, kinds: tuple[str, ...] = ()) -> FileRecord:
+    """Commit a copy an earlier run received and checked in full but never committed
+    (*kinds*: its name is a role, its kept first bytes give the extension)."""
     log.info("%s: using the complete copy kept by an earlier attempt", name)
     kept = await writer.open_file(name, resume=partial)
+    if kinds:
+        kind = sniff(partial.head)
+        if kind not in kinds:  # it was checked: only a changed file could get here
+            await kept.abort(keep=False)
+            raise StalePartial(f"{shown}: the kept copy is no longer of a known kind")
+        name = named(name, kind)
+        kept.rename(name)
     extra = await kept.commit(partial.size, partial.hasher.hexdigest())
     return FileRecord(name=name, size=partial.size, sha256=partial.hasher.hexdigest(),
                       source_url=shown, extra=extra)

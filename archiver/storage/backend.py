@@ -190,6 +190,12 @@ class FileSink(Protocol):
         them (positional sinks only). :meth:`abort` with *keep* keeps just that prefix.
         """
 
+    def rename(self, name: str) -> None:
+        """Give the file the final name *name* instead of the one it was opened with:
+        the extension its first bytes proved (``image`` -> ``image.png``). Called at
+        most once, once the first bytes were checked and before any is stored under a
+        final name; temporary names (and so a resume) keep the name opened with."""
+
     async def commit(self, size: int, sha256: str) -> dict[str, Any]:
         """Check *size* bytes were written and make the file durable.
 

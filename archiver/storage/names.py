@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import re
 
+from ..akool.families import FAMILIES
 from ..models import RESULT_FILES
+from ..validate import KIND_EXTENSIONS
 
 RECORD_NAME = "archive.json"
 INFO_NAME = "info.json"
@@ -39,8 +41,24 @@ METADATA_NAMES = frozenset({INFO_NAME, SUMS_NAME, RECORD_NAME})
 
 #: Result files by exact name (from the fields of Akool's answer).
 RESULT_NAMES = frozenset(name for _, name in RESULT_FILES)
-#: Result files by pattern: families whose names carry a counter. Empty for now.
-RESULT_FAMILIES: tuple[re.Pattern[str], ...] = ()
+
+
+def _role_pattern(role: str, kinds: tuple[str, ...], numbered: bool) -> re.Pattern[str]:
+    stem = re.escape(role) + (r"-[1-9][0-9]{0,2}" if numbered else "")
+    extensions = "|".join(sorted({re.escape(KIND_EXTENSIONS[k]) for k in kinds}))
+    return re.compile(f"{stem}\\.(?:{extensions})")
+
+
+#: Result files by pattern: a role of a result family with the extension of one of its
+#: content kinds (``image.png``, ``upscaled-2.webp``, ``result.mp4``, ``audio.m4a``).
+RESULT_FAMILIES: tuple[re.Pattern[str], ...] = tuple(
+    _role_pattern(role.name, role.kinds, role.numbered)
+    for family in FAMILIES.values() for role in family.roles if role.kinds)
+#: The roles themselves: a file whose kind its bytes decide is written under its role's
+#: temporary name (``.image.part``) and gets its extension at commit.
+_ROLES: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(re.escape(role.name) + (r"-[1-9][0-9]{0,2}" if role.numbered else ""))
+    for family in FAMILIES.values() for role in family.roles if role.kinds)
 
 TEMP_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
@@ -105,7 +123,7 @@ def collectable(name: str) -> bool:
     if is_item_name(name):
         return True
     of = temporary_of(name)
-    return of is not None and is_item_name(of)
+    return of is not None and (is_item_name(of) or any(p.fullmatch(of) for p in _ROLES))
 
 
 def is_probe(name: str) -> bool:

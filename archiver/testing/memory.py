@@ -173,7 +173,7 @@ class MemoryItemWriter:
 
     async def commit(self, record: bytes, *, expect: Collection[str] = ()) -> bool:
         folder = self._store.files.get(self._item_id, {})
-        files = {s.name: bytes(s.data) for s in self._sinks if s.done} | self._small
+        files = {s.final_name: bytes(s.data) for s in self._sinks if s.done} | self._small
         missing = sorted(n for n in expect if n not in files and n not in folder)
         if missing:
             raise StorageError(f"{self._item_id}: {', '.join(missing)} missing before "
@@ -210,9 +210,14 @@ class MemorySink:
         self._store = store
         self._item_id = item_id
         self.name = name
+        #: The name at commit (:meth:`rename`); the temporary keeps :attr:`name`.
+        self.final_name = name
         self.data = bytearray()
         self.done = False
         self._aborted = False
+
+    def rename(self, name: str) -> None:
+        self.final_name = name
 
     async def write(self, chunk: bytes) -> None:
         self._check_open()

@@ -52,6 +52,8 @@ class LocalFileSink:
     def __init__(self, folder: Path, name: str) -> None:
         self.folder = folder
         self.name = name
+        #: The name the file gets at commit (:meth:`rename`); temporaries keep :attr:`name`.
+        self.final_name = name
         self.final = folder / name
         self.temp = folder / temp_name(name)
         self.sidecar = folder / sidecar_name(name)
@@ -211,6 +213,10 @@ class LocalFileSink:
             with contextlib.suppress(OSError):
                 os.close(reader)
 
+    def rename(self, name: str) -> None:
+        self.final_name = name
+        self.final = self.folder / name
+
     async def commit(self, size: int, sha256: str) -> dict[str, Any]:
         if self._written != size:
             await self.abort()
@@ -257,7 +263,8 @@ class LocalFileSink:
             self._file.close()
             self._file = None
         # Replaces whatever has the final name - a planted link too - never its target.
-        os.replace(temp_name(self.name), self.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.replace(temp_name(self.name), self.final_name, src_dir_fd=dir_fd,
+                   dst_dir_fd=dir_fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sidecar_name(self.name), dir_fd=dir_fd)
 

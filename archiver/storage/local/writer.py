@@ -67,7 +67,7 @@ class LocalItemWriter:
         small, self._pending_small = self._pending_small, []
         # If the commit fails half-way, abort() removes what it made final: the metadata
         # files and the item's files (uncommitted, they are nobody else's on this disk).
-        self._small = [name for name, _ in small] + [sink.name for sink in sinks]
+        self._small = [name for name, _ in small] + [sink.final_name for sink in sinks]
         ours = await asyncio.to_thread(_commit_sync, self.folder, sinks, small, record,
                                        expect)
         if not ours:

@@ -188,6 +188,13 @@ class S3FileSink:
         self._sent += size
         self._submit_part(self._bucket.buffers.take(), load)
 
+    def rename(self, name: str) -> None:
+        # The key is only used once the upload starts (its first part, or the single
+        # PUT at commit): the first bytes are checked long before.
+        if self._create is not None or self._upload_id is not None:
+            raise StorageError(f"{self.key}: renamed after its upload started")
+        self.key = self.key[:self.key.rfind("/") + 1] + name
+
     async def _start_part(self) -> None:
         """Check the part count; start the multipart upload if not done yet."""
         if self._next_part > MAX_PARTS:
