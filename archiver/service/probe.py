@@ -15,13 +15,17 @@ again later rather than given up on. Credential errors are fatal, as everywhere.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..akool.client import AkoolClient
 from ..akool.families import FAMILIES
+from ..config import ApiConfig
 from ..errors import APIError, Transient
+from ..manifest import ManifestItem
 from ..models import JobInfo
 
 log = logging.getLogger(__name__)
@@ -65,3 +69,34 @@ async def find_family(client: _Client, job_id: str, skip: Iterable[str] = ()) ->
         log.info("%s: found among the %s results", job_id, family)
         return Probe(family)
     return Probe(None, silent)
+
+
+async def with_families(config: ApiConfig, pending: Sequence[tuple[str, str | None]],
+                        *, limit: int = 16) -> list[ManifestItem]:
+    """``run --from-journal``: the journal's pending ids as manifest items, each with
+    its family - as recorded, or found by :func:`find_family` (one client, at most
+    *limit* ids asked at once). An id no family claims (yet) is left out, with one
+    warning line: it stays pending in the journal for ``serve``, or the next run."""
+    unknown = [job_id for job_id, family in pending if family is None]
+    found: dict[str, Probe] = {}
+    if unknown:
+        slots = asyncio.Semaphore(limit)
+
+        async def probe(client: AkoolClient, job_id: str) -> None:
+            async with slots:
+                found[job_id] = await find_family(client, job_id)
+
+        async with AkoolClient(config, limit=limit) as client:
+            await asyncio.gather(*(probe(client, job_id) for job_id in unknown))
+    items: list[ManifestItem] = []
+    for job_id, family in pending:
+        family = family or found[job_id].family
+        if family is not None:
+            items.append(ManifestItem(job_id, family=family))
+            continue
+        probe_error = found[job_id].error
+        log.warning("%s: left pending: %s", job_id,
+                    "no result family knows this id" if probe_error is None
+                    else f"its result family is unknown and the API did not answer "
+                         f"({probe_error})")
+    return items
