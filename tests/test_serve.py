@@ -447,7 +447,7 @@ async def test_statuses_2_3_4_and_lost_callbacks(
         # A late retry of "processing" after "success" changes nothing.
         late = await sender.notify(processing, 2)
         assert (late.status, late.text) == (200, "ok\n")
-        assert server.counters.recorded["duplicate"] == 1
+        assert server.counters.recorded["duplicate", "video"] == 1
     jobs = await rows(tmp_path / "archive")
     assert jobs[processing].status == 3 and jobs[processing].state == "done"
     assert jobs[processing].outcome == jobs[lost].outcome == "archived"
@@ -505,7 +505,9 @@ async def test_healthz_and_metrics(
     assert "archiver_webhook_received_total 4" in text
     assert 'archiver_webhook_rejected_total{reason="bad_json"} 1' in text
     assert 'archiver_webhook_rejected_total{reason="bad_signature"} 1' in text
-    assert 'archiver_webhook_items_total{outcome="archived"} 1' in text
+    assert 'archiver_webhook_items_total{outcome="archived",family="video"} 1' in text
+    assert 'archiver_webhook_items_total{outcome="archived",family="image"} 0' in text
+    assert 'archiver_webhook_accepted_total{result="new",family="video"} 2' in text
     assert "archiver_webhook_queue_depth 1" in text
     assert "archiver_webhook_oldest_pending_age_seconds" in text
 

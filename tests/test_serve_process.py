@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import json
 import os
 import signal
@@ -214,6 +215,13 @@ def test_demo_serve_shows_the_whole_loop_offline(tmp_path: Path) -> None:
     assert "forged signature -> HTTP 401" in result.stderr
     assert "the same body sent again -> HTTP 200" in result.stderr
     assert "failed: Akool job failed" in result.stdout
+    # One callback of each family, each archived under it; image-to-video's has no type.
+    for family in ("video", "image", "audio", "faceswap", "image2video"):
+        assert f"({family}, type " in result.stderr
+        assert re.search(rf"^  [0-9a-f]{{24}}  {family} +archived$", result.stdout, re.M), \
+            result.stdout
+    assert "(image2video, type none: found by asking each family) -> HTTP 200" \
+        in result.stderr
 
 
 def test_serve_usage_errors_are_one_line_exit_2(serve_dir: Path) -> None:
