@@ -15,12 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-
 from archiver.akool.families import FAMILIES
+
 from archiver.akool.webhook import TYPE_FAMILIES, family_of_type
 from archiver.config import Config
-from archiver.service.journal import Journal, JobRow
-from archiver.service.serve import JOURNAL_NAME, Server
+from archiver.service.journal import JobRow, Journal
+from archiver.service.serve import Server
 from archiver.testing.callbacks import CALLBACK_TYPES
 from archiver.testing.standin import AkoolStandIn, JobScenario, generated_job_id, sample_jobs
 from tests.conftest import API_KEY, CLI_ENV, config_dict, run_cli
