@@ -6,8 +6,12 @@ Two shapes are accepted::
       - 64dd92c1f0b6684651e90e09
       - id: 64dd92c1f0b6684651e90e0a
         label: onboarding-es
+    images:                       # and audios:, faceswaps:, image2videos:
+      - 662a10df4197b3af58532e89
 
-or a bare YAML list of ids. Every id is checked before any network call, because an id
+or a bare YAML list of ids (videos). Each section names a result family
+(:data:`archiver.akool.families.SECTIONS`) and takes the same entries; an id in two
+sections is an error naming both. Every id is checked before any network call, because an id
 becomes a folder / key name: ``/``, ``..``, spaces and control characters never get that far.
 An id is the text written in the file, even where YAML would read a number
 (``000000000000000000000000`` is not 0). YAML anchors and aliases are refused (nested
@@ -28,6 +32,7 @@ import yaml
 
 from ._os import os_reason
 from ._yaml import describe_yaml_error, unsafe_yaml_problem
+from .akool.families import DEFAULT_FAMILY, FAMILIES, SECTIONS
 from .errors import ManifestError
 
 # libyaml's loader when PyYAML has it: a 10,000-id manifest parses several times faster.
@@ -39,10 +44,12 @@ _LABEL_MAX = 256
 
 @dataclass(frozen=True, slots=True)
 class ManifestItem:
-    """One job to archive: its ``video_model_id`` and an optional free-text label."""
+    """One job to archive: its id (``video_model_id``, ``_id``...), an optional free-text
+    label, and its result family (:data:`archiver.akool.families.FAMILIES`)."""
 
     id: str
     label: str | None = None
+    family: str = DEFAULT_FAMILY
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +66,23 @@ class Manifest:
         return iter(self.items)
 
     @classmethod
-    def from_ids(cls, ids: Iterable[str | ManifestItem], source: str = "<manifest>") -> Manifest:
-        """Build a manifest in code (pipelines); ids are validated like a file's."""
-        entries: list[Any] = [
-            {"id": i.id, "label": i.label} if isinstance(i, ManifestItem) else i for i in ids
-        ]
-        return _build(entries, source, {}, "")
+    def from_ids(cls, ids: Iterable[str | ManifestItem], source: str = "<manifest>",
+                 family: str = DEFAULT_FAMILY) -> Manifest:
+        """Build a manifest in code (pipelines); ids are validated like a file's. Bare
+        ids are of *family*; a ManifestItem keeps its own."""
+        if family not in FAMILIES:
+            raise ManifestError(f"{source}: unknown family {family!r} (expected one of "
+                                f"{', '.join(FAMILIES)})")
+        sections: dict[str, list[Any]] = {}
+        for i in ids:
+            if isinstance(i, ManifestItem):
+                if i.family not in FAMILIES:
+                    raise ManifestError(f"{source}: {i.id}: unknown family {i.family!r}")
+                sections.setdefault(i.family, []).append({"id": i.id, "label": i.label})
+            else:
+                sections.setdefault(family, []).append(i)
+        return _merge([_build(entries, source, {}, "", name)
+                       for name, entries in sections.items()], source)
 
 
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:
@@ -106,28 +124,52 @@ def _parse_general(text: str, source: str) -> Manifest:
     except yaml.YAMLError as exc:
         raise ManifestError(describe_yaml_error(source, exc)) from None
 
+    if not isinstance(data, dict):
+        return _section(data, node, source, "", DEFAULT_FAMILY)
+    unknown = sorted(str(k) for k in data if k not in SECTIONS)
+    if unknown:
+        expected = "', '".join(SECTIONS)
+        raise ManifestError(f"{source}: unknown key {unknown[0]!r} (expected '{expected}')")
+    if not data:
+        raise ManifestError(f"{source}: missing 'videos' list (or another section: "
+                            f"{', '.join(s for s in SECTIONS if s != 'videos')})")
+    return _merge([_section(value, _mapping_value(node, key), source, key, SECTIONS[key])
+                   for key, value in data.items()], source)
+
+
+def _section(data: Any, node: yaml.Node | None, source: str, prefix: str,
+             family: str) -> Manifest:
+    """The items of one section (*prefix*: its key, ``""`` for a bare list)."""
     lines: dict[int, int] = {}
-    prefix = ""
-    if isinstance(data, dict):
-        unknown = sorted(str(k) for k in data if k != "videos")
-        if unknown:
-            raise ManifestError(f"{source}: unknown key {unknown[0]!r} (expected 'videos')")
-        if "videos" not in data:
-            raise ManifestError(f"{source}: missing 'videos' list")
-        data = data["videos"]
-        prefix = "videos"
-        node = _mapping_value(node, "videos")
     if data is None:
         data = []
     if not isinstance(data, list):
-        raise ManifestError(
-            f"{source}: expected a list of video_model_ids (or 'videos:' with one), "
-            f"got {_kind(data)}"
-        )
+        if prefix in ("", "videos"):
+            raise ManifestError(
+                f"{source}: expected a list of video_model_ids (or 'videos:' with one), "
+                f"got {_kind(data)}")
+        raise ManifestError(f"{source}: '{prefix}' must be a list of ids, got {_kind(data)}")
     if isinstance(node, yaml.SequenceNode):
         lines = {i: item.start_mark.line + 1 for i, item in enumerate(node.value)}
         data = _as_written(node, data)
-    return _build(data, source, lines, prefix)
+    return _build(data, source, lines, prefix, family)
+
+
+def _merge(parts: Sequence[Manifest], source: str) -> Manifest:
+    """One manifest of the sections' items, in file order; an id in two sections is an
+    error naming both (it cannot be two jobs)."""
+    if len(parts) == 1:
+        return parts[0]
+    seen: dict[str, ManifestItem] = {}
+    for part in parts:
+        for item in part.items:
+            other = seen.get(item.id)
+            if other is not None:
+                raise ManifestError(
+                    f"{source}: id {item.id} is in both '{FAMILIES[other.family].section}' "
+                    f"and '{FAMILIES[item.family].section}'; an id is one job of one family")
+            seen[item.id] = item
+    return Manifest(items=tuple(seen.values()), source=source)
 
 
 def _as_written(node: yaml.SequenceNode, entries: list[Any]) -> list[Any]:
@@ -210,22 +252,41 @@ def _simple_document(next_event: Any, source: str) -> Manifest:
         return Manifest(items=(), source=source)
     event = next_event()  # the document's top node
     if isinstance(event, yaml.MappingStartEvent) and _plain(event):
-        key = next_event()
-        if not (isinstance(key, yaml.ScalarEvent) and _string(key) == "videos"):
-            raise _NotSimple
-        event = next_event()
-        items = _simple_list(next_event, event)
-        if not isinstance(next_event(), yaml.MappingEndEvent):
-            raise _NotSimple  # more keys: the general path names them
+        parts: list[tuple[ManifestItem, ...]] = []
+        while True:
+            key = next_event()
+            if isinstance(key, yaml.MappingEndEvent) and parts:
+                break
+            if not (isinstance(key, yaml.ScalarEvent) and _string(key) in SECTIONS):
+                raise _NotSimple  # an unknown key: the general path names it
+            event = next_event()
+            parts.append(_simple_list(next_event, event, SECTIONS[key.value]))
+        items = parts[0] if len(parts) == 1 else _simple_merge(parts)
     else:
-        items = _simple_list(next_event, event)
+        items = _simple_list(next_event, event, DEFAULT_FAMILY)
     if not isinstance(next_event(), yaml.DocumentEndEvent) \
             or not isinstance(next_event(), yaml.StreamEndEvent):
         raise _NotSimple
     return Manifest(items=items, source=source)
 
 
-def _simple_list(next_event: Any, event: Any) -> tuple[ManifestItem, ...]:
+def _simple_merge(parts: list[tuple[ManifestItem, ...]]) -> tuple[ManifestItem, ...]:
+    """Sections' items in order; an id in two of them (or a section twice) is left to the
+    general path's message."""
+    merged: dict[str, ManifestItem] = {}
+    families: set[str] = set()
+    for part in parts:
+        if part and part[0].family in families:
+            raise _NotSimple
+        for item in part:
+            if item.id in merged:
+                raise _NotSimple
+            merged[item.id] = item
+            families.add(item.family)
+    return tuple(merged.values())
+
+
+def _simple_list(next_event: Any, event: Any, family: str) -> tuple[ManifestItem, ...]:
     """The ids of a sequence whose start *event* was just read."""
     if not (type(event) is _SEQUENCE_START and _plain(event)):
         raise _NotSimple  # a null (an empty list), an error...: the general path decides
@@ -236,9 +297,9 @@ def _simple_list(next_event: Any, event: Any) -> tuple[ManifestItem, ...]:
         if kind is _SCALAR:
             item_id = _id(event)
             if item_id not in seen:
-                seen[item_id] = ManifestItem(item_id)
+                seen[item_id] = ManifestItem(item_id, None, family)
         elif kind is _MAPPING_START and _plain(event):
-            item = _simple_entry(next_event)
+            item = _simple_entry(next_event, family)
             # Duplicates are archived once; the first label given wins.
             previous = seen.get(item.id)
             if previous is None or (previous.label is None and item.label is not None):
@@ -249,7 +310,7 @@ def _simple_list(next_event: Any, event: Any) -> tuple[ManifestItem, ...]:
             raise _NotSimple
 
 
-def _simple_entry(next_event: Any) -> ManifestItem:
+def _simple_entry(next_event: Any, family: str) -> ManifestItem:
     """One ``{id, label}`` entry, its MappingStartEvent just read."""
     item_id: str | None = None
     label: str | None = None
@@ -257,7 +318,7 @@ def _simple_entry(next_event: Any) -> ManifestItem:
         key = next_event()
         if type(key) is not _SCALAR:
             if type(key) is _MAPPING_END and item_id is not None:
-                return ManifestItem(item_id, label)
+                return ManifestItem(item_id, label, family)
             raise _NotSimple
         value = next_event()
         # "id" and "label" are strings however they are quoted: only a tag could change that.
@@ -308,12 +369,13 @@ def _resolves(value: str) -> bool:
     return pattern is not None and pattern.match(value) is not None
 
 
-def _build(entries: Sequence[Any], source: str, lines: dict[int, int], prefix: str) -> Manifest:
+def _build(entries: Sequence[Any], source: str, lines: dict[int, int], prefix: str,
+           family: str = DEFAULT_FAMILY) -> Manifest:
     seen: dict[str, ManifestItem] = {}
     for index, entry in enumerate(entries):
         where = f"{source}:{lines[index]}" if index in lines else source
         position = f"{prefix}[{index}]" if prefix else f"item {index}"
-        item = _item(entry, f"{where}: {position}")
+        item = _item(entry, f"{where}: {position}", family)
         # Duplicates are archived once; the first label given wins.
         previous = seen.get(item.id)
         if previous is None or (previous.label is None and item.label is not None):
@@ -321,7 +383,7 @@ def _build(entries: Sequence[Any], source: str, lines: dict[int, int], prefix: s
     return Manifest(items=tuple(seen.values()), source=source)
 
 
-def _item(entry: Any, position: str) -> ManifestItem:
+def _item(entry: Any, position: str, family: str = DEFAULT_FAMILY) -> ManifestItem:
     label = None
     if isinstance(entry, dict):
         unknown = sorted(str(k) for k in entry if k not in ("id", "label"))
@@ -341,9 +403,10 @@ def _item(entry: Any, position: str) -> ManifestItem:
     if not isinstance(entry, str):
         raise ManifestError(f"{position}: id must be a string, got {_kind(entry)}")
     if not ID_PATTERN.fullmatch(entry):
-        raise ManifestError(f"{position}: invalid video_model_id {_show(entry)}: "
+        what = "video_model_id" if family == "video" else "id"
+        raise ManifestError(f"{position}: invalid {what} {_show(entry)}: "
                             "must be 1-128 characters of A-Z a-z 0-9 _ -")
-    return ManifestItem(entry, label)
+    return ManifestItem(entry, label, family)
 
 
 def _mapping_value(node: yaml.Node | None, key: str) -> yaml.Node | None:

@@ -51,10 +51,18 @@ RESULT_FILES: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class RemoteFile:
-    """A result file Akool offers: where it is and what we will call it."""
+    """A result file Akool offers: where it is and what we will call it.
+
+    Without *kinds*, *name* is the archived name (``video.mp4``: the video family's
+    names are fixed). With *kinds* (content kinds of :mod:`archiver.validate`, e.g.
+    ``("png", "jpeg", "webp")``), *name* is the file's role (``image``, ``upscaled-1``)
+    and the archived name is the role plus the extension its bytes prove
+    (``image.png``), decided once the first bytes are checked, before the commit.
+    """
 
     name: str
     url: str
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +76,8 @@ class JobInfo:
     error_code: int | None
     error_reason: str | None
     raw: dict[str, Any]
+    #: The result family that answered (:data:`archiver.akool.families.FAMILIES`).
+    family: str = "video"
 
     @property
     def expires_at(self) -> float | None:
@@ -117,6 +127,8 @@ class ItemResult:
     duration: float = 0.0
     #: Epoch seconds when Akool deletes the results (create_time + 7 days), if known.
     expires_at: float | None = None
+    #: The item's result family (reports and metrics labels).
+    family: str = "video"
 
     @property
     def bytes(self) -> int:

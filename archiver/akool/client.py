@@ -1,25 +1,30 @@
 """The Akool API client: owns the HTTP session, auth, retries and error mapping.
 
 The scheduler only ever sees a :class:`~archiver.models.JobInfo` or an exception from
-:mod:`archiver.errors`; aiohttp never leaks past this module.
+:mod:`archiver.errors`; aiohttp never leaks past this module. It asks each result family
+(:mod:`archiver.akool.families`) at its own endpoint: :meth:`AkoolClient.job_info`.
 
-Credentials go to ``api.base_url``'s origin (scheme, host, port) and nowhere else:
-redirects are followed by hand, within that origin only. A redirect elsewhere stops the
-run (:class:`RedirectRefused`): the key would be sent to whoever answers there.
-
-A down API is noticed once, not once per id: a circuit breaker (:class:`Breaker`) counts
-the requests that got no answer after their retries and, at ``api.unavailable_after`` in
-a row, refuses further requests with :class:`ApiUnavailable` - without a connection -
-until a cool-down has passed; then one request at a time probes, and any answer closes
-it again.
+- **Read-only.** The client can call the families' poll endpoints and ``getToken``, and
+  nothing else (:class:`PathRefused`): no code path can reach Akool's delete endpoints
+  (``faceswap/result/delbyids``, ``image2Video/delbyids``), which lose results for good.
+- **Batched polling** for the families whose endpoint takes several ids: concurrent
+  callers are coalesced into one request of up to ``polling.batch_size`` ids
+  (:mod:`.batching`), one request for the rate limiter and the breaker; an id the
+  answer leaves out is not found (code 1008), for that id alone.
+- **Credentials** go to ``api.base_url``'s origin (scheme, host, port) and nowhere else:
+  redirects are followed by hand, within that origin only. A redirect elsewhere stops
+  the run (:class:`RedirectRefused`). With client credentials the Bearer token comes from
+  ``getToken``, is kept in memory only, and is fetched again once when Akool answers
+  1101 (the request is then retried once).
+- A down API is noticed once, not once per id: the circuit breaker (:class:`Breaker`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -33,28 +38,46 @@ from ..errors import (
     ConfigError,
     CredentialsError,
     FatalRunError,
+    ItemError,
     TransientAPIError,
 )
 from ..fleet.limits import api_bucket
-from ..models import RESULT_FILES, JobInfo, RemoteFile, redact_url
+from ..models import JobInfo, redact_url
 from ..retry import with_retries
+from .batching import Answers, Coalescer
+from .breaker import UNAVAILABLE_COOLDOWN, Breaker
+from .families import FAMILIES, Family
+from .families.base import NOT_FOUND
+from .families.video import parse as parse_job_info
+
+__all__ = ["UNAVAILABLE_COOLDOWN", "AkoolClient", "Breaker", "PathRefused",
+           "RedirectRefused", "parse_job_info"]
 
 log = logging.getLogger(__name__)
 
-INFO_PATH = "/api/open/v3/content/video/infobymodelid"
+INFO_PATH = FAMILIES["video"].path
+TOKEN_PATH = "/api/open/v3/getToken"
 
 OK = 1000
 #: Business codes that mean "try again later".
 TRANSIENT_CODES = frozenset({1005, 2001})
 #: Business codes that mean the credentials are bad: stop the whole run.
 CREDENTIAL_CODES = frozenset({1101, 1102, 1200})
+#: "Invalid authorization or the token has expired": with client credentials, a new
+#: token is asked for once.
+TOKEN_EXPIRED = 1101
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Same-origin redirects followed per request (an API moving paths, a trailing slash).
 MAX_REDIRECTS = 5
-#: Seconds the breaker refuses requests once open, before one request probes the API.
-#: A run stops polling when it opens, so this matters to long-lived clients (``serve``).
-UNAVAILABLE_COOLDOWN = 60.0
+#: Longest URL a batched GET sends: proxies and CDNs commonly refuse 8 KiB; half that
+#: keeps every hop happy (about 150 ids of 24 characters).
+MAX_URL_LENGTH = 4000
+#: A redirected GET may go anywhere in the API's origin (an API moving paths), but never
+#: to a path whose name says it changes something.
+_WRITE_WORDS = ("del", "remove", "close", "update", "create", "cancel")
+#: Longest token taken from getToken: anything longer is no token.
+MAX_TOKEN_LENGTH = 8192
 
 
 class RedirectRefused(FatalRunError):
@@ -67,109 +90,53 @@ class RedirectRefused(FatalRunError):
                          "(set api.base_url to the right address)")
 
 
-class Breaker:
-    """The API's circuit breaker, shared by every request of one client.
+class PathRefused(FatalRunError):
+    """A request to an endpoint the archiver may not call: it only ever reads."""
 
-    Closed, it lets requests through and counts those that got no answer once their
-    retries ran out (:attr:`TransientAPIError.no_answer`). Any answer from the API - a
-    result, a business code, a 4xx, a 429 - resets the count: the API is up. At
-    *threshold* in a row it opens: :meth:`admit` raises :class:`ApiUnavailable` for
-    every attempt (even the next attempt of a request already retrying) until *cooldown*
-    seconds have passed; then one call at a time is let through as a probe, and its
-    answer closes the breaker, its failure opens it again. *threshold* 0: never opens.
-
-    Counting whole requests, not attempts, keeps a blip the retries ride out (a load
-    balancer restarting for two seconds) from stopping a run.
-    """
-
-    def __init__(self, threshold: int, origin: str, *, cooldown: float = UNAVAILABLE_COOLDOWN,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._threshold = threshold
-        self._origin = origin
-        self._cooldown = cooldown
-        self._clock = clock
-        self._failures = 0
-        self._last = ""
-        #: What opened the breaker (failures, last error): every id says the same.
-        self._cause = (0, "")
-        self._open_until: float | None = None
-        self._probe: object | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._open_until is not None
-
-    def error(self) -> ApiUnavailable:
-        """The error of a request refused (or failed) while the breaker is open."""
-        return ApiUnavailable(self._origin, *self._cause)
-
-    def admit(self, call: object) -> None:
-        """Before each attempt of *call* (any object, one per request): raise
-        :class:`ApiUnavailable` unless the breaker is closed or *call* is the probe."""
-        if self._open_until is None or self._probe is call:
-            return
-        if self._probe is None and self._clock() >= self._open_until:
-            self._probe = call
-            return
-        raise self.error()
-
-    def answered(self) -> None:
-        """The API answered something: it is up."""
-        if self._open_until is not None:
-            log.warning("the Akool API at %s answers again", self._origin)
-        self._failures = 0
-        self._open_until = None
-        self._probe = None
-
-    def no_answer(self, call: object, error: TransientAPIError) -> None:
-        """*call* ran out of retries without an answer from the API."""
-        if not self._threshold:
-            return
-        self._failures += 1
-        self._last = error.msg
-        if self._failures < self._threshold:
-            return
-        was_open, probing = self._open_until is not None, self._probe is call
-        self._open_until = self._clock() + self._cooldown
-        if not was_open:
-            self._cause = (self._failures, self._last)
-        if probing:
-            self._probe = None
-            log.warning("the Akool API at %s still does not answer (%s)", self._origin,
-                        self._last)
-        elif not was_open:
-            # The one line that says why the rest of the run is pending.
-            log.error("%s; no new polls: ids not finished are left pending for a later run",
-                      self.error())
-
-    def release(self, call: object) -> None:
-        """*call* is over, whatever its end: a probe that ended otherwise (cancelled, a
-        redirect refused...) hands the probe to the next call."""
-        if self._probe is call:
-            self._probe = None
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"refusing to {method} {path[:200]}: the archiver only calls "
+                         "Akool's result endpoints and getToken, never anything that "
+                         "changes or deletes results")
 
 
 class AkoolClient:
     """Asks Akool about jobs. Use as ``async with AkoolClient(cfg, limit=16) as client``."""
 
     def __init__(self, config: ApiConfig, *, limit: int = 16, shares: int = 1,
-                 breaker: Breaker | None = None) -> None:
+                 breaker: Breaker | None = None, batch_size: int = 50,
+                 batch_linger: float = 0.0) -> None:
         """*shares*: how many processes split ``api.requests_per_second`` (the account's
         budget) equally - N for a run of ``--shard K/N`` - this one taking one part.
         *breaker*: the API's circuit breaker; by default one that opens after
-        ``api.unavailable_after`` requests in a row got no answer."""
+        ``api.unavailable_after`` requests in a row got no answer. *batch_size*: most
+        ids per request of a batched family (``polling.batch_size``); *batch_linger*:
+        seconds a batch waits for more callers before it is sent."""
         self._config = config
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
-        # Parsed on first use, then kept: parsing them per poll showed in the profile.
-        self._info_url: URL | None = None
-        self._home: URL | None = None
+        base = URL(config.base_url)
+        self._home = base.origin()
+        self._base_path = base.path.rstrip("/")
+        #: (method, path) of every request the client may make: read-only endpoints.
+        self._allowed = frozenset(
+            {(f.method, self._base_path + f.path) for f in FAMILIES.values()}
+            | {("POST", self._base_path + TOKEN_PATH)})
+        # Built on first use, then kept: parsing them per poll showed in the profile.
+        self._urls: dict[str, URL] = {}
         # One bucket for the whole run: the cap holds however many workers poll.
         self._bucket = api_bucket(config.requests_per_second, shares)
-        #: Requests sent, including retries (for reports and tests).
+        self._batch_size = batch_size
+        self._batch_linger = batch_linger
+        self._coalescers: dict[str, Coalescer] = {}
+        self._slots = asyncio.Semaphore(limit)
+        # Client credentials: the token getToken gave, in memory only.
+        self._token: str | None = None
+        self._token_lock = asyncio.Lock()
+        #: Requests sent, including retries and getToken (for reports and tests).
         self.requests = 0
-        self.breaker = breaker or Breaker(config.unavailable_after, _origin_text(
-            URL(config.base_url)))
+        #: getToken requests sent.
+        self.token_requests = 0
+        self.breaker = breaker or Breaker(config.unavailable_after, _origin_text(base))
 
     def __repr__(self) -> str:
         # Never the key: repr() ends up in tracebacks and debug logs.
@@ -179,7 +146,8 @@ class AkoolClient:
         if not self._config.has_credentials:
             # Akool would answer 1101 to every poll; say what is missing instead.
             raise ConfigError("no Akool credentials: set api.api_key (e.g. "
-                              "api_key: ${AKOOL_API_KEY}) or api.token")
+                              "api_key: ${AKOOL_API_KEY}), api.token, or "
+                              "api.client_id and api.client_secret")
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self._config.token is not None:
             headers["Authorization"] = f"Bearer {self._config.token.get_secret_value()}"
@@ -201,25 +169,94 @@ class AkoolClient:
         await self.close()
 
     async def close(self) -> None:
+        for coalescer in self._coalescers.values():
+            await coalescer.close()
+        self._coalescers.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    async def video_info(self, video_model_id: str) -> JobInfo:
-        """The job's current state; transient failures are retried within the configured bounds.
+    @property
+    def batches(self) -> int:
+        """Batched requests sent (before retries), every family together."""
+        return sum(c.batches for c in self._coalescers.values())
 
-        Raises :class:`CredentialsError` (fatal), :class:`APIError` (this id),
-        :class:`TransientAPIError` (retries exhausted) or :class:`ApiUnavailable` (the
-        API is down: this request, or enough before it, got no answer; see
-        :class:`Breaker`).
+    async def video_info(self, video_model_id: str) -> JobInfo:
+        """``job_info(video_model_id, "video")``."""
+        return await self.job_info(video_model_id, "video")
+
+    async def job_info(self, item_id: str, family: str = "video") -> JobInfo:
+        """The job's current state, asked of its *family*'s endpoint; transient failures
+        are retried within the configured bounds. Callers of a batched family are
+        coalesced into shared requests, transparently.
+
+        Raises :class:`CredentialsError` (fatal), :class:`APIError` (this id; code 1008
+        when the family's endpoint does not know it), :class:`TransientAPIError`
+        (retries exhausted) or :class:`ApiUnavailable` (the API is down: this request,
+        or enough before it, got no answer; see :class:`Breaker`).
         """
-        call = object()  # this request, as the breaker knows it
+        fam = FAMILIES.get(family)
+        if fam is None:
+            raise ValueError(f"unknown result family {family!r}")
+        if fam.batched and self._batch_size > 1:
+            coalescer = self._coalescers.get(fam.name)
+            if coalescer is None:
+                coalescer = self._coalescers[fam.name] = Coalescer(
+                    lambda ids: self._ask_batch(fam, ids), size=self._batch_size,
+                    linger=self._batch_linger, fits=lambda ids: self._fits(fam, ids))
+            return await coalescer.get(item_id)
+        answer = (await self._ask_batch(fam, [item_id]))[item_id] if fam.batched \
+            else fam.parse(item_id, _object(await self._request(fam, [item_id])))
+        if isinstance(answer, ItemError):
+            raise answer
+        return answer
+
+    # ------------------------------------------------------------- batches
+
+    def _fits(self, fam: Family, ids: Sequence[str]) -> bool:
+        if fam.method != "GET":
+            return True
+        return len(str(self._url(fam).update_query({fam.id_param: ",".join(ids)}))) \
+            <= MAX_URL_LENGTH
+
+    async def _ask_batch(self, fam: Family, ids: list[str]) -> Answers:
+        """One answer per id of *ids*, asked in one request.
+
+        A business code answered to the whole batch (1003, 1008...) may be one id's
+        doing: each id is then asked alone, so that one bad id fails no other.
+        """
         try:
-            data = await with_retries(
-                lambda: self._get_info(video_model_id, call), retryable=_worth_retrying,
+            data = await self._request(fam, ids)
+        except TransientAPIError:
+            raise
+        except APIError as exc:
+            if len(ids) == 1 or exc.code in (None, OK):
+                raise
+            log.info("%s: the API answered code %s to a batch of %d ids; asking for "
+                     "each alone", fam.name, exc.code, len(ids))
+            answers: Answers = {}
+            for item_id in ids:
+                try:
+                    answers.update(await self._ask_batch(fam, [item_id]))
+                except TransientAPIError:
+                    raise
+                except APIError as one:
+                    answers[item_id] = one
+            return answers
+        return parse_batch(fam, ids, data)
+
+    # ------------------------------------------------------------- one request
+
+    async def _request(self, fam: Family, ids: list[str]) -> Any:
+        """The ``data`` of *fam*'s answer for *ids* (one request, with its retries)."""
+        call = object()  # this request, as the breaker knows it
+        what = ids[0] if len(ids) == 1 else f"{fam.name} batch of {len(ids)} ids"
+        try:
+            return await with_retries(
+                lambda: self._authorised(fam, ids, call), retryable=_worth_retrying,
                 policy=self._config.retries,
                 on_retry=lambda n: log.info("%s: retrying the API request (attempt %d)",
-                                            video_model_id, n))
+                                            what, n))
         except ApiUnavailable:
             raise
         except TransientAPIError as exc:
@@ -231,28 +268,44 @@ class AkoolClient:
             raise
         finally:
             self.breaker.release(call)
-        return parse_job_info(video_model_id, data)
 
-    async def _get_info(self, video_model_id: str, call: object) -> dict[str, Any]:
+    async def _authorised(self, fam: Family, ids: list[str], call: object) -> Any:
+        """One attempt; with client credentials, a 1101 gets a new token and one retry."""
+        if self._config.client_id is None:
+            return await self._attempt(fam, ids, call, None)
+        token = await self._bearer()
+        try:
+            return await self._attempt(fam, ids, call, token)
+        except CredentialsError as exc:
+            if exc.code != TOKEN_EXPIRED:
+                raise
+            log.info("Akool refused the token (code %d); asking getToken for a new one",
+                     exc.code)
+            token = await self._bearer(stale=token)
+            return await self._attempt(fam, ids, call, token)
+
+    async def _attempt(self, fam: Family, ids: list[str], call: object,
+                       token: str | None) -> Any:
         if self._session is None:
             raise RuntimeError("AkoolClient used outside 'async with'")
-        if self._info_url is None:
-            self._info_url = URL(self._config.base_url + INFO_PATH)
-        url = self._info_url.update_query(video_model_id=video_model_id)
-        if self._bucket is not None:
-            await self._bucket.acquire()
-        self.breaker.admit(call)  # after the bucket's wait: the breaker may have opened
-        self.requests += 1
+        value = ",".join(ids)
+        url = self._url(fam)
+        body: bytes | None = None
+        if fam.method == "GET":
+            url = url.update_query({fam.id_param: value})
+        else:
+            body = json.dumps({fam.id_param: value}).encode()
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+        status, answer, retry_after = await self._send(fam.method, url, body, headers, call)
+        return self._answered(_parse_envelope, status, answer, retry_after)
+
+    def _answered(self, parse: Any, status: int, body: bytes,
+                  retry_after: float | None) -> Any:
+        """*parse* the answer; the breaker learns the API answered - whatever it said,
+        unless it is a gateway's error page."""
+        answered = True
         try:
-            status, body, retry_after = await self._get(self._session, url)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            reason = describe_transport_error(exc)
-            if reason == type(exc).__name__ and isinstance(exc, OSError) and exc.strerror:
-                reason = exc.strerror  # "Connection reset by peer", not "ClientOSError"
-            raise TransientAPIError(None, f"request failed: {reason}", no_answer=True) from None
-        answered = True  # whatever it says, unless it is a gateway's error page
-        try:
-            return _parse_envelope(status, body, retry_after)
+            return parse(status, body, retry_after)
         except TransientAPIError as exc:
             answered = not exc.no_answer
             raise
@@ -260,20 +313,59 @@ class AkoolClient:
             if answered:
                 self.breaker.answered()
 
-    async def _get(self, session: aiohttp.ClientSession,
-                   url: URL) -> tuple[int, bytes, float | None]:
-        """GET *url*, following redirects only within the API's origin."""
-        if self._home is None:
-            self._home = URL(self._config.base_url).origin()
+    async def _send(self, method: str, url: URL, body: bytes | None,
+                    headers: dict[str, str] | None,
+                    call: object) -> tuple[int, bytes, float | None]:
+        """One request through the rate limit and the breaker."""
+        assert self._session is not None
+        # At most *limit* requests at once, however many callers wait (a run polling
+        # batched families has more poll workers than connections): they wait here,
+        # not in aiohttp's pool, where the wait would count against the timeout.
+        async with self._slots:
+            if self._bucket is not None:
+                await self._bucket.acquire()
+            self.breaker.admit(call)  # after the bucket's wait: the breaker may have opened
+            self.requests += 1
+            try:
+                status, answer, retry_after = await self._follow(
+                    self._session, method, url, body, headers)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                reason = describe_transport_error(exc)
+                if reason == type(exc).__name__ and isinstance(exc, OSError) and exc.strerror:
+                    reason = exc.strerror  # "Connection reset by peer", not "ClientOSError"
+                raise TransientAPIError(None, f"request failed: {reason}",
+                                        no_answer=True) from None
+        return status, answer, retry_after
+
+    def _url(self, fam: Family) -> URL:
+        url = self._urls.get(fam.name)
+        if url is None:
+            url = self._urls[fam.name] = URL(self._config.base_url + fam.path)
+        return url
+
+    async def _follow(self, session: aiohttp.ClientSession, method: str, url: URL,
+                      body: bytes | None, headers: dict[str, str] | None,
+                      ) -> tuple[int, bytes, float | None]:
+        """Send *method* to *url*, following redirects only within the API's origin,
+        only for a GET, and only to paths that read."""
         home = self._home
+        if (method, url.path) not in self._allowed:
+            raise PathRefused(method, url.path)
         for _hop in range(MAX_REDIRECTS + 1):
             # aiohttp would follow any redirect with the session's headers: it drops
             # Authorization on a change of origin, but not x-api-key.
-            async with session.get(url, allow_redirects=False) as resp:
+            kwargs: dict[str, Any] = {"allow_redirects": False, "headers": headers}
+            if body is not None:
+                kwargs["data"] = body
+                kwargs["headers"] = {**(headers or {}), "Content-Type": "application/json"}
+            async with session.request(method, url, **kwargs) as resp:
                 if resp.status not in _REDIRECTS:
-                    body = await resp.read()
-                    return resp.status, body, parse_retry_after(resp.headers.get("Retry-After"))
+                    answer = await resp.read()
+                    return resp.status, answer, parse_retry_after(resp.headers.get("Retry-After"))
                 location = resp.headers.get("Location")
+            if method != "GET":
+                raise APIError(None, f"HTTP redirect of a {method} from {url.path}; "
+                                     "not followed")
             if not location:
                 raise APIError(None, f"HTTP redirect without a Location from {url.path}")
             try:
@@ -283,8 +375,41 @@ class AkoolClient:
                 raise APIError(None, "the API redirected to an invalid URL") from None
             if not same:
                 raise RedirectRefused(self._config.base_url, target)
+            if any(word in target.path.lower() for word in _WRITE_WORDS):
+                raise PathRefused(method, target.path)
             url = target
         raise APIError(None, f"the API redirected more than {MAX_REDIRECTS} times")
+
+    # ------------------------------------------------------------- client credentials
+
+    async def _bearer(self, stale: str | None = None) -> str:
+        """The Bearer token from getToken: the one in memory, unless it is *stale* (Akool
+        refused it) - then a new one, asked once however many requests were refused."""
+        async with self._token_lock:
+            if self._token is not None and self._token != stale:
+                return self._token
+            self._token = None
+            self._token = await self._get_token()
+            return self._token
+
+    async def _get_token(self) -> str:
+        config = self._config
+        assert config.client_id is not None and config.client_secret is not None
+        body = json.dumps({"clientId": config.client_id.get_secret_value(),
+                           "clientSecret": config.client_secret.get_secret_value()}).encode()
+        url = URL(config.base_url + TOKEN_PATH)
+
+        async def attempt() -> str:
+            self.token_requests += 1
+            status, answer, retry_after = await self._send("POST", url, body, None, object())
+            token: str = self._answered(_parse_token, status, answer, retry_after)
+            return token
+
+        token = await with_retries(attempt, retryable=_worth_retrying, policy=config.retries,
+                                   on_retry=lambda n: log.info(
+                                       "getToken: retrying (attempt %d)", n))
+        log.info("got a new API token from getToken")
+        return token
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -299,8 +424,8 @@ def _origin_text(url: URL) -> str:
         return redact_url(str(url))
 
 
-def _parse_envelope(status: int, body: bytes, retry_after: float | None) -> dict[str, Any]:
-    """The ``data`` object of a successful answer, or the right exception."""
+def _envelope(status: int, body: bytes, retry_after: float | None) -> dict[str, Any]:
+    """The answer's JSON object, its ``code`` a number; or the right exception."""
     if status == 429:
         raise TransientAPIError(None, "HTTP 429 Too Many Requests", retry_after)
     if status >= 500:
@@ -318,12 +443,9 @@ def _parse_envelope(status: int, body: bytes, retry_after: float | None) -> dict
         raise TransientAPIError(None, "the API answered JSON without a numeric 'code'",
                                 no_answer=True)
     code = envelope["code"]
-    msg = str(envelope.get("msg") or "")[:200]
     if code == OK:
-        data = envelope.get("data")
-        if not isinstance(data, dict):
-            raise APIError(code, f"answer has no 'data' object (got {type(data).__name__})")
-        return data
+        return envelope
+    msg = " ".join(str(envelope.get("msg") or "").split())[:200]
     if code in CREDENTIAL_CODES:
         raise CredentialsError(code, msg)
     if code in TRANSIENT_CODES:
@@ -331,34 +453,66 @@ def _parse_envelope(status: int, body: bytes, retry_after: float | None) -> dict
     raise APIError(code, msg)
 
 
-def parse_job_info(video_model_id: str, data: dict[str, Any]) -> JobInfo:
-    """Type the ``data`` object; unknown fields stay in ``raw``."""
-    status = data.get("video_status")
-    if isinstance(status, str) and status.isdigit():
-        status = int(status)
-    if not isinstance(status, int) or isinstance(status, bool):
-        raise APIError(OK, f"data.video_status is not a number: {str(status)[:40]!r}")
 
-    files: list[RemoteFile] = []
-    splits = data.get("audio_splits")
-    splits = splits if isinstance(splits, dict) else {}
-    for field_name, file_name in RESULT_FILES:
-        value = data.get(field_name) if field_name == "video" else splits.get(field_name)
-        if value in (None, ""):
+
+def _parse_envelope(status: int, body: bytes, retry_after: float | None) -> Any:
+    """The ``data`` of a successful answer (an object, or a list for a batched family
+    that answers one), or the right exception."""
+    data = _envelope(status, body, retry_after).get("data")
+    if not isinstance(data, dict | list):
+        raise APIError(OK, f"answer has no 'data' object (got {type(data).__name__})")
+    return data
+
+
+def _parse_token(status: int, body: bytes, retry_after: float | None) -> str:
+    """The token of getToken's answer: at the top level, beside ``code`` (no ``data``)."""
+    token = _envelope(status, body, retry_after).get("token")
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH \
+            or not token.isascii() or not token.isprintable() or " " in token:
+        # Never the value: it may be a token, malformed or not.
+        raise CredentialsError(OK, "getToken answered no usable token")
+    return token
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise APIError(OK, f"answer has no 'data' object (got {type(data).__name__})")
+    return data
+
+
+#: Most entries read from a batched answer's ``data.result``: more than were asked for
+#: is already a sign of a confused server; a million is a hostile one.
+MAX_BATCH_ENTRIES = 10_000
+
+
+def parse_batch(fam: Family, ids: Sequence[str], data: Any) -> Answers:
+    """One answer per id of *ids* from a batched family's ``data``: ``{"result": [...]}``
+    (or the list itself). Entries are matched by ``_id``, never by position; an id with
+    no entry is not found (code 1008), one whose entry is malformed gets that entry's
+    one-line error; entries for ids not asked for are ignored."""
+    entries = data.get("result") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        error = APIError(OK, f"data.result is not a list (got {type(entries).__name__})")
+        return dict.fromkeys(ids, error)
+    if len(entries) > MAX_BATCH_ENTRIES:
+        error = APIError(OK, f"data.result has {len(entries)} entries for {len(ids)} ids")
+        return dict.fromkeys(ids, error)
+    wanted = set(ids)
+    found: dict[str, Any] = {}
+    for entry in entries:
+        if isinstance(entry, dict):
+            entry_id = entry.get("_id")
+            if isinstance(entry_id, str) and entry_id in wanted and entry_id not in found:
+                found[entry_id] = entry
+    answers: Answers = {}
+    for item_id in ids:
+        entry = found.get(item_id)
+        if entry is None:
+            answers[item_id] = APIError(NOT_FOUND, f"not in the {fam.name} endpoint's "
+                                                   "answer (unknown id)")
             continue
-        if not isinstance(value, str) or not value.lower().startswith(("http://", "https://")):
-            raise APIError(OK, f"data.{field_name} is not an http(s) URL")
-        files.append(RemoteFile(file_name, value))
-
-    create_time = data.get("create_time")
-    error_code = data.get("error_code")
-    error_reason = data.get("error_reason")
-    return JobInfo(
-        id=video_model_id,
-        status=status,
-        files=tuple(files),
-        create_time_ms=create_time if isinstance(create_time, int) else None,
-        error_code=error_code if isinstance(error_code, int) else None,
-        error_reason=str(error_reason) if error_reason not in (None, "") else None,
-        raw=data,
-    )
+        try:
+            answers[item_id] = fam.parse(item_id, entry)
+        except ItemError as exc:
+            answers[item_id] = exc
+    return answers

@@ -60,7 +60,7 @@ class Outcomes:
             id=item.id, label=item.label, outcome=outcome, status=job.last_status,
             files=files or [], polls=job.polls,
             duration=(self._monotonic() - job.started) if job.started else 0.0,
-            expires_at=job.expires_at,
+            expires_at=job.expires_at, family=item.family,
         )
         if error is not None:
             result.error = str(error)

@@ -21,6 +21,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 from ..akool.client import AkoolClient
+from ..akool.families import FAMILIES
 from ..config import Config
 from ..errors import (
     ApiUnavailable,
@@ -85,7 +86,7 @@ class Poller:
                 job.started = self._monotonic()
             job.polls += 1
             try:
-                info = await self._client.video_info(job.item.id)
+                info = await self._client.job_info(job.item.id, job.item.family)
             except FatalRunError as exc:
                 self._stop(exc)
                 return
@@ -120,9 +121,12 @@ class Poller:
     async def _route(self, loop: asyncio.AbstractEventLoop, job: Job, info: JobInfo) -> None:
         item_id = job.item.id
         if info.status == JobStatus.SUCCESS:
-            if not any(f.name == "video.mp4" for f in info.files):
+            main = FAMILIES[info.family].roles[0].name
+            if not any(f.name == main for f in info.files):
+                what = "data.video is empty" if info.family == "video" \
+                    else f"it has no {main} URL"
                 await self._end(job, Outcome.FAILED,
-                                DownloadError("job succeeded but data.video is empty"), False)
+                                DownloadError(f"job succeeded but {what}"), False)
                 return
             self._warn_if_expiring(item_id, info)
             self._ready(job, info)

@@ -58,6 +58,9 @@ class ArchiveRecord:
     expires_at: str | None
     files: tuple[FileRecord, ...]
     format: int = FORMAT
+    #: The item's result family; records written before families existed have none
+    #: and are videos.
+    family: str = "video"
 
     @classmethod
     def build(cls, item_id: str, label: str | None, info: JobInfo,
@@ -68,13 +71,14 @@ class ArchiveRecord:
                    archiver_version=__version__, video_status=info.status,
                    create_time=info.create_time_ms,
                    expires_at=iso(expires) if expires is not None else None,
-                   files=tuple(files))
+                   files=tuple(files), family=info.family)
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON object, keys in the order they are written."""
         return {
             "format": self.format,
             "id": self.id,
+            "family": self.family,
             "label": self.label,
             "archived_at": self.archived_at,
             "archiver_version": self.archiver_version,
@@ -113,6 +117,7 @@ class ArchiveRecord:
             expires_at=top.optional("expires_at", str),
             files=tuple(_parse_file(e, f"files[{n}]") for n, e in enumerate(entries)),
             format=version,
+            family=top.optional("family", str) or "video",
         )
 
 

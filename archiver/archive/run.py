@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 
+from ..akool.batching import linger_for
 from ..akool.client import AkoolClient
 from ..config import Config
 from ..download import Downloader
@@ -70,7 +71,9 @@ async def archive(config: Config, manifest: Manifest, *, storage: Archive | None
             unlocked() if dry_run else hold(config, storage, command="run", shard=shard,
                                             on_lost=on_lost) as fence,
             AkoolClient(config.api, limit=config.concurrency.polls,
-                        shares=shard.count if shard is not None else 1) as client,
+                        shares=shard.count if shard is not None else 1,
+                        batch_size=config.polling.batch_size,
+                        batch_linger=linger_for(config.polling.interval)) as client,
             Downloader(config.downloads, limit=config.concurrency.downloads,
                        bandwidth=config.limits.bandwidth_bytes) as downloader,
         ):

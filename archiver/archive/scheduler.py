@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..akool.client import AkoolClient
+from ..akool.families import FAMILIES
 from ..config import Config
 from ..download import Downloader
 from ..errors import (
@@ -104,7 +105,8 @@ class Scheduler:
         results = self._outcomes.results
         for item in items:
             if item.id in archived:
-                results[item.id] = ItemResult(item.id, item.label, Outcome.ALREADY_ARCHIVED)
+                results[item.id] = ItemResult(item.id, item.label, Outcome.ALREADY_ARCHIVED,
+                                              family=item.family)
         todo = [i for i in items if i.id not in archived]
         self._observer.run_started(len(items), len(items) - len(todo))
         if archived:
@@ -112,6 +114,15 @@ class Scheduler:
         if todo:
             await self._process(todo, interrupt or asyncio.Event())
         return [results[i.id] for i in items]
+
+    def _poll_workers(self, todo: Sequence[ManifestItem]) -> int:
+        """``concurrency.polls`` workers, each one request at a time - times the batch
+        size when batched families are polled: their workers wait on shared requests,
+        ``concurrency.polls`` of which at most are in flight (the client's bound)."""
+        polls, size = self._config.concurrency.polls, self._config.polling.batch_size
+        if size > 1 and any(FAMILIES[i.family].batched for i in todo):
+            return polls * size
+        return polls
 
     async def _process(self, todo: list[ManifestItem], interrupt: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -122,7 +133,7 @@ class Scheduler:
             self._polls.queue.put_nowait(job)
         concurrency = self._config.concurrency
         pollers = [asyncio.create_task(self._polls.worker(), name=f"poll-{n}")
-                   for n in range(min(concurrency.polls, len(todo)))]
+                   for n in range(min(self._poll_workers(todo), len(todo)))]
         downloaders = [asyncio.create_task(self._download_worker(), name=f"download-{n}")
                        for n in range(min(concurrency.downloads, len(todo)))]
         interrupted = asyncio.create_task(interrupt.wait())

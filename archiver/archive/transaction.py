@@ -171,7 +171,7 @@ class ItemTransaction:
 
     async def _fresh_info(self) -> JobInfo:
         await self._shared.fence.confirm()
-        info = await self._shared.client.video_info(self._item.id)
+        info = await self._shared.client.job_info(self._item.id, self._item.family)
         if info.status != JobStatus.SUCCESS or not info.files:
             raise DownloadError(f"result URL refused and the job now has status {info.status}")
         return info

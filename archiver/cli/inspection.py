@@ -82,19 +82,20 @@ def status(args: argparse.Namespace, shard: Shard | None) -> Done:
         if args.remote:
             # With --shard K/N, N of these may run at once: each takes its 1/N of the budget.
             async with AkoolClient(config.api, limit=config.concurrency.polls,
-                                   shares=shard.count if shard is not None else 1) as client:
+                                   shares=shard.count if shard is not None else 1,
+                                   batch_size=config.polling.batch_size) as client:
                 slots = asyncio.Semaphore(config.concurrency.polls)
 
-                async def ask(item_id: str) -> None:
+                async def ask(item: ManifestItem) -> None:
                     async with slots:
                         try:
-                            info = await client.video_info(item_id)
+                            info = await client.job_info(item.id, item.family)
                         except ItemError as exc:
-                            remote[item_id] = str(exc)
+                            remote[item.id] = str(exc)
                             return
-                        remote[item_id] = (info.status, info.expires_at)
+                        remote[item.id] = (info.status, info.expires_at)
 
-                await asyncio.gather(*(ask(i.id) for i in items
+                await asyncio.gather(*(ask(i) for i in items
                                        if states.get(i.id) != "archived"))
         return items, states, where
 

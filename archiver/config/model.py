@@ -51,6 +51,11 @@ class ApiConfig(_Model):
     base_url: str = "https://openapi.akool.com"
     api_key: SecretStr | None = None
     token: SecretStr | None = None
+    #: Client credentials (Akool's legacy auth): the archiver asks ``getToken`` for a
+    #: Bearer token with them, keeps it in memory only, and asks again once when Akool
+    #: answers 1101 (expired or invalid). Set both, or neither.
+    client_id: SecretStr | None = None
+    client_secret: SecretStr | None = None
     connect_timeout: PositiveFloat = 10.0
     read_timeout: PositiveFloat = 30.0
     retries: RetryPolicy = RetryPolicy()
@@ -70,7 +75,7 @@ class ApiConfig(_Model):
             raise ValueError("must be an http:// or https:// URL, e.g. https://openapi.akool.com")
         return value.rstrip("/")
 
-    @field_validator("api_key", "token")
+    @field_validator("api_key", "token", "client_id", "client_secret")
     @classmethod
     def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
@@ -81,13 +86,23 @@ class ApiConfig(_Model):
     def _one_credential(self) -> ApiConfig:
         # None at all is fine here: verify, status and gc never call Akool. The commands
         # that do check with require_credentials().
-        if self.api_key is not None and self.token is not None:
-            raise ValueError("set only one of api.api_key and api.token, not both")
+        if (self.client_id is None) != (self.client_secret is None):
+            raise ValueError("set both api.client_id and api.client_secret, or neither")
+        given = [name for name, value in (("api.api_key", self.api_key),
+                                          ("api.token", self.token),
+                                          ("api.client_id/client_secret", self.client_id))
+                 if value is not None]
+        if len(given) == 2:
+            raise ValueError(f"set only one of {given[0]} and {given[1]}, not both")
+        if len(given) > 2:
+            raise ValueError("set only one of api.api_key, api.token and "
+                             "api.client_id/client_secret")
         return self
 
     @property
     def has_credentials(self) -> bool:
-        return self.api_key is not None or self.token is not None
+        return (self.api_key is not None or self.token is not None
+                or self.client_id is not None)
 
 
 class PollingConfig(_Model):
@@ -97,6 +112,10 @@ class PollingConfig(_Model):
     max_interval: PositiveFloat = 120.0
     #: Seconds one run waits for a job before leaving it pending for the next run.
     deadline: NonNegativeFloat = 1800.0
+    #: Most ids asked for in one request by the families whose endpoint takes several
+    #: (face swap, image-to-video); a GET's URL is also kept under 4,000 characters.
+    #: 1: one request per id.
+    batch_size: Annotated[int, Field(ge=1, le=500)] = 50
 
     @model_validator(mode="after")
     def _ordered(self) -> PollingConfig:
