@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from archiver.akool.families import FAMILIES
 
+from archiver.akool.families import FAMILIES
 from archiver.akool.webhook import TYPE_FAMILIES, family_of_type
 from archiver.config import Config
 from archiver.service.journal import JobRow, Journal
@@ -151,8 +151,9 @@ async def test_every_family_archived_from_its_callbacks(
         answers = {job_id: await standin.deliver(sender, job_id) for job_id in jobs}
         assert {a.status for a in answers.values()} == {200}
         await wait_for(all_done(journal, len(jobs)))
-        for job_id, scen in jobs.items():
-            again = await sender.notify(job_id, 3, url=standin.file_url(job_id, scen.files[0]),
+        for job_id in jobs:
+            main = scenarios[job_id].files[0]
+            again = await sender.notify(job_id, 3, url=standin.file_url(job_id, main),
                                         callback_type=_type_sent(answers[job_id].body),
                                         nonce=int(time.time()) % 10_000 + 1,
                                         timestamp=str(int(time.time() * 1000)),
@@ -247,13 +248,15 @@ async def test_one_family_end_to_end_on_s3(
     """An image job (with upscales) from its callback into S3: every file, its family."""
     job_id, scen = next((i, s) for i, s in one_of_each_family().items() if s.family == "image")
     scen = standin.add_job(job_id, scen)
-    storage = {"backend": "s3", "s3": {"bucket": s3.bucket, "prefix": "akool",
+    storage = {"backend": "s3", "s3": {"bucket": s3.bucket, "prefix": "akool/",
                                        "endpoint_url": s3.endpoint, "region": "us-east-1",
                                        "addressing_style": "path"}}
     async with serve(storage) as (server, url), standin.callbacks(url) as sender:
         assert (await standin.deliver(sender, job_id)).status == 200
         assert server.journal_path is not None
         await wait_for(all_done(server.journal_path, 1))
+        row = (await journal_rows(server.journal_path))[job_id]
+    assert (row.outcome, row.family, row.error) == ("archived", "image", None), s3.list_keys()
     record = json.loads(s3.read(f"akool/{job_id}/archive.json"))
     assert record["family"] == "image"
     assert archived_hashes(record) == job_hashes(standin, job_id, scen)

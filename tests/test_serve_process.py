@@ -152,7 +152,7 @@ async def test_sigterm_exits_0_and_logs_no_secret(
     assert status == 0, err
     lines = [json.loads(line) for line in err.splitlines()]
     messages = " ".join(line["message"] for line in lines)
-    assert f"callback: {job} status 3 (new)" in messages and "bad_signature" in messages
+    assert f"callback: {job} status 3, video (new)" in messages and "bad_signature" in messages
     for secret in ("standin-client-secret-24", API_KEY):
         assert secret not in err
 
