@@ -16,6 +16,7 @@ its progress lines go.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import shlex
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from .report import write_atomic_text
 from .service.journal import JobRow, Journal
 
 if TYPE_CHECKING:
-    from .testing.standin import JobScenario
+    from .testing.standin import AkoolStandIn, JobScenario
 
 #: Called with the demo's configuration before anything runs (the CLI masks its key).
 ConfigHook = Callable[[Config], None]
@@ -191,11 +192,13 @@ async def _demo_serve(directory: Path, say_to: Say | None,
             say_to(text)
 
     key = "demo-" + secrets.token_hex(16)
-    # Fresh webhook credentials of Akool's sizes: a 16-byte client id, a 24-byte secret.
-    standin = AkoolStandIn(api_key=key, client_id=secrets.token_hex(8),
+    # Fresh webhook credentials of Akool's sizes: a 24-character client id (the IV is
+    # its first 16 bytes), a 24-byte secret.
+    standin = AkoolStandIn(api_key=key, client_id=secrets.token_hex(12),
                            client_secret=secrets.token_hex(12))
     # A callback comes when the job is final, so the API already says so on the first poll.
-    jobs = {i: dataclasses.replace(s, polls_until_done=1) for i, s in sample_jobs().items()}
+    jobs = {i: dataclasses.replace(s, polls_until_done=1)
+            for i, s in _serve_samples(sample_jobs(tuple(standin.families))).items()}
     standin.add_jobs(jobs)
     async with standin.serve() as base_url:
         config = _demo_config(base_url, key, directory, webhook={
@@ -208,7 +211,9 @@ async def _demo_serve(directory: Path, say_to: Say | None,
             say(f"Akool stand-in at {base_url}, archiver serve at {url}")
             for job_id in jobs:
                 answer = await standin.deliver(sender, job_id)
-                say(f"callback {job_id} -> HTTP {answer.status}")
+                kind = _callback_type(answer.body, standin)
+                say(f"callback {job_id} ({jobs[job_id].family}, type "
+                    f"{kind or 'none: found by asking each family'}) -> HTTP {answer.status}")
             first = next(iter(jobs))
             forged = await sender.post(sender.tampered(sender.body(first)))
             say(f"forged signature -> HTTP {forged.status} (refused, nothing recorded)")
@@ -234,6 +239,29 @@ async def _demo_serve(directory: Path, say_to: Say | None,
         (401, 401, 200, 200)
     status = ExitStatus.OK if ok and checked else ExitStatus.FAILED
     return DemoServe(status, directory, server.journal_path, rows, checks)
+
+
+def _serve_samples(samples: dict[str, JobScenario]) -> dict[str, JobScenario]:
+    """One job of each family that succeeds, then one that fails on purpose."""
+    chosen: dict[str, JobScenario] = {}
+    families: set[str] = set()
+    for job_id, scen in samples.items():
+        if scen.outcome == "success" and scen.family not in families:
+            families.add(scen.family)
+            chosen[job_id] = scen
+    failing = next(i for i, s in samples.items() if s.outcome == "failed")
+    return {**chosen, failing: samples[failing]}
+
+
+def _callback_type(body: dict[str, Any], standin: AkoolStandIn) -> str | None:
+    """The ``type`` a delivered callback carried (decrypted again, for the demo's line)."""
+    from .akool.webhook import decrypt
+
+    assert standin.client_id is not None and standin.client_secret is not None
+    payload = json.loads(decrypt(body["dataEncrypt"], standin.client_id,
+                                 standin.client_secret))
+    kind = payload.get("type")
+    return kind if isinstance(kind, str) else None
 
 
 async def _wait_done(journal: Journal, count: int) -> list[JobRow] | None:

@@ -12,16 +12,17 @@ import pytest
 
 from archiver.akool.webhook import Envelope, Notification
 from archiver.service.journal import SCHEMA_VERSION, Journal, JournalError, Recorded, pending_ids
-from tests.old_journal import SCHEMA_V0, old_journal
+from tests.old_journal import SCHEMA_V0, old_journal, old_journal_v1
 
 
-def note(job: str, status: int, nonce: str, timestamp: int | None = None) -> Notification:
+def note(job: str, status: int, nonce: str, timestamp: int | None = None,
+         family: str | None = None) -> Notification:
     """A callback as the intake hands it over; its key is the envelope's, whose
     ciphertext differs with the news (job and status), as Akool's does."""
     stamp = int(time.time() * 1000) if timestamp is None else timestamp
     envelope = Envelope("0" * 40, f"ciphertext-of-{job}-{status}", stamp, str(stamp), nonce)
     return Notification(job, status, None, stamp, nonce, envelope.key,
-                        {"_id": job, "status": status})
+                        {"_id": job, "status": status}, family)
 
 
 async def test_concurrent_records_share_commits_and_detect_redeliveries(
@@ -36,7 +37,7 @@ async def test_concurrent_records_share_commits_and_detect_redeliveries(
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT count(*) FROM jobs WHERE state = 'pending'").fetchone()[0] == 200
     db.close()
-    assert len(await pending_ids(path)) == 200
+    assert await pending_ids(path) == [(f"job{i}", None) for i in range(200)]
 
 
 async def test_prune_forgets_only_deliveries_too_old_to_replay(tmp_path: Path) -> None:
@@ -99,6 +100,9 @@ async def test_a_journal_of_the_previous_version_is_migrated_in_place(tmp_path: 
         jobs = {r.id: r for r in await journal.jobs()}
         assert (jobs["done1"].state, jobs["done1"].outcome) == ("done", "archived")
         assert [r.id for r in await journal.pending()] == ["wait1"]
+        # Its rows' family is unknown (the first release recorded every product's
+        # callbacks as videos): the worker finds it.
+        assert jobs["wait1"].family is None
         # A callback Akool sends again after the upgrade, under a nonce and time the old
         # guard had: recorded again, which changes nothing (the job row has it).
         assert await journal.record(note("done1", 3, "1529", stamp)) is Recorded.DUPLICATE
@@ -128,9 +132,49 @@ async def test_a_journal_of_a_newer_version_is_refused_naming_it(tmp_path: Path)
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(JournalError, match=r"new\.sqlite3 has schema version 2.*upgrade"):
+    with pytest.raises(JournalError, match=rf"new\.sqlite3 has schema version "
+                                           rf"{SCHEMA_VERSION + 1}, written by a newer "
+                                           rf"archiver \(this one knows {SCHEMA_VERSION}\): "
+                                           rf"upgrade archiver$"):
         async with Journal(path):
             pass
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
     db.close()
+
+
+async def test_a_version_1_journal_gains_the_family_column_in_place(tmp_path: Path) -> None:
+    """A version-1 file keeps its jobs and its replay guard; its rows' family is unknown
+    (NULL), new rows take theirs, and it is version 2 from then on."""
+    path = tmp_path / "v1.sqlite3"
+    old_journal_v1(path, {"img1": 3, "vid1": 2})
+    async with Journal(path) as journal:
+        assert await journal.pending() != []
+        assert {r.id: r.family for r in await journal.jobs()} == \
+            {"done1": None, "img1": None, "vid1": None}
+        assert await journal.record(note("new1", 3, "1", family="faceswap")) is Recorded.NEW
+        await journal.set_family("img1", "image")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert dict(db.execute("SELECT id, family FROM jobs WHERE state = 'pending'")) == \
+        {"img1": "image", "vid1": None, "new1": "faceswap"}
+    db.close()
+    assert await pending_ids(path) == [("img1", "image"), ("vid1", None), ("new1", "faceswap")]
+    # Opened again: nothing to migrate, nothing lost.
+    async with Journal(path) as journal:
+        assert len(await journal.jobs()) == 4
+
+
+async def test_a_family_once_known_stays(tmp_path: Path) -> None:
+    """A later callback with no type keeps the family an earlier one named; a typed one
+    names it for a row that had none; a family found by the worker is not overwritten."""
+    async with Journal(tmp_path / "j.sqlite3") as journal:
+        await journal.record(note("a", 2, "1", family="image"))
+        await journal.record(note("a", 3, "2"))  # no type this time
+        await journal.record(note("b", 2, "3"))
+        await journal.record(note("b", 3, "4", family="audio"))
+        await journal.record(note("c", 2, "5"))
+        await journal.set_family("c", "image2video")
+        await journal.record(note("c", 3, "6", family="video"))
+        families = {r.id: (r.status, r.family) for r in await journal.jobs()}
+    assert families == {"a": (3, "image"), "b": (3, "audio"), "c": (3, "image2video")}

@@ -307,12 +307,13 @@ async def test_a_redelivery_is_200_and_changes_nothing_even_after_a_restart(
         before = await rows(root)
         again = await sender.replay(first)
         assert (again.status, again.text) == (200, "ok\n")
-        assert dict(server.counters.recorded) == {"new": 1, "duplicate": 1}
+        assert dict(server.counters.recorded) == {("new", "video"): 1,
+                                                  ("duplicate", "video"): 1}
         assert not server.counters.rejected
     async with serve(webhook={"max_age": 60}) as (server, url), \
             CallbackSender(url, CLIENT_ID, CLIENT_SECRET) as sender:
         assert (await sender.replay(first)).status == 200
-        assert dict(server.counters.recorded) == {"duplicate": 1}
+        assert dict(server.counters.recorded) == {("duplicate", "video"): 1}
         # The same news under a fresh nonce is a harmless duplicate too.
         assert (await sender.duplicate(job, 2)).status == 200
         assert not server.counters.rejected
@@ -343,7 +344,8 @@ async def test_different_callbacks_sharing_nonce_and_timestamp_are_all_recorded(
             answer = await sender.post(body)
             assert (answer.status, answer.text) == (200, "ok\n")
         await wait_for(all_done(tmp_path / "archive", 2))
-        assert dict(server.counters.recorded) == {"new": 2, "duplicate": 2}
+        assert dict(server.counters.recorded) == {("new", "video"): 2,
+                                                  ("duplicate", "video"): 2}
     assert {r.outcome for r in (await rows(tmp_path / "archive")).values()} == {"archived"}
 
 
@@ -447,7 +449,7 @@ async def test_statuses_2_3_4_and_lost_callbacks(
         # A late retry of "processing" after "success" changes nothing.
         late = await sender.notify(processing, 2)
         assert (late.status, late.text) == (200, "ok\n")
-        assert server.counters.recorded["duplicate"] == 1
+        assert server.counters.recorded["duplicate", "video"] == 1
     jobs = await rows(tmp_path / "archive")
     assert jobs[processing].status == 3 and jobs[processing].state == "done"
     assert jobs[processing].outcome == jobs[lost].outcome == "archived"
@@ -505,7 +507,9 @@ async def test_healthz_and_metrics(
     assert "archiver_webhook_received_total 4" in text
     assert 'archiver_webhook_rejected_total{reason="bad_json"} 1' in text
     assert 'archiver_webhook_rejected_total{reason="bad_signature"} 1' in text
-    assert 'archiver_webhook_items_total{outcome="archived"} 1' in text
+    assert 'archiver_webhook_items_total{outcome="archived",family="video"} 1' in text
+    assert 'archiver_webhook_items_total{outcome="archived",family="image"} 0' in text
+    assert 'archiver_webhook_accepted_total{result="new",family="video"} 2' in text
     assert "archiver_webhook_queue_depth 1" in text
     assert "archiver_webhook_oldest_pending_age_seconds" in text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,7 +152,7 @@ async def test_sigterm_exits_0_and_logs_no_secret(
     assert status == 0, err
     lines = [json.loads(line) for line in err.splitlines()]
     messages = " ".join(line["message"] for line in lines)
-    assert f"callback: {job} status 3 (new)" in messages and "bad_signature" in messages
+    assert f"callback: {job} status 3, video (new)" in messages and "bad_signature" in messages
     for secret in ("standin-client-secret-24", API_KEY):
         assert secret not in err
 
@@ -214,6 +215,13 @@ def test_demo_serve_shows_the_whole_loop_offline(tmp_path: Path) -> None:
     assert "forged signature -> HTTP 401" in result.stderr
     assert "the same body sent again -> HTTP 200" in result.stderr
     assert "failed: Akool job failed" in result.stdout
+    # One callback of each family, each archived under it; image-to-video's has no type.
+    for family in ("video", "image", "audio", "faceswap", "image2video"):
+        assert f"({family}, type " in result.stderr
+        assert re.search(rf"^  [0-9a-f]{{24}}  {family} +archived$", result.stdout, re.M), \
+            result.stdout
+    assert "(image2video, type none: found by asking each family) -> HTTP 200" \
+        in result.stderr
 
 
 def test_serve_usage_errors_are_one_line_exit_2(serve_dir: Path) -> None:

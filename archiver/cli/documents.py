@@ -125,6 +125,7 @@ def demo_serve(served: DemoServe) -> dict[str, Any]:
         "journal": str(served.journal) if served.journal is not None else None,
         "as_expected": served.status == 0,
         "callbacks": dict(served.checks),
-        "jobs": [{"id": row.id, "outcome": row.outcome, "error": row.error}
+        "jobs": [{"id": row.id, "family": row.family, "outcome": row.outcome,
+                  "error": row.error}
                  for row in served.rows],
     }

@@ -106,12 +106,15 @@ def _manifest_or_journal(args: argparse.Namespace, config: Config,
         raise UsageError("give either a MANIFEST or --from-journal, not both")
     from ..archive import Archive
     from ..service.journal import pending_ids
+    from ..service.probe import with_families
     from ..service.serve import journal_path
 
     path = args.from_journal
     if path == DEFAULT_JOURNAL:
         path = journal_path(config, Archive.from_config(config.storage))
-    ids = asyncio.run(pending_ids(path))
-    log.info("%s: %d pending id(s)", path, len(ids))
-    manifest = Manifest.from_ids(ids, source=str(path))
-    return shard.select(manifest) if shard is not None else manifest
+    pending = asyncio.run(pending_ids(path))
+    log.info("%s: %d pending id(s)", path, len(pending))
+    if shard is not None:  # before asking Akool about any: each pod its own ids
+        pending = [(job_id, family) for job_id, family in pending if shard.owns(job_id)]
+    items = asyncio.run(with_families(config.api, pending, limit=config.concurrency.polls))
+    return Manifest.from_ids(items, source=str(path))

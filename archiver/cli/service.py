@@ -70,7 +70,7 @@ def demo(args: argparse.Namespace, shard: Shard | None) -> Done:
         if not args.quiet and not args.json:
             for row in served.rows:
                 detail = f": {printable(row.error)}" if row.error else ""
-                print(f"  {row.id}  {row.outcome}{detail}")
+                print(f"  {row.id}  {row.family or 'unknown':<11}  {row.outcome}{detail}")
             print(f"Journal: {served.journal}. Archive: {args.dir}/. One job fails on "
                   "Akool's side on purpose.")
         return Done(served.status, documents.demo_serve(served) if args.json else None)

@@ -27,14 +27,22 @@ SLOW_ACCEPT = 0.010
 _BUSY_HOLD = 2.0
 
 
+#: The ``family`` label of a job whose family is not known (yet, or at all).
+UNKNOWN_FAMILY = "unknown"
+_RESULTS = ("new", "duplicate")
+_OUTCOMES = ("archived", "already_archived", "failed", "expired")
+
+
 class Counters:
     """What /metrics reports besides the journal's own counts."""
 
     def __init__(self) -> None:
         self.received = 0
         self.rejected: Counter[str] = Counter()
-        self.recorded: Counter[str] = Counter()
-        self.outcomes: Counter[str] = Counter()
+        #: Callbacks recorded, by (result, family): the family the callback's type names.
+        self.recorded: Counter[tuple[str, str]] = Counter()
+        #: Jobs finished, by (outcome, family).
+        self.outcomes: Counter[tuple[str, str]] = Counter()
         self.started = time.time()
         #: time.monotonic() of the last callback whose commit waited over SLOW_ACCEPT
         #: (set by the intake thread, read by the worker: one float, no lock needed).
@@ -50,8 +58,11 @@ def batch_limits(counters: Counters, now: float) -> tuple[int, int]:
 
 
 def render_metrics(counters: Counters, pending: int, oldest: float | None,
-                   done: dict[str, int], now: float | None = None) -> str:
-    """Prometheus text exposition of the server's counters and the journal's state."""
+                   done: dict[str, int], now: float | None = None,
+                   families: Sequence[str] = ()) -> str:
+    """Prometheus text exposition of the server's counters and the journal's state.
+    Counters by family have a sample for each of *families* (0 until counted), plus
+    any other family counted (``unknown``)."""
     now = time.time() if now is None else now
     lines: list[str] = []
 
@@ -68,12 +79,12 @@ def render_metrics(counters: Counters, pending: int, oldest: float | None,
            [(f'{{reason="{r}"}}', n) for r, n in sorted(counters.rejected.items())]
            or [('{reason="bad_signature"}', 0)])
     metric("archiver_webhook_accepted_total", "counter",
-           "Callbacks recorded since start (new, or a harmless duplicate).",
-           [(f'{{result="{r}"}}', counters.recorded[r]) for r in ("new", "duplicate")])
+           "Callbacks recorded since start (new, or a harmless duplicate), by the "
+           "family their type names (unknown: none).",
+           _by_family("result", _RESULTS, counters.recorded, families))
     metric("archiver_webhook_items_total", "counter",
-           "Jobs finished by this process since start, by outcome.",
-           [(f'{{outcome="{o}"}}', counters.outcomes[o])
-            for o in ("archived", "already_archived", "failed", "expired")])
+           "Jobs finished by this process since start, by outcome and family.",
+           _by_family("outcome", _OUTCOMES, counters.outcomes, families))
     metric("archiver_journal_jobs", "gauge", "Jobs in the journal, by state and outcome.",
            [('{state="pending"}', pending)]
            + [(f'{{state="done",outcome="{o}"}}', n) for o, n in sorted(done.items())])
@@ -85,3 +96,13 @@ def render_metrics(counters: Counters, pending: int, oldest: float | None,
     metric("archiver_webhook_start_time_seconds", "gauge",
            "When this server started.", [("", counters.started)])
     return "\n".join(lines) + "\n"
+
+
+def _by_family(label: str, values: Sequence[str], counts: Counter[tuple[str, str]],
+               families: Sequence[str]) -> list[tuple[str, float]]:
+    """Samples of *counts* labelled ``{label="...",family="..."}``: every value for
+    every one of *families* (0 until counted, so that the series exist from the
+    start), then whatever else was counted (the unknown family) in sorted order."""
+    names = list(families) + sorted({f for _, f in counts} - set(families))
+    return [(f'{{{label}="{value}",family="{family}"}}', counts[value, family])
+            for family in names for value in values]

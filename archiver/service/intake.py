@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..akool.families import FAMILIES
 from ..akool.webhook import CallbackRejected, open_callback
 from ..archive import Archive
 from ..config import WebhookConfig
 from ..errors import ArchiverError, UsageError
-from .counters import SLOW_ACCEPT, Counters, render_metrics
+from .counters import SLOW_ACCEPT, UNKNOWN_FAMILY, Counters, render_metrics
 from .journal import JobRow, Journal, JournalError, Recorded
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ class Intake:
         # A re-delivery (the very body accepted before: Akool did not see our 200) is a
         # duplicate like any other: 200, so that Akool stops sending it; nothing changes.
         counted = Recorded.DUPLICATE if recorded is Recorded.REDELIVERY else recorded
-        self._counters.recorded[counted.value] += 1
-        log.info("callback: %s status %d (%s)", note.job_id, note.status, recorded.value)
+        self._counters.recorded[counted.value, note.family or UNKNOWN_FAMILY] += 1
+        log.info("callback: %s status %d, %s (%s)", note.job_id, note.status,
+                 note.family or "family unknown", recorded.value)
         if recorded is Recorded.NEW:
             self._wake()
         return web.Response(text="ok\n")
@@ -121,7 +123,8 @@ class Intake:
     async def handle_metrics(self, request: web.Request) -> web.Response:
         stats = await self._journal.stats()
         return web.Response(text=render_metrics(self._counters, stats.pending,
-                                                stats.oldest_pending_received_at, stats.done),
+                                                stats.oldest_pending_received_at, stats.done,
+                                                families=tuple(FAMILIES)),
                             content_type="text/plain", charset="utf-8")
 
 
@@ -270,6 +273,9 @@ class JournalProxy:
     async def retry_later(self, job_id: str, delay: float, error: str | None = None,
                           seen_status: int | None = None) -> None:
         await self._intake.call(self._journal.retry_later(job_id, delay, error, seen_status))
+
+    async def set_family(self, job_id: str, family: str) -> None:
+        await self._intake.call(self._journal.set_family(job_id, family))
 
     async def prune(self, before_ms: int) -> int:
         return await self._intake.call(self._journal.prune(before_ms))

@@ -14,6 +14,8 @@ One SQLite file (WAL mode); its tables:
   life in the archiver: ``pending`` until the worker is done with it, then ``done`` with
   an ``outcome`` (``archived``, ``already_archived``, ``failed``, ``expired``) and
   ``error``. ``next_attempt`` says when the worker may take a pending row (again).
+  ``family`` is the job's result family (``video``, ``image``...) as the callback's
+  ``type`` named it, or as the worker found it by asking each family; NULL while unknown.
 
 Durability: ``synchronous=FULL``. In WAL mode ``NORMAL`` survives a crash of the process
 but may lose the last commits on power loss; after our 200 Akool never sends that
@@ -79,6 +81,8 @@ class JobRow:
     outcome: str | None
     error: str | None
     attempts: int
+    #: The result family (``video``, ``image``...), or None while unknown.
+    family: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,15 +232,17 @@ class Journal:
         row = db.execute("SELECT status, state FROM jobs WHERE id = ?", (note.job_id,)).fetchone()
         if row is None:
             db.execute("INSERT INTO jobs (id, status, url, payload, received_at, updated_at, "
-                       "next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (note.job_id, note.status, note.url, payload, now, now, due))
+                       "next_attempt, family) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (note.job_id, note.status, note.url, payload, now, now, due,
+                        note.family))
             return Recorded.NEW
         status, state = row
         if state != "pending" or _RANK[note.status] <= _RANK.get(status, 0):
             return Recorded.DUPLICATE
+        # A family once known (named by a type, or found by the worker) stays.
         db.execute("UPDATE jobs SET status = ?, url = ?, payload = ?, updated_at = ?, "
-                   "next_attempt = ? WHERE id = ?",
-                   (note.status, note.url, payload, now, due, note.job_id))
+                   "next_attempt = ?, family = coalesce(family, ?) WHERE id = ?",
+                   (note.status, note.url, payload, now, due, note.family, note.job_id))
         return Recorded.NEW
 
     def _connection(self) -> sqlite3.Connection:
@@ -293,6 +299,11 @@ class Journal:
             "WHERE id = ? AND state = 'pending'",
             (error, seen_status, seen_status, now + delay, job_id)).rowcount)
 
+    async def set_family(self, job_id: str, family: str) -> None:
+        """Record the family the worker found for a job whose callback did not say."""
+        await self._write(lambda db, now: db.execute(
+            "UPDATE jobs SET family = ? WHERE id = ?", (family, job_id)).rowcount)
+
     async def prune(self, before_ms: int) -> int:
         """Forget deliveries stamped before *before_ms*: too old to pass the freshness
         check, so they can no longer come back."""
@@ -329,12 +340,14 @@ def _row(values: dict[str, Any]) -> JobRow:
         payload = {}
     return JobRow(id=values["id"], status=values["status"], url=values["url"],
                   payload=payload, received_at=values["received_at"], state=values["state"],
-                  outcome=values["outcome"], error=values["error"], attempts=values["attempts"])
+                  outcome=values["outcome"], error=values["error"], attempts=values["attempts"],
+                  family=values.get("family"))
 
 
-async def pending_ids(path: Path) -> list[str]:
-    """The ids a journal file holds as pending, oldest first; the file must exist."""
+async def pending_ids(path: Path) -> list[tuple[str, str | None]]:
+    """The ids a journal file holds as pending, oldest first, each with its family
+    (None: unknown); the file must exist."""
     if not path.is_file():
         raise JournalError(f"journal {path} not found")
     async with Journal(path) as journal:
-        return [row.id for row in await journal.pending()]
+        return [(row.id, row.family) for row in await journal.pending()]

@@ -8,9 +8,16 @@ Schema versions (``PRAGMA user_version``), migrated in place on open:
   recorded once more, which changes nothing - its job row is there, and a status is
   only ever replaced by a higher one - and is answered 200 as a duplicate.
 - 1: ``accepted``, keyed by the delivery's key.
+- 2: ``jobs.family``, the result family of each job (``video``, ``image``...; NULL while
+  unknown: a callback without a ``type`` this archiver knows). Rows of older journals
+  get NULL, which the worker resolves by asking each family, as for a new unknown one:
+  not "video", because older archivers recorded every callback Akool sent, of whatever
+  product (and polled the video endpoint for it), so a pending row may be an image.
 
-An archiver older than this one, opening a version-1 journal, recreates its
-``deliveries`` table and works as before; the next open by this version drops it again.
+The first release (no version check) opening a newer journal recreates its
+``deliveries`` table and works as before, its new rows' family NULL (resolved as
+above); the next open by this version drops the table again. The archiver that wrote
+version 1 refuses a version-2 journal in one line, as this one refuses a version 3.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from pathlib import Path
 from ..errors import FatalRunError
 
 #: The schema this code writes; a journal of a higher version is refused (see above).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
         id           TEXT PRIMARY KEY,
@@ -35,7 +42,8 @@ SCHEMA = (
         error        TEXT,
         attempts     INTEGER NOT NULL DEFAULT 0,
         next_attempt REAL NOT NULL,
-        done_at      REAL
+        done_at      REAL,
+        family       TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_attempt)",
     # The key is 16 bytes, not hex text, and `timestamp` has no index (prune scans, as
@@ -55,6 +63,14 @@ SCHEMA = (
 
 
 
+def _add_family_column(db: sqlite3.Connection) -> None:
+    # Version 2. By column, not by version number: a version-1 file that an older
+    # archiver opened in between still lacks it, a new file already has it.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if "family" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN family TEXT")
+
+
 class JournalError(FatalRunError):
     """The journal cannot be opened, read or written."""
 
@@ -72,6 +88,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
                 f"newer archiver (this one knows {SCHEMA_VERSION}): upgrade archiver")
         for statement in SCHEMA:
             db.execute(statement)
+        _add_family_column(db)
         if version < SCHEMA_VERSION:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")

@@ -5,23 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ..akool.client import AkoolClient
+from ..akool.client import OK, AkoolClient
 from ..archive import Archive
 from ..archive.scheduler import Scheduler
 from ..archive.transaction import RESUMABLE_KINDS, end_unstarted
 from ..config import Config
 from ..download import Downloader
-from ..errors import JobFailed, LeaseLost
+from ..errors import APIError, JobFailed, LeaseLost
 from ..fleet.lock import NO_FENCE, Fence
 from ..manifest import ManifestItem
 from ..models import ItemResult, JobStatus, Outcome
-from .counters import Counters, batch_limits
+from .counters import UNKNOWN_FAMILY, Counters, batch_limits
 from .journal import JobRow, JournalError
+from .probe import find_family
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class WorkerJournal(Protocol):
 
     async def retry_later(self, job_id: str, delay: float, error: str | None = None,
                           seen_status: int | None = None) -> None: ...
+
+    async def set_family(self, job_id: str, family: str) -> None: ...
 
     async def prune(self, before_ms: int) -> int: ...
 
@@ -124,8 +128,12 @@ class Worker:
             failed = [r for r in rows if r.status == JobStatus.FAILED]
             for row in failed:
                 await self._job_failed(row)
-            final = [r for r in rows if r.status == JobStatus.SUCCESS]
-            processing = [r for r in rows if r.status not in (JobStatus.SUCCESS, JobStatus.FAILED)]
+            rest = [r for r in rows if r.status != JobStatus.FAILED]
+            # A job whose callback named no family we know: ask each family first.
+            known = await asyncio.gather(*(self._resolve(r) for r in rest))
+            rest = [r for r in known if r is not None]
+            final = [r for r in rest if r.status == JobStatus.SUCCESS]
+            processing = [r for r in rest if r.status != JobStatus.SUCCESS]
             await asyncio.gather(self._archive(final, self._final_config),
                                  self._archive(processing, self._repoll_config))
         except LeaseLost:
@@ -152,37 +160,86 @@ class Worker:
         # Bytes an earlier attempt kept for this id are of no use now (as in `run`).
         await self._fence.confirm()  # LeaseLost: the batch keeps the row pending
         await end_unstarted(self._storage, row.id, Outcome.FAILED, JobFailed(None, str(reason)))
-        await self._done(row.id, "failed", error)
+        await self._done(row, "failed", error)
         log.warning("%s: failed: %s", row.id, error)
+
+    async def _resolve(self, row: JobRow) -> JobRow | None:
+        """*row* with its family: as recorded, or found by asking each family (and
+        recorded). None if no family claims the id: then the row stays pending, asked
+        again every re-poll, until it gives up as any row does."""
+        if row.family is not None:
+            return row
+        probe = await find_family(self._client, row.id)
+        if probe.family is not None:
+            await self._journal.set_family(row.id, probe.family)
+            return dataclasses.replace(row, family=probe.family)
+        kind = row.payload.get("type")
+        error = (f"no result family knows this id (callback type {str(kind)[:40]!r})"
+                 if probe.unknown_everywhere else
+                 f"its result family is unknown and the API did not answer ({probe.error})")
+        log.warning("%s: %s; asking again in %gs", row.id, error, self._repoll)
+        await self._keep_pending(row, error)
+        return None
 
     async def _archive(self, rows: list[JobRow], config: Config) -> None:
         if not rows:
             return
         scheduler = Scheduler(config, self._client, self._downloader, self._storage,
                               fence=self._fence)
-        items = [ManifestItem(r.id) for r in rows]
+        items = [ManifestItem(r.id, family=_family_of(r)) for r in rows]
         results = await scheduler.run(items, self._stop)
         for row, result in zip(rows, results, strict=True):
+            if await self._misrouted(row, result):
+                continue
             await self._settle(row, result)
+
+    async def _misrouted(self, row: JobRow, result: ItemResult) -> bool:
+        """Whether the family the callback's type named answered that it does not know
+        the id while another family does (a type Akool sends for another product than
+        documented): then the row takes that family and is due again at once."""
+        # A business code about this id (1008 "does not exist"...); not 1000 with an
+        # answer we could not read, which another family's endpoint would not fix.
+        if result.outcome is not Outcome.FAILED or result.error_kind != APIError.kind \
+                or result.error_code in (None, OK) or row.family is None:
+            return False
+        probe = await find_family(self._client, row.id, skip=(row.family,))
+        if probe.family is None:
+            return False  # the named family's answer stands
+        log.warning("%s: not a %s job (callback type %r) but a %s one", row.id, row.family,
+                    str(row.payload.get("type"))[:40], probe.family)
+        await self._journal.set_family(row.id, probe.family)
+        await self._journal.retry_later(row.id, 0.0, result.error)
+        self._wake.set()
+        return True
 
     async def _settle(self, row: JobRow, result: ItemResult) -> None:
         outcome = result.outcome
         if outcome in (Outcome.ARCHIVED, Outcome.ALREADY_ARCHIVED, Outcome.EXPIRED) or (
                 outcome is Outcome.FAILED and result.error_kind not in _RETRYABLE_KINDS):
-            await self._done(row.id, outcome.value, result.error)
+            await self._done(row, outcome.value, result.error)
             return
         if self._stop.is_set() or result.error_kind == LeaseLost.kind:
             return  # interrupted: the row stays due, the next start takes it at once
-        if time.time() - row.received_at > _GIVE_UP_AFTER:
-            await self._done(row.id, Outcome.EXPIRED.value,
-                             f"not archived within {_GIVE_UP_AFTER / 86400:g} days of the "
-                             f"first callback (last: {result.error or 'not final at Akool'})")
-            return
-        await self._journal.retry_later(row.id, self._repoll, result.error, row.status)
+        await self._keep_pending(row, result.error or "not final at Akool")
 
-    async def _done(self, job_id: str, outcome: str, error: str | None) -> None:
-        await self._journal.finish(job_id, outcome, error)
-        self._counters.outcomes[outcome] += 1
+    async def _keep_pending(self, row: JobRow, error: str) -> None:
+        """Due again in a re-poll interval, or expired once too old to ever be final."""
+        if time.time() - row.received_at > _GIVE_UP_AFTER:
+            await self._done(row, Outcome.EXPIRED.value,
+                             f"not archived within {_GIVE_UP_AFTER / 86400:g} days of the "
+                             f"first callback (last: {error})")
+            return
+        await self._journal.retry_later(row.id, self._repoll, error, row.status)
+
+    async def _done(self, row: JobRow, outcome: str, error: str | None) -> None:
+        await self._journal.finish(row.id, outcome, error)
+        self._counters.outcomes[outcome, row.family or UNKNOWN_FAMILY] += 1
+
+
+def _family_of(row: JobRow) -> str:
+    if row.family is None:  # _resolve ran first: a bug, and the batch keeps it pending
+        raise RuntimeError(f"{row.id}: archived before its family was known")
+    return row.family
 
 
 def _with_deadline(config: Config, deadline: float) -> Config:
