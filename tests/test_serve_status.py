@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +78,24 @@ def journal_payloads(journal: Path) -> str:
         db.close()
 
 
-async def test_page_and_json_show_pending_outcomes_failures_and_no_url(
-        standin: AkoolStandIn, base_url: str, tmp_path: Path, chromium: Chromium) -> None:
-    """Real callbacks in; the JSON lists the pending jobs most urgent first with their
-    time left (from the first callback), the outcomes, the failure with its reason, the
-    callbacks by result and reason; no signed URL in page or JSON; in chromium the
-    hostile error text and type are shown as text and nothing ran; screenshot kept."""
+@dataclass(frozen=True)
+class Scene:
+    """A server that has received the callbacks of :func:`scene` and finished them."""
+
+    base: str  # http://127.0.0.1:PORT
+    root: Path
+    archived: list[str]
+    late: str  # pending, first callback 6.5 days ago
+    soon: str  # pending, 5.5 days ago
+    fresh: str  # pending, now
+    failed: str  # failed at Akool with a hostile reason and type
+
+
+@contextlib.asynccontextmanager
+async def scene(standin: AkoolStandIn, base_url: str, tmp_path: Path) -> AsyncIterator[Scene]:
+    """A real server fed real signed callbacks: three jobs archived, three pending (two
+    moved days back), one failed at Akool with a hostile reason and type, one tampered
+    and one stale callback refused; yielded once every final job is done."""
     archived = [generated_job_id(i, "ok") for i in range(3)]
     late, soon, fresh = (generated_job_id(i, "wait") for i in range(3))
     failed = generated_job_id(1, "bad")
@@ -104,29 +118,27 @@ async def test_page_and_json_show_pending_outcomes_failures_and_no_url(
             _, body, _ = await get(f"{base}/status.json")
             return len(json.loads(body)["latest"]) == 4
         await wait_for(finished)
-        status, body, headers = await get(f"{base}/status.json")
+        yield Scene(base, root, archived, late, soon, fresh, failed)
+
+
+async def test_json_and_page_show_pending_outcomes_failures_and_no_url(
+        standin: AkoolStandIn, base_url: str, tmp_path: Path) -> None:
+    """The JSON lists the pending jobs most urgent first with their time left (from the
+    first callback), the outcomes, the failure with its reason, the callbacks by result
+    and reason; neither it nor the page holds a signed URL; the page escapes."""
+    async with scene(standin, base_url, tmp_path) as s:
+        status, body, headers = await get(f"{s.base}/status.json")
         assert status == 200 and headers["Content-Type"].startswith("application/json")
-        status, page, page_headers = await get(f"{base}/")
+        status, page, page_headers = await get(f"{s.base}/")
         assert status == 200 and page_headers["Content-Type"].startswith("text/html")
-        signed = standin.file_url(archived[0], "video")
-        payloads = journal_payloads(root / JOURNAL_NAME)
-        assert (await get(f"{base}/metrics"))[0] == 200  # /metrics stays open
-        async with chromium.page() as tab:
-            await tab.goto(f"{base}/")
-            shown = await tab.evaluate("document.body.innerText")
-            cells = await tab.evaluate(
-                "[...document.querySelectorAll('td')].map(e => e.textContent)")
-            pwned = await tab.evaluate("typeof window.pwned")
-            scripts = await tab.evaluate("document.scripts.length")
-            images = await tab.evaluate("document.images.length")
-            bold = await tab.evaluate("document.querySelectorAll('td b').length")
-            await tab.screenshot(artifact("serve-status.png"), full_page=True)
-            problems = tab.problems
+        assert (await get(f"{s.base}/metrics"))[0] == 200  # /metrics stays open
+        signed = standin.file_url(s.archived[0], "video")
+        payloads = journal_payloads(s.root / JOURNAL_NAME)
 
     doc = json.loads(body)
     assert doc["schema"] == 1 and doc["server"]["uptime_seconds"] >= 0
     # Pending: most urgent first; time left counted from the first callback.
-    assert [j["id"] for j in doc["pending"]] == [late, soon, fresh]
+    assert [j["id"] for j in doc["pending"]] == [s.late, s.soon, s.fresh]
     assert doc["jobs"]["pending"] == 3
     for job, back in zip(doc["pending"], (6.5, 5.5, 0.0), strict=True):
         assert job["akool_status"] == 2 and job["akool_status_text"] == "processing"
@@ -137,10 +149,10 @@ async def test_page_and_json_show_pending_outcomes_failures_and_no_url(
         assert deadline - first == RETENTION_SECONDS
     # Outcomes, failures with their reason, counts.
     outcomes = {j["id"]: j["outcome"] for j in doc["latest"]}
-    assert outcomes == {**dict.fromkeys(archived, "archived"), failed: "failed"}
+    assert outcomes == {**dict.fromkeys(s.archived, "archived"), s.failed: "failed"}
     [failure] = doc["failures"]
-    assert failure["id"] == failed and failure["type"] == HOSTILE_TYPE
-    assert '<script>window.pwned=2</script>' in failure["error"]
+    assert failure["id"] == s.failed and failure["type"] == HOSTILE_TYPE
+    assert "<script>window.pwned=2</script>" in failure["error"]
     assert "error_code 1015" in failure["error"]
     assert doc["jobs"]["done"] == {"archived": 3, "failed": 1}
     assert doc["rates"]["finished_in_window"] == {"archived": 3, "failed": 1}
@@ -153,15 +165,34 @@ async def test_page_and_json_show_pending_outcomes_failures_and_no_url(
         assert signed not in text and "Signature" not in text and "LEAKED-SIG" not in text
         assert "Expires=" not in text and CLIENT_SECRET not in text and API_KEY not in text
     assert "https://cdn.example/v.mp4 (error_code 1015)" in failure["error"]
-    # The page: escaped in the HTML, literal on screen, nothing ran.
+    # The page: every job, escaped, under a policy that runs no script.
+    for job in (s.late, s.soon, s.fresh, s.failed, *s.archived):
+        assert job in page
     assert "<script>window" not in page and "&lt;script&gt;window.pwned=2" in page
     policy = page_headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy and "script" not in policy
     assert "unsafe" not in policy and page_headers["X-Content-Type-Options"] == "nosniff"
-    assert pwned == "undefined" and scripts == 0 and images == 0 and bold == 0
+
+
+async def test_in_a_browser_hostile_text_stays_text(
+        standin: AkoolStandIn, base_url: str, tmp_path: Path, chromium: Chromium) -> None:
+    """In chromium: no console error or CSP report, the hostile error text and type are
+    shown literally and nothing of them ran; urgency is marked; screenshot kept."""
+    async with scene(standin, base_url, tmp_path) as s, chromium.page() as tab:
+        await tab.goto(f"{s.base}/")
+        cells = await tab.evaluate(
+            "[...document.querySelectorAll('td')].map(e => e.textContent)")
+        pwned = await tab.evaluate("typeof window.pwned")
+        counts = await tab.evaluate("[document.scripts.length, document.images.length, "
+                                    "document.querySelectorAll('td b').length]")
+        marked = await tab.evaluate("[...document.querySelectorAll('td.late, td.soon')]"
+                                    ".map(e => e.className)")
+        shown = await tab.evaluate("document.body.innerText")
+        await tab.screenshot(artifact("serve-status.png"), full_page=True)
+        problems = tab.problems
+    assert pwned == "undefined" and counts == [0, 0, 0]
     assert HOSTILE_TYPE in cells and any(HOSTILE.split(" see ")[0] in c for c in cells)
-    for job in (late, soon, fresh, failed, *archived):
-        assert job in shown
+    assert marked == ["num late", "num soon"]
     assert "Pending: 3" in shown and "time left at most" in shown
     assert problems == [], problems
     if os.environ.get("ARCHIVER_UPDATE_SCREENSHOTS"):  # the docs' copy, on request only
