@@ -322,24 +322,6 @@ class Journal:
             "INSERT OR REPLACE INTO health (k, v) VALUES ('probe', ?)", (now,))], time.time())
 
 
-def _row(values: dict[str, Any]) -> JobRow:
-    try:
-        payload = json.loads(values["payload"])
-    except (TypeError, ValueError):
-        payload = {}
-    return JobRow(id=values["id"], status=values["status"], url=values["url"],
-                  payload=payload, received_at=values["received_at"], state=values["state"],
-                  outcome=values["outcome"], error=values["error"], attempts=values["attempts"])
-
-
-async def pending_ids(path: Path) -> list[str]:
-    """The ids a journal file holds as pending, oldest first; the file must exist."""
-    if not path.is_file():
-        raise JournalError(f"journal {path} not found")
-    async with Journal(path) as journal:
-        return [row.id for row in await journal.pending()]
-
-
 # ------------------------------------------------------------------ status page
 
 def read_overview(path: Path, limit: int, since: float) -> dict[str, Any]:
@@ -407,3 +389,22 @@ def _overview(db: sqlite3.Connection, limit: int, since: float) -> dict[str, Any
         "failures": rows("state = 'done' AND outcome IN ('failed', 'expired')",
                          "done_at DESC, id"),
     }
+
+
+def _row(values: dict[str, Any]) -> JobRow:
+    try:
+        payload = json.loads(values["payload"])
+    except (TypeError, ValueError):
+        payload = {}
+    return JobRow(id=values["id"], status=values["status"], url=values["url"],
+                  payload=payload, received_at=values["received_at"], state=values["state"],
+                  outcome=values["outcome"], error=values["error"], attempts=values["attempts"])
+
+
+async def pending_ids(path: Path) -> list[str]:
+    """The ids a journal file holds as pending, oldest first; the file must exist."""
+    if not path.is_file():
+        raise JournalError(f"journal {path} not found")
+    async with Journal(path) as journal:
+        return [row.id for row in await journal.pending()]
+
