@@ -407,4 +407,3 @@ async def pending_ids(path: Path) -> list[str]:
         raise JournalError(f"journal {path} not found")
     async with Journal(path) as journal:
         return [row.id for row in await journal.pending()]
-
