@@ -7,7 +7,7 @@ Builds a journal of ``--jobs`` jobs (a fraction ``--pending`` pending, the rest 
 one in seven failed; payloads with signed result URLs, as Akool sends them). Per round,
 in rotating order:
 
-- overview: :func:`archiver.service.journal.read_overview` (what the page reads), on a
+- overview: :func:`archiver.service.overview.read_overview` (what the page reads), on a
   connection of its own, in a thread, as the page runs it;
 - stats: ``Journal.stats()``, what /metrics reads on the journal's thread (the baseline);
 - commits alone / commits during overview / commits during the same overview on the
@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from archiver.service.journal import Journal, _overview, read_overview
+from archiver.service.journal import Journal
+from archiver.service.overview import _overview, read_overview
 
 LIMIT, WINDOW = 50, 3600.0
 

@@ -26,7 +26,7 @@ import yaml
 from archiver.config import parse_config
 from archiver.errors import ConfigError
 from archiver.models import RETENTION_SECONDS
-from archiver.service.journal import read_overview
+from archiver.service.overview import read_overview
 from archiver.service.serve import JOURNAL_NAME, Server
 from archiver.service.status import LIMIT, check_basic_auth, is_loopback
 from archiver.testing.standin import AkoolStandIn, generated_job_id

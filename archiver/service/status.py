@@ -5,7 +5,7 @@ What it shows: the jobs pending, most urgent first, with the time left before Ak
 deletes their results; the latest outcomes; the latest failures with their reasons; the
 callbacks accepted and refused (by reason) and the archive rate; when the server
 started, its uptime and version. :func:`build_document` makes one document of the
-journal's overview (:func:`~archiver.service.journal.read_overview`) and the server's
+journal's overview (:func:`~archiver.service.overview.read_overview`) and the server's
 :class:`~archiver.service.counters.Counters`; :func:`render_html` draws it.
 
 Time left: Akool deletes a result 7 days after the job was *created*; a callback carries
@@ -50,7 +50,8 @@ from .. import __version__
 from ..config import WebhookConfig
 from ..models import RETENTION_SECONDS, iso_utc, redact_url
 from .counters import Counters
-from .journal import JournalError, read_overview
+from .journal import JournalError
+from .overview import read_overview
 from .status_html import render_html
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def _done_row(row: dict[str, Any]) -> dict[str, Any]:
 def build_document(overview: dict[str, Any], counters: Counters, now: float
                    ) -> dict[str, Any]:
     """The status document (what /status.json answers and the page draws) of a journal
-    *overview* (:func:`~archiver.service.journal.read_overview`) and *counters*."""
+    *overview* (:func:`~archiver.service.overview.read_overview`) and *counters*."""
     uptime = max(0.0, now - counters.started)
     since_start = _totals(counters.outcomes)
     return {
