@@ -160,6 +160,8 @@ def install_secret_filter(config: Config) -> None:
     if config.webhook is not None:
         secrets += [config.webhook.client_secret.get_secret_value(),
                     config.webhook.client_id.get_secret_value()]
+        if config.webhook.status_password is not None:
+            secrets.append(config.webhook.status_password.get_secret_value())
     _Format.secrets = SecretFilter(secrets)
     for handler in logging.getLogger("archiver").handlers:
         handler.filters[:] = [_Format.secrets]

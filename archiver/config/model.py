@@ -312,6 +312,16 @@ class WebhookConfig(_Model):
     journal: Path | None = None
     #: Re-poll jobs heard of but not final (lost callbacks) this often, in seconds.
     repoll_interval: Annotated[float, Field(gt=0)] = 300.0
+    #: The status page (``GET /``, ``GET /status.json``): pending jobs and their time
+    #: left, outcomes, failures, callback counts; read-only, no secret, no URL. ``false``:
+    #: 404.
+    status_page: bool = True
+    #: Basic auth for the status page: with ``status_user`` and ``status_password`` set,
+    #: it asks every client for them; with neither, it answers only clients on loopback
+    #: (127.0.0.0/8, ::1) and 403 to others. The webhook, /healthz and /metrics never ask.
+    status_user: str | None = None
+    #: The status page's password (``${VAR}``; compared in constant time, never logged).
+    status_password: SecretStr | None = None
 
     @field_validator("max_body", mode="before")
     @classmethod
@@ -339,6 +349,27 @@ class WebhookConfig(_Model):
 
         check_credentials(self.client_id.get_secret_value(),
                           self.client_secret.get_secret_value())
+        return self
+
+    @field_validator("status_user")
+    @classmethod
+    def _check_status_user(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or ":" in value):
+            raise ValueError("must be a non-empty user name without ':' (basic auth)")
+        return value
+
+    @field_validator("status_password")
+    @classmethod
+    def _check_status_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _status_auth(self) -> WebhookConfig:
+        if (self.status_user is None) != (self.status_password is None):
+            raise ValueError("status_user and status_password go together: set both "
+                             "(basic auth for the status page) or neither")
         return self
 
 

@@ -1,6 +1,6 @@
 """The intake of ``archiver serve``: the aiohttp handlers (the webhook, /healthz,
-/metrics) on their own thread and event loop, which also owns the journal (see
-:class:`IntakeThread`)."""
+/metrics, the status page of :mod:`.status`) on their own thread and event loop, which
+also owns the journal (see :class:`IntakeThread`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ..config import WebhookConfig
 from ..errors import ArchiverError, UsageError
 from .counters import SLOW_ACCEPT, UNKNOWN_FAMILY, Counters, render_metrics
 from .journal import JobRow, Journal, JournalError, Recorded
+from .status import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class Intake:
         app.router.add_post(self._webhook.path, self.handle_callback)
         app.router.add_get("/healthz", self.handle_health)
         app.router.add_get("/metrics", self.handle_metrics)
+        if self._webhook.status_page:
+            StatusPage(self._webhook, self._journal.path, self._counters).add_routes(app)
         return app
 
     async def handle_callback(self, request: web.Request) -> web.Response:
