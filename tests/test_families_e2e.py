@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from archiver.akool.client import AkoolClient, PathRefused, parse_batch
+from archiver.akool.answers import parse_batch
+from archiver.akool.client import AkoolClient, PathRefused
 from archiver.akool.families import FAMILIES
 from archiver.archive.layer import Archive
 from archiver.archive.verify import verify

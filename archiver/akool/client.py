@@ -37,18 +37,32 @@ from ..errors import (
     ApiUnavailable,
     ConfigError,
     CredentialsError,
-    FatalRunError,
     ItemError,
     TransientAPIError,
 )
 from ..fleet.limits import api_bucket
-from ..models import JobInfo, redact_url
+from ..models import JobInfo
 from ..retry import with_retries
+from .answers import (
+    OK,
+    TOKEN_EXPIRED,
+    data_object,
+    parse_batch,
+    parse_envelope,
+    parse_token,
+)
 from .batching import Answers, Coalescer
 from .breaker import UNAVAILABLE_COOLDOWN, Breaker
 from .families import FAMILIES, Family
-from .families.base import NOT_FOUND
 from .families.video import parse as parse_job_info
+from .origin import (
+    MAX_REDIRECTS,
+    REDIRECTS,
+    PathRefused,
+    RedirectRefused,
+    origin_text,
+    redirect_target,
+)
 
 __all__ = ["UNAVAILABLE_COOLDOWN", "AkoolClient", "Breaker", "PathRefused",
            "RedirectRefused", "parse_job_info"]
@@ -58,47 +72,9 @@ log = logging.getLogger(__name__)
 INFO_PATH = FAMILIES["video"].path
 TOKEN_PATH = "/api/open/v3/getToken"
 
-OK = 1000
-#: Business codes that mean "try again later".
-TRANSIENT_CODES = frozenset({1005, 2001})
-#: Business codes that mean the credentials are bad: stop the whole run.
-CREDENTIAL_CODES = frozenset({1101, 1102, 1200})
-#: "Invalid authorization or the token has expired": with client credentials, a new
-#: token is asked for once.
-TOKEN_EXPIRED = 1101
-
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-#: Same-origin redirects followed per request (an API moving paths, a trailing slash).
-MAX_REDIRECTS = 5
 #: Longest URL a batched GET sends: proxies and CDNs commonly refuse 8 KiB; half that
 #: keeps every hop happy (about 150 ids of 24 characters).
 MAX_URL_LENGTH = 4000
-#: A redirected GET may go anywhere in the API's origin (an API moving paths), but never
-#: to a path whose name says it changes something.
-_WRITE_WORDS = ("del", "remove", "close", "update", "create", "cancel")
-#: Longest token taken from getToken: anything longer is no token.
-MAX_TOKEN_LENGTH = 8192
-
-
-class RedirectRefused(FatalRunError):
-    """The API redirected to another origin: following would hand it the credentials."""
-
-    def __init__(self, base_url: str, target: URL) -> None:
-        # Origins only: a query string may carry a signature or the id.
-        super().__init__(f"the API at {redact_url(base_url)} redirected to "
-                         f"{_origin_text(target)}; refusing to send credentials there "
-                         "(set api.base_url to the right address)")
-
-
-class PathRefused(FatalRunError):
-    """A request to an endpoint the archiver may not call: it only ever reads."""
-
-    def __init__(self, method: str, path: str) -> None:
-        super().__init__(f"refusing to {method} {path[:200]}: the archiver only calls "
-                         "Akool's result endpoints and getToken, never anything that "
-                         "changes or deletes results")
-
-
 class AkoolClient:
     """Asks Akool about jobs. Use as ``async with AkoolClient(cfg, limit=16) as client``."""
 
@@ -136,7 +112,7 @@ class AkoolClient:
         self.requests = 0
         #: getToken requests sent.
         self.token_requests = 0
-        self.breaker = breaker or Breaker(config.unavailable_after, _origin_text(base))
+        self.breaker = breaker or Breaker(config.unavailable_after, origin_text(base))
 
     def __repr__(self) -> str:
         # Never the key: repr() ends up in tracebacks and debug logs.
@@ -206,7 +182,7 @@ class AkoolClient:
                     linger=self._batch_linger, fits=lambda ids: self._fits(fam, ids))
             return await coalescer.get(item_id)
         answer = (await self._ask_batch(fam, [item_id]))[item_id] if fam.batched \
-            else fam.parse(item_id, _object(await self._request(fam, [item_id])))
+            else fam.parse(item_id, data_object(await self._request(fam, [item_id])))
         if isinstance(answer, ItemError):
             raise answer
         return answer
@@ -297,7 +273,7 @@ class AkoolClient:
             body = json.dumps({fam.id_param: value}).encode()
         headers = {"Authorization": f"Bearer {token}"} if token is not None else None
         status, answer, retry_after = await self._send(fam.method, url, body, headers, call)
-        return self._answered(_parse_envelope, status, answer, retry_after)
+        return self._answered(parse_envelope, status, answer, retry_after)
 
     def _answered(self, parse: Any, status: int, body: bytes,
                   retry_after: float | None) -> Any:
@@ -359,25 +335,14 @@ class AkoolClient:
                 kwargs["data"] = body
                 kwargs["headers"] = {**(headers or {}), "Content-Type": "application/json"}
             async with session.request(method, url, **kwargs) as resp:
-                if resp.status not in _REDIRECTS:
+                if resp.status not in REDIRECTS:
                     answer = await resp.read()
                     return resp.status, answer, parse_retry_after(resp.headers.get("Retry-After"))
                 location = resp.headers.get("Location")
             if method != "GET":
                 raise APIError(None, f"HTTP redirect of a {method} from {url.path}; "
                                      "not followed")
-            if not location:
-                raise APIError(None, f"HTTP redirect without a Location from {url.path}")
-            try:
-                target = url.join(URL(location))
-                same = target.absolute and target.origin() == home
-            except ValueError:
-                raise APIError(None, "the API redirected to an invalid URL") from None
-            if not same:
-                raise RedirectRefused(self._config.base_url, target)
-            if any(word in target.path.lower() for word in _WRITE_WORDS):
-                raise PathRefused(method, target.path)
-            url = target
+            url = redirect_target(url, location, home, self._config.base_url)
         raise APIError(None, f"the API redirected more than {MAX_REDIRECTS} times")
 
     # ------------------------------------------------------------- client credentials
@@ -402,7 +367,7 @@ class AkoolClient:
         async def attempt() -> str:
             self.token_requests += 1
             status, answer, retry_after = await self._send("POST", url, body, None, object())
-            token: str = self._answered(_parse_token, status, answer, retry_after)
+            token: str = self._answered(parse_token, status, answer, retry_after)
             return token
 
         token = await with_retries(attempt, retryable=_worth_retrying, policy=config.retries,
@@ -415,104 +380,3 @@ class AkoolClient:
 def _worth_retrying(exc: BaseException) -> bool:
     # An open breaker is final for this request: retrying is what it is there to stop.
     return isinstance(exc, TransientAPIError) and not isinstance(exc, ApiUnavailable)
-
-
-def _origin_text(url: URL) -> str:
-    try:
-        return str(url.origin())
-    except ValueError:
-        return redact_url(str(url))
-
-
-def _envelope(status: int, body: bytes, retry_after: float | None) -> dict[str, Any]:
-    """The answer's JSON object, its ``code`` a number; or the right exception."""
-    if status == 429:
-        raise TransientAPIError(None, "HTTP 429 Too Many Requests", retry_after)
-    if status >= 500:
-        # A gateway's answer for an API that is down, as often as the API's own.
-        raise TransientAPIError(None, f"HTTP {status} from the API", retry_after,
-                                no_answer=True)
-    if status != 200:
-        raise APIError(None, f"unexpected HTTP {status} from the API")
-    try:
-        envelope = json.loads(body)
-    except ValueError:
-        raise TransientAPIError(None, "the API answered something that is not JSON",
-                                no_answer=True) from None
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("code"), int):
-        raise TransientAPIError(None, "the API answered JSON without a numeric 'code'",
-                                no_answer=True)
-    code = envelope["code"]
-    if code == OK:
-        return envelope
-    msg = " ".join(str(envelope.get("msg") or "").split())[:200]
-    if code in CREDENTIAL_CODES:
-        raise CredentialsError(code, msg)
-    if code in TRANSIENT_CODES:
-        raise TransientAPIError(code, msg, retry_after)
-    raise APIError(code, msg)
-
-
-
-
-def _parse_envelope(status: int, body: bytes, retry_after: float | None) -> Any:
-    """The ``data`` of a successful answer (an object, or a list for a batched family
-    that answers one), or the right exception."""
-    data = _envelope(status, body, retry_after).get("data")
-    if not isinstance(data, dict | list):
-        raise APIError(OK, f"answer has no 'data' object (got {type(data).__name__})")
-    return data
-
-
-def _parse_token(status: int, body: bytes, retry_after: float | None) -> str:
-    """The token of getToken's answer: at the top level, beside ``code`` (no ``data``)."""
-    token = _envelope(status, body, retry_after).get("token")
-    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH \
-            or not token.isascii() or not token.isprintable() or " " in token:
-        # Never the value: it may be a token, malformed or not.
-        raise CredentialsError(OK, "getToken answered no usable token")
-    return token
-
-
-def _object(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise APIError(OK, f"answer has no 'data' object (got {type(data).__name__})")
-    return data
-
-
-#: Most entries read from a batched answer's ``data.result``: more than were asked for
-#: is already a sign of a confused server; a million is a hostile one.
-MAX_BATCH_ENTRIES = 10_000
-
-
-def parse_batch(fam: Family, ids: Sequence[str], data: Any) -> Answers:
-    """One answer per id of *ids* from a batched family's ``data``: ``{"result": [...]}``
-    (or the list itself). Entries are matched by ``_id``, never by position; an id with
-    no entry is not found (code 1008), one whose entry is malformed gets that entry's
-    one-line error; entries for ids not asked for are ignored."""
-    entries = data.get("result") if isinstance(data, dict) else data
-    if not isinstance(entries, list):
-        error = APIError(OK, f"data.result is not a list (got {type(entries).__name__})")
-        return dict.fromkeys(ids, error)
-    if len(entries) > MAX_BATCH_ENTRIES:
-        error = APIError(OK, f"data.result has {len(entries)} entries for {len(ids)} ids")
-        return dict.fromkeys(ids, error)
-    wanted = set(ids)
-    found: dict[str, Any] = {}
-    for entry in entries:
-        if isinstance(entry, dict):
-            entry_id = entry.get("_id")
-            if isinstance(entry_id, str) and entry_id in wanted and entry_id not in found:
-                found[entry_id] = entry
-    answers: Answers = {}
-    for item_id in ids:
-        entry = found.get(item_id)
-        if entry is None:
-            answers[item_id] = APIError(NOT_FOUND, f"not in the {fam.name} endpoint's "
-                                                   "answer (unknown id)")
-            continue
-        try:
-            answers[item_id] = fam.parse(item_id, entry)
-        except ItemError as exc:
-            answers[item_id] = exc
-    return answers

@@ -23,7 +23,7 @@ Pure functions, no I/O: :mod:`archiver.service.serve` calls :func:`open_callback
 Every failure is a :class:`CallbackRejected` with a short machine ``reason`` (a metrics
 label) and a message that never quotes the secret, the body or the decrypted payload.
 Nothing a sender controls can make them raise anything else: JSON is parsed by
-:func:`load_json`, which bounds nesting and integer length before :mod:`json` could
+:func:`~.untrusted_json.load_json`, which bounds nesting and integer length before :mod:`json` could
 recurse or convert without limit, and timestamps are compared as integers.
 """
 
@@ -43,19 +43,12 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..manifest import ID_PATTERN
+from .untrusted_json import JSONRefused, Number, load_json
 
 #: Statuses a callback may carry (akool-api.md): 2 processing, 3 success, 4 failed.
 CALLBACK_STATUSES = frozenset({2, 3, 4})
 _FIELDS = ("signature", "dataEncrypt", "timestamp", "nonce")
 _NONCE_MAX = 256
-#: JSON nested deeper than this is refused before parsing. A callback's envelope is one
-#: flat object and its payload a small one; :mod:`json` recurses once per level and
-#: raises RecursionError near 1,000 (less on a deep stack).
-MAX_DEPTH = 32
-#: Integers longer than this are refused while parsing: Python refuses to convert more
-#: than 4,300 digits (``sys.set_int_max_str_digits``) and takes quadratic time below
-#: that. Akool's longest number is a 13-digit timestamp.
-MAX_INT_DIGITS = 64
 #: Timestamps (ms) must lie in [0, 2**53): what Akool's JavaScript can send exactly
 #: (year 287,396). Anything else is not a time, refused before any arithmetic.
 _TIMESTAMP_LIMIT = 2**53
@@ -64,27 +57,6 @@ _DIGITS = re.compile(r"[0-9]{1,20}")
 #: A JSON number's text whose exponent, if any, is short enough for Decimal to handle.
 _SHORT_EXPONENT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,4})?")
 _HEX_BLOCKS = re.compile(r"(?:[0-9a-fA-F]{32})+")
-#: A JSON string, or an unterminated one running to the end of the text (possessive:
-#: linear time on any input, no backtracking). On bytes: UTF-8 never puts an ASCII byte
-#: (a quote, a backslash, a bracket) inside a multi-byte character.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.S)
-#: Brackets only, and of one kind: "{" -> "[", "}" -> "]", every other byte deleted.
-_ONE_KIND = bytes.maketrans(b"{}", b"[]")
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def _nested_at_most(depth: int) -> re.Pattern[bytes]:
-    # Balanced brackets nested at most *depth* deep are a regular language: this
-    # pattern, nested *depth* times. Possessive, so matching is one linear pass.
-    pattern = b""
-    for _ in range(depth):
-        pattern = rb"(?:\[" + pattern + rb"\])*+"
-    return re.compile(pattern)
-
-
-_BALANCED = _nested_at_most(MAX_DEPTH)
-
-
 class CallbackRejected(Exception):
     """A callback that must not be recorded. ``status`` is the HTTP answer."""
 
@@ -179,16 +151,6 @@ class Notification:
     family: str | None = None
 
 
-class _Number:
-    """A number of the envelope, kept as the text the sender wrote: the signature is
-    over that text, and no conversion happens before its range is known."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
 def signature_of(client_id: str, timestamp: int | str, nonce: str, data_encrypt: str) -> str:
     """The documented signature: hex SHA-1 of the four strings, sorted and joined."""
     parts = sorted([client_id, str(timestamp), nonce, data_encrypt])
@@ -213,72 +175,20 @@ def iv_of(client_id: str) -> bytes:
     return client_id.encode("utf-8")[:16]
 
 
-# ------------------------------------------------------------------------ JSON
-
-class _NotAccepted(ValueError):
-    """Raised by the parser's hooks; :func:`load_json` turns it into a refusal."""
-
-
-def _bounded_int(digits: str) -> int:
-    if len(digits) > MAX_INT_DIGITS and len(digits.lstrip("-")) > MAX_INT_DIGITS:
-        raise _NotAccepted(f"a number of more than {MAX_INT_DIGITS} digits")
-    return int(digits)
-
-
-def _no_constant(name: str) -> Any:
-    raise _NotAccepted(f"{name} is not JSON")
-
-
-# Built once: json.loads() with any option builds a new decoder on every call.
-_EXACT = json.JSONDecoder(parse_int=_Number, parse_float=_Number, parse_constant=_no_constant)
-_BOUNDED = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constant)
-
-
-def load_json(data: bytes, reason: str, *, exact_numbers: bool = False) -> Any:
-    """Parse UTF-8 JSON from a sender we do not trust yet; :class:`CallbackRejected`
-    with *reason* for anything but a document of sane depth and numbers.
-
-    Bounded by construction rather than by catching what :mod:`json` may raise: the
-    nesting depth is measured first (:func:`_check_depth`, linear time), and ``NaN`` /
-    ``Infinity`` (not JSON) are refused. Numbers: with *exact_numbers* they stay
-    :class:`_Number` (their text), nothing is converted and each field's check judges
-    its own; otherwise integers longer than :data:`MAX_INT_DIGITS` are refused as the
-    parser meets them, before Python's conversion could refuse them its own way.
-    """
-    _check_depth(data, reason)
+def _load(data: bytes, reason: str, *, exact_numbers: bool = False) -> Any:
+    """:func:`~.untrusted_json.load_json`, a refusal a :class:`CallbackRejected` with
+    *reason*."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CallbackRejected(reason, "body is not UTF-8") from None
-    try:
-        return (_EXACT if exact_numbers else _BOUNDED).decode(text)
-    except _NotAccepted as exc:
+        return load_json(data, exact_numbers=exact_numbers)
+    except JSONRefused as exc:
         raise CallbackRejected(reason, str(exc)) from None
-    except json.JSONDecodeError:
-        raise CallbackRejected(reason, "not JSON") from None
-
-
-def _check_depth(data: bytes, reason: str) -> None:
-    """Refuse *data* if its arrays and objects nest deeper than :data:`MAX_DEPTH`, or
-    if its brackets do not balance (invalid JSON, which the parser would still recurse
-    into up to the point where it fails). Linear time, in C: the regular expressions
-    and ``bytes.translate`` do the work."""
-    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
-        # Cannot nest deeper (a callback's case, at the speed of bytes.count); unbalanced
-        # brackets are left to the parser, which cannot recurse far here.
-        return
-    # Brackets inside strings are text; what remains must be balanced and shallow.
-    brackets = _JSON_STRING.sub(b"", data).translate(_ONE_KIND, _NOT_BRACKET)
-    if not _BALANCED.fullmatch(brackets):
-        raise CallbackRejected(reason, f"JSON nested more than {MAX_DEPTH} deep, or its "
-                                       "brackets do not balance")
 
 
 # -------------------------------------------------------------------- envelope
 
 def parse_envelope(body: bytes) -> Envelope:
     """The outer JSON object, with every field of an acceptable type and range."""
-    data = load_json(body, "bad_json", exact_numbers=True)
+    data = _load(body, "bad_json", exact_numbers=True)
     if not isinstance(data, dict):
         raise CallbackRejected("bad_shape", "body is not a JSON object")
     missing = [name for name in _FIELDS if name not in data]
@@ -299,7 +209,7 @@ def parse_envelope(body: bytes) -> Envelope:
 def _timestamp(value: object) -> tuple[int, str]:
     """(milliseconds, the text signed) of a timestamp written as an integer (``1710...``,
     or integral: ``1710....0``) or as a string of digits (``"1710..."``)."""
-    if isinstance(value, _Number):
+    if isinstance(value, Number):
         text = value.text
         if _DIGITS.fullmatch(text):  # Akool's usual form: no Decimal needed
             stamp: int | None = int(text)
@@ -321,7 +231,7 @@ def _timestamp(value: object) -> tuple[int, str]:
 
 def _nonce(value: object) -> str:
     """The nonce's text: a non-empty string, or an integer's JSON text."""
-    if isinstance(value, _Number):
+    if isinstance(value, Number):
         if len(value.text) > _NONCE_MAX or _integral(value.text) is None:
             raise CallbackRejected("bad_shape", "a number nonce must be an integer of at "
                                                 f"most {_NONCE_MAX} characters")
@@ -404,7 +314,7 @@ def decrypt(data_encrypt: str, client_id: str, client_secret: str) -> bytes:
 
 def parse_payload(plaintext: bytes, envelope: Envelope) -> Notification:
     """The decrypted JSON as a :class:`Notification`; unknown fields are kept."""
-    data = load_json(plaintext, "bad_payload")
+    data = _load(plaintext, "bad_payload")
     if not isinstance(data, dict):
         raise CallbackRejected("bad_payload", "decrypted data is not a JSON object")
     job_id, status, url = data.get("_id"), data.get("status"), data.get("url")

@@ -11,7 +11,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ..akool.client import OK, AkoolClient
+from ..akool.answers import OK
+from ..akool.client import AkoolClient
 from ..archive import Archive
 from ..archive.scheduler import Scheduler
 from ..archive.transaction import RESUMABLE_KINDS, end_unstarted
