@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import StorageError
 from ...models import FileRecord
+
+if TYPE_CHECKING:  # requests.py imports this module
+    from .buffers import PartBuffer
+    from .requests import S3Bucket
 
 
 def b64(digest: bytes) -> str:
@@ -86,3 +90,33 @@ def recorded_checksum(file: FileRecord) -> str | None:
         return b64(bytes.fromhex(file.sha256))
     except ValueError:
         return None
+
+
+def put_checked(bucket: S3Bucket, key: str, body: bytes | PartBuffer,
+                sha256: str) -> dict[str, Any]:
+    """PutObject of a whole file with its SHA-256 (hex *sha256*), S3's answer checked
+    against it (asked for with a HEAD where the PUT's answer has none); what
+    ``archive.json`` records of it."""
+    answer, checksum = bucket.put(key, body, sha256_hex=sha256)
+    reported = answer.get("ChecksumSHA256") or bucket.head_checksum(key)
+    check_reported(key, reported, checksum)
+    return facts(key, answer, checksum=checksum, kind="FULL_OBJECT",
+                 verified=reported is not None)
+
+
+def complete_checked(bucket: S3Bucket, key: str, upload_id: str, parts: list[Part], *,
+                     on_final: Callable[[], None]) -> dict[str, Any]:
+    """CompleteMultipartUpload of *parts* (in order), then S3's composite checksum
+    checked against the one the parts' digests give; *on_final* is called as soon as
+    S3 has made the object (before the check). What ``archive.json`` records of it."""
+    expected = composite_checksum(p.digest for p in parts)
+    answer = bucket.complete_upload(key, upload_id, [
+        {"PartNumber": p.number, "ETag": p.etag, "ChecksumSHA256": p.checksum}
+        for p in parts])
+    on_final()
+    # S3 answers the composite checksum here; some stores (moto among them) only on a
+    # HEAD with ChecksumMode=ENABLED.
+    reported = answer.get("ChecksumSHA256") or bucket.head_checksum(key)
+    check_reported(key, reported, expected)
+    return facts(key, answer, checksum=expected, kind="COMPOSITE",
+                 verified=reported is not None)

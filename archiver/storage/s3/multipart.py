@@ -32,7 +32,7 @@ from typing import Any
 from ...errors import StorageError
 from .answers import BOTO_ERRORS
 from .buffers import PartBuffer
-from .checksums import Part, b64, check_reported, composite_checksum, facts
+from .checksums import Part, b64, complete_checked, put_checked
 from .cleanups import Cleanups, consume, shielded
 from .requests import S3Bucket
 from .spool import Spool
@@ -332,32 +332,18 @@ class S3FileSink:
 
     def _put_single_sync(self, data: PartBuffer | None, sha256: str) -> dict[str, Any]:
         try:
-            answer, checksum = self._bucket.put(self.key, b"" if data is None else data,
-                                                sha256_hex=sha256)
+            return put_checked(self._bucket, self.key, b"" if data is None else data, sha256)
         finally:
             if data is not None:
                 self._bucket.buffers.give_back(data)
-        reported = answer.get("ChecksumSHA256") or self._bucket.head_checksum(self.key)
-        check_reported(self.key, reported, checksum)
-        return facts(self.key, answer, checksum=checksum, kind="FULL_OBJECT",
-                           verified=reported is not None)
 
     def _complete_sync(self) -> dict[str, Any]:
         assert self._upload_id is not None
         parts = [self._parts[n] for n in sorted(self._parts)]
-        expected = composite_checksum(p.digest for p in parts)
-        answer = self._bucket.complete_upload(self.key, self._upload_id, [
-            {"PartNumber": p.number, "ETag": p.etag, "ChecksumSHA256": p.checksum}
-            for p in parts])
-        # The object is final now: an abort no longer has an upload to abort.
-        self._cleanups.done(_UPLOAD)
-        # S3 answers the composite checksum here; some stores (moto among them) only on a
-        # HEAD with ChecksumMode=ENABLED.
-        reported = answer.get("ChecksumSHA256") or self._bucket.head_checksum(self.key)
-        check_reported(self.key, reported, expected)
+        # Once S3 completes it, the object is final: an abort has no upload to abort.
+        found = complete_checked(self._bucket, self.key, self._upload_id, parts,
+                                 on_final=lambda: self._cleanups.done(_UPLOAD))
         log.debug("multipart upload of %s complete: %d parts", self.key, len(parts))
-        found = facts(self.key, answer, checksum=expected, kind="COMPOSITE",
-                      verified=reported is not None)
         found["part_size"] = self._part_size
         found["parts"] = len(parts)
         return found
