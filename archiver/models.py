@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -211,3 +212,13 @@ def redact_url(url: str) -> str:
     if port:
         netloc = f"{netloc}:{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+#: A URL inside free text (an error message Akool wrote).
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_urls_in(text: str) -> str:
+    """*text* with every URL in it as :func:`redact_url` shows one: Akool's error texts
+    may quote a signed result URL, which must reach no log, report or page."""
+    return _URL_IN_TEXT.sub(lambda found: redact_url(found.group(0)), text)

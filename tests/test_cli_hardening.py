@@ -252,3 +252,21 @@ def test_unknown_video_status_is_warned_once_per_id(served, workdir):
     assert len([w for w in warnings if ID1 in w]) == 1
     assert len([w for w in warnings if ID2 in w]) == 1
     assert len(warnings) == 2
+
+
+def test_a_signed_url_in_akool_words_reaches_no_output(served, workdir):
+    """Akool's error text may quote a signed result URL: the summary, the logs, -q's
+    lines and the report show it without its query (the signature), for every family."""
+    standin, cwd = served[0], workdir
+    signed = "https://cdn.example/r/video.mp4?Expires=9&Signature=SeCrEt&Key-Pair-Id=K"
+    standin.add_job(ID1, outcome="failed", error_reason=f"render failed, see {signed}")
+    standin.add_job(ID2, family="faceswap", outcome="failed", error_reason=f"see {signed}")
+    (cwd / "videos.yaml").write_text(f"videos: [{ID1}]\nfaceswaps: [{ID2}]\n")
+    for flags in ((), ("-q",)):
+        result = run_cli("run", "videos.yaml", *flags, "--report", "report.json", cwd=cwd,
+                         env=ENV)
+        assert result.returncode == 1
+        report = (cwd / "report.json").read_text()
+        for text in (result.stdout, result.stderr, report):
+            assert "SeCrEt" not in text and "Expires" not in text
+        assert report.count("https://cdn.example/r/video.mp4") == 2

@@ -38,7 +38,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,7 +47,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..config import WebhookConfig
-from ..models import RETENTION_SECONDS, iso_utc, redact_url
+from ..models import RETENTION_SECONDS, iso_utc, redact_urls_in
 from .counters import Counters
 from .journal import JournalError
 from .overview import read_overview
@@ -68,7 +67,6 @@ TEXT_MAX = 1000
 #: The ``schema`` of /status.json: fields are only ever added within a version.
 SCHEMA = 1
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 _STATUS_WORDS = {1: "queued", 2: "processing", 3: "success", 4: "failed"}
 _HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
@@ -79,7 +77,7 @@ def shown(value: object) -> str | None:
     lives there), at most :data:`TEXT_MAX` characters; None stays None."""
     if value is None:
         return None
-    text = _URL.sub(lambda m: redact_url(m.group(0)), str(value))
+    text = redact_urls_in(str(value))
     return text if len(text) <= TEXT_MAX else text[:TEXT_MAX] + "…"
 
 

@@ -21,7 +21,7 @@ from ..download import Downloader
 from ..errors import APIError, JobFailed, LeaseLost
 from ..fleet.lock import NO_FENCE, Fence
 from ..manifest import ManifestItem
-from ..models import ItemResult, JobStatus, Outcome
+from ..models import ItemResult, JobStatus, Outcome, redact_urls_in
 from .counters import UNKNOWN_FAMILY, Counters, batch_limits
 from .journal import JobRow, JournalError
 from .probe import find_family
@@ -157,6 +157,8 @@ class Worker:
         reason = row.payload.get("error_reason") or row.payload.get("msg") or \
             "Akool reported the job failed (callback status 4)"
         code = row.payload.get("error_code")
+        # The callback's own words, its URLs redacted (one may be a signed result URL).
+        reason = redact_urls_in(str(reason))
         error = f"Akool job failed: {reason}" + (f" (error_code {code})" if code else "")
         # Bytes an earlier attempt kept for this id are of no use now (as in `run`).
         await self._fence.confirm()  # LeaseLost: the batch keeps the row pending

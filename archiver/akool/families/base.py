@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ...errors import APIError
-from ...models import JobInfo, RemoteFile
+from ...models import JobInfo, RemoteFile, redact_urls_in
 
 #: Akool's business code for success: parse errors are errors in a successful answer.
 OK = 1000
@@ -137,11 +137,12 @@ def iso_ms(value: object) -> int | None:
 
 
 def reason_of(data: Mapping[str, Any], *fields: str) -> str | None:
-    """The first non-empty failure reason among *fields*, one line, bounded."""
+    """The first non-empty failure reason among *fields*, one line, bounded, its URLs
+    redacted (a reason may quote a signed URL)."""
     for name in fields:
         value = data.get(name)
         if value not in (None, ""):
-            return " ".join(str(value).split())[:500]
+            return redact_urls_in(" ".join(str(value).split())[:500])
     return None
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import APIError
-from ...models import RESULT_FILES, JobInfo, RemoteFile
+from ...models import RESULT_FILES, JobInfo, RemoteFile, redact_urls_in
 from .base import OK, Family, Role
 
 INFO_PATH = "/api/open/v3/content/video/infobymodelid"
@@ -41,14 +41,16 @@ def parse(item_id: str, data: Mapping[str, Any]) -> JobInfo:
 
     create_time = data.get("create_time")
     error_code = data.get("error_code")
-    error_reason = data.get("error_reason")
     return JobInfo(
         id=item_id,
         status=status,
         files=tuple(files),
         create_time_ms=create_time if isinstance(create_time, int) else None,
         error_code=error_code if isinstance(error_code, int) else None,
-        error_reason=str(error_reason) if error_reason not in (None, "") else None,
+        # Akool's words as written (the report keeps them exact; what prints them
+        # escapes), only the URLs redacted: one may be a signed result URL.
+        error_reason=redact_urls_in(str(data["error_reason"]))
+        if data.get("error_reason") not in (None, "") else None,
         raw=dict(data),
         family="video",
     )
