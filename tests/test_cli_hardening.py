@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from archiver.config import load_config
+from archiver.config import Config, load_config
 
 from .conftest import API_KEY, CLI_ENV, ID1, ID2, ID3, run_cli, write_yaml
 
@@ -206,7 +206,12 @@ def test_key_in_a_config_others_can_read_is_warned_once(workdir):
     ({"api_key": API_KEY}, 0o600, False),
     ({"api_key": "${TEST_AKOOL_KEY}"}, 0o644, False),
     ({"token": "${TEST_AKOOL_KEY}"}, 0o777, False),
-], ids=["key-0640", "token-0604", "env-default-0644", "key-0600", "env-0644", "env-token-0777"])
+    ({"client_secret": "plain-text-client-secret", "client_id": "${TEST_AKOOL_KEY}"}, 0o644,
+     True),
+    ({"client_secret": "${TEST_AKOOL_KEY}", "client_id": "id-written-in-the-file"}, 0o644,
+     False),
+], ids=["key-0640", "token-0604", "env-default-0644", "key-0600", "env-0644", "env-token-0777",
+        "client-secret-0644", "env-client-secret-0644"])
 def test_only_a_literal_secret_others_can_read_is_warned(tmp_path, monkeypatch, api, mode,
                                                          warned):
     """Group or other read + a secret written in the file (a default counts) -> a warning."""
@@ -270,3 +275,23 @@ def test_a_signed_url_in_akool_words_reaches_no_output(served, workdir):
         for text in (result.stdout, result.stderr, report):
             assert "SeCrEt" not in text and "Expires" not in text
         assert report.count("https://cdn.example/r/video.mp4") == 2
+
+
+def test_client_credentials_are_masked_in_log_lines(capsys):
+    """api.client_id and api.client_secret join the secrets no log line shows, as the
+    API key and the webhook's pair do (a message of Akool's quoting one included)."""
+    from archiver.cli.logs import install_secret_filter, setup_logging
+
+    logger = logging.getLogger("archiver")
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    try:
+        setup_logging(quiet=False, verbose=False, debug=False, log_format="text")
+        install_secret_filter(Config(api={"client_id": "client-id-0123456789",
+                                          "client_secret": "client-secret-abcdefghij"}))
+        logging.getLogger("archiver.akool.client").warning(
+            "getToken refused client-id-0123456789 / client-secret-abcdefghij")
+    finally:
+        logger.handlers[:], logger.propagate, logger.level = saved
+    said = capsys.readouterr().err
+    assert "getToken refused" in said
+    assert "client-id-0123456789" not in said and "client-secret-abcdefghij" not in said

@@ -156,7 +156,9 @@ def route_logs(handler: logging.Handler) -> None:
 
 def install_secret_filter(config: Config) -> None:
     """Mask every credential of *config* in log lines from now on."""
-    secrets = [s.get_secret_value() for s in (config.api.api_key, config.api.token) if s]
+    api = config.api
+    secrets = [s.get_secret_value()
+               for s in (api.api_key, api.token, api.client_id, api.client_secret) if s]
     if config.webhook is not None:
         secrets += [config.webhook.client_secret.get_secret_value(),
                     config.webhook.client_id.get_secret_value()]

@@ -98,7 +98,8 @@ def _warn_if_key_exposed(path: Path, text: str) -> None:
         return
     if not mode & 0o044 or not isinstance(api, dict):
         return
-    for key, variable in (("api_key", "AKOOL_API_KEY"), ("token", "AKOOL_TOKEN")):
+    for key, variable in (("api_key", "AKOOL_API_KEY"), ("token", "AKOOL_TOKEN"),
+                          ("client_secret", "AKOOL_CLIENT_SECRET")):
         value = api.get(key)
         # What is left once ${VAR} references are replaced by their defaults is written
         # in the file itself: a literal key, or one hidden in ${VAR:-default}.
