@@ -305,3 +305,66 @@ async def test_a_redirect_to_a_delete_endpoint_is_refused(make_config):
             with pytest.raises(PathRefused, match="delbyids"):
                 await client.job_info("a" * 24, "faceswap")
     assert deleted == []
+
+
+#: family -> (a job whose main file is large enough to be cut, its main file as served
+#: and as archived).
+RESUMED: dict[str, tuple[JobScenario, str, str]] = {
+    "image": (JobScenario(family="image", image_size=300_000), "image.png", "image.png"),
+    "audio": (JobScenario(family="audio", audio_size=300_000), "audio.mp3", "audio.mp3"),
+    "faceswap": (JobScenario(family="faceswap", files=("video",), video_size=300_000),
+                 "video.mp4", "result.mp4"),
+    "image2video": (JobScenario(family="image2video", files=("video",), video_size=300_000),
+                    "video.mp4", "video.mp4"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(RESUMED))
+async def test_a_transfer_cut_short_is_resumed_by_the_next_run(family, standin, make_config,
+                                                                tmp_path):
+    """A run cut short keeps the bytes of each family's file under its role's temporary
+    name; the next run resumes them with a Range request and archives the file whole."""
+    scenario, served, archived = RESUMED[family]
+    item_id = IDS[family]
+    standin.add_job(item_id, scenario)
+    standin.add_file_faults(item_id, served, "stall")
+    manifest = parse_manifest(f"{FAMILIES[family].section}:\n  - {item_id}\n")
+    cut = {"read_timeout": 0.25, "retries": {"attempts": 1, "wait_initial": 0.01,
+                                             "wait_max": 0.05}}
+    first = await archive(make_config(downloads=cut), manifest)
+    assert first.items[0].outcome is Outcome.FAILED
+    folder = tmp_path / "archive" / item_id
+    kept = [p for p in folder.iterdir() if p.name.endswith(".part")]
+    assert len(kept) == 1 and kept[0].stat().st_size > 0
+    assert not (folder / "archive.json").exists()
+
+    second = await archive(make_config(), manifest)
+    [item] = second.items
+    assert item.outcome is Outcome.ARCHIVED, item.error
+    assert [f.name for f in item.files] == [archived]
+    assert item.files[0].sha256 == standin.file_sha256(item_id, served)
+    assert any(job == item_id and ranged.startswith("bytes=") and ranged != "bytes=0-"
+               for job, _, ranged in standin.file_ranges)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [archived, "info.json", "SHA256SUMS", "archive.json"])
+
+
+def test_status_remote_asks_each_family_at_its_endpoint(served, workdir):
+    """`status --remote` over a manifest of every family: each id's state as its own
+    family's endpoint says (nothing archived yet), the batched families in one request."""
+    from .conftest import CLI_ENV, run_cli
+
+    standin, cwd = served[0], workdir
+    lines = []
+    for family, (scenario, _) in CASES.items():
+        standin.add_job(IDS[family], scenario)
+        lines.append(f"{FAMILIES[family].section}:\n  - {IDS[family]}")
+    (cwd / "jobs.yaml").write_text("\n".join(lines) + "\n")
+    result = run_cli("status", "--json", "--remote", "jobs.yaml", cwd=cwd, env=CLI_ENV)
+    assert result.returncode == 0, result.stderr
+    items = {i["id"]: i for i in json.loads(result.stdout)["items"]}
+    for family in CASES:
+        remote = items[IDS[family]]["remote"]
+        assert items[IDS[family]]["state"] == "absent"
+        assert (remote["status"], remote["error"]) in ((1, None), (2, None)), (family, remote)
+    assert standin.delete_calls == [] and standin.unknown_requests == []

@@ -31,7 +31,7 @@ import aiohttp
 from yarl import URL
 
 from .._http import USER_AGENT, describe_transport_error, parse_retry_after
-from ..config import ApiConfig
+from ..config import ApiConfig, Config
 from ..errors import (
     APIError,
     ApiUnavailable,
@@ -51,7 +51,7 @@ from .answers import (
     parse_envelope,
     parse_token,
 )
-from .batching import Answers, Coalescer
+from .batching import Answers, Coalescer, linger_for
 from .breaker import UNAVAILABLE_COOLDOWN, Breaker
 from .families import FAMILIES, Family
 from .families.video import parse as parse_job_info
@@ -113,6 +113,16 @@ class AkoolClient:
         #: getToken requests sent.
         self.token_requests = 0
         self.breaker = breaker or Breaker(config.unavailable_after, origin_text(base))
+
+    @classmethod
+    def for_run(cls, config: Config, *, shares: int = 1) -> AkoolClient:
+        """The client a run (or ``serve``, or ``status --remote``) of *config* uses:
+        ``concurrency.polls`` requests at once, batches of ``polling.batch_size`` that
+        wait a tenth of ``polling.interval`` (at most 1 s) to fill, *shares* of the
+        account's request budget."""
+        return cls(config.api, limit=config.concurrency.polls, shares=shares,
+                   batch_size=config.polling.batch_size,
+                   batch_linger=linger_for(config.polling.interval))
 
     def __repr__(self) -> str:
         # Never the key: repr() ends up in tracebacks and debug logs.

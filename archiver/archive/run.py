@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import Sequence
 
-from ..akool.batching import linger_for
 from ..akool.client import AkoolClient
 from ..config import Config
 from ..download import Downloader
@@ -73,10 +72,8 @@ async def archive(config: Config, manifest: Manifest, *, storage: Archive | None
         async with (
             unlocked() if dry_run else hold(config, storage, command="run", shard=shard,
                                             on_lost=on_lost) as fence,
-            AkoolClient(config.api, limit=config.concurrency.polls,
-                        shares=shard.count if shard is not None else 1,
-                        batch_size=config.polling.batch_size,
-                        batch_linger=linger_for(config.polling.interval)) as client,
+            AkoolClient.for_run(config,
+                                shares=shard.count if shard is not None else 1) as client,
             Downloader(config.downloads, limit=config.concurrency.downloads,
                        bandwidth=config.limits.bandwidth_bytes) as downloader,
         ):

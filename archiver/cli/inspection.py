@@ -56,7 +56,7 @@ def status(args: argparse.Namespace, shard: Shard | None) -> Done:
     from ..archive import Archive
 
     spec, root = target(args)
-    uses = {"storage"} | ({"api", "concurrency"} if args.remote else set())
+    uses = {"storage"} | ({"api", "concurrency", "polling"} if args.remote else set())
     config = load_config_for(args, frozenset(uses), root)
     if args.remote:
         require_credentials(config, "archiver status --remote", config_source(args))
@@ -81,9 +81,8 @@ def status(args: argparse.Namespace, shard: Shard | None) -> Done:
             await archive.close()
         if args.remote:
             # With --shard K/N, N of these may run at once: each takes its 1/N of the budget.
-            async with AkoolClient(config.api, limit=config.concurrency.polls,
-                                   shares=shard.count if shard is not None else 1,
-                                   batch_size=config.polling.batch_size) as client:
+            async with AkoolClient.for_run(
+                    config, shares=shard.count if shard is not None else 1) as client:
                 slots = asyncio.Semaphore(config.concurrency.polls)
 
                 async def ask(item: ManifestItem) -> None:

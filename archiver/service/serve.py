@@ -103,7 +103,7 @@ class Server:
             async with hold(config, storage, command="serve", on_lost=on_lost) as fence:
                 self.journal_path = journal_path(config, storage)
                 async with (
-                    AkoolClient(config.api, limit=config.concurrency.polls) as client,
+                    AkoolClient.for_run(config) as client,
                     Downloader(config.downloads, limit=config.concurrency.downloads,
                                bandwidth=config.limits.bandwidth_bytes) as downloader,
                 ):
