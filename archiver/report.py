@@ -34,6 +34,13 @@ def build_report(result: RunResult, exit_status: int, signal: str | None = None)
     totals["bytes_archived"] = result.bytes_archived
     totals["api_requests"] = result.api_requests
     totals["file_requests"] = result.file_requests
+    # Per result family, the families the run had ids of: {"image": {"ids": 2, ...}}.
+    by_family: dict[str, dict[str, int]] = {}
+    for item in result.items:
+        counts = by_family.setdefault(item.family, {"ids": 0})
+        counts["ids"] += 1
+        counts[item.outcome.value] = counts.get(item.outcome.value, 0) + 1
+    totals["families"] = by_family
     return {
         "schema": SCHEMA_VERSION,
         # The same document is `archiver run --json`'s, whose documents all say this.

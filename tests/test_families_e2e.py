@@ -368,3 +368,21 @@ def test_status_remote_asks_each_family_at_its_endpoint(served, workdir):
         assert items[IDS[family]]["state"] == "absent"
         assert (remote["status"], remote["error"]) in ((1, None), (2, None)), (family, remote)
     assert standin.delete_calls == [] and standin.unknown_requests == []
+
+
+async def test_the_report_counts_each_family(standin, make_config):
+    """The run report's totals say, per family the run had ids of, how each ended."""
+    from archiver.report import build_report
+
+    standin.add_job(IDS["video"], JobScenario(outcome="failed"))
+    standin.add_job(IDS["image"], CASES["image"][0])
+    standin.add_job(IDS["audio"], CASES["audio"][0])
+    manifest = parse_manifest(f"videos: [{IDS['video']}]\nimages: [{IDS['image']}]\n"
+                              f"audios: [{IDS['audio']}]\n")
+    result = await archive(make_config(), manifest)
+    report = build_report(result, result.exit_status)
+    assert report["totals"]["families"] == {"video": {"ids": 1, "failed": 1},
+                                            "image": {"ids": 1, "archived": 1},
+                                            "audio": {"ids": 1, "archived": 1}}
+    assert {i["id"]: i["family"] for i in report["items"]} == {
+        IDS["video"]: "video", IDS["image"]: "image", IDS["audio"]: "audio"}
