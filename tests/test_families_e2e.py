@@ -386,3 +386,21 @@ async def test_the_report_counts_each_family(standin, make_config):
                                             "audio": {"ids": 1, "archived": 1}}
     assert {i["id"]: i["family"] for i in report["items"]} == {
         IDS["video"]: "video", IDS["image"]: "image", IDS["audio"]: "audio"}
+
+
+@pytest.mark.parametrize("family", ["image", "audio", "faceswap", "image2video"])
+async def test_api_faults_at_each_family_endpoint_are_retried(family, standin, make_config):
+    """A 429 with Retry-After, an HTML error page and a reset connection at a family's
+    endpoint (a batched one answers the whole batch so): retried, then archived."""
+    scenario, names = CASES[family]
+    item_id = IDS[family]
+    standin.add_job(item_id, scenario, api_faults=[(429, 0), "html", "reset"])
+    other = hashlib.sha256(f"{family}-2".encode()).hexdigest()[:24]
+    standin.add_job(other, scenario)
+    section = FAMILIES[family].section
+    result = await archive(make_config(), parse_manifest(f"{section}: [{item_id}, {other}]\n"))
+    assert [i.outcome for i in result.items] == [Outcome.ARCHIVED] * 2, \
+        [i.error for i in result.items]
+    assert {f.name for f in result.items[0].files} == set(names)
+    assert standin.api_calls >= 3 + 2  # the three faults, then two polls to "done"
+    assert standin.delete_calls == [] and standin.unknown_requests == []

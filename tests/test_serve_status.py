@@ -152,6 +152,10 @@ async def test_json_and_page_show_pending_outcomes_failures_and_no_url(
     assert outcomes == {**dict.fromkeys(s.archived, "archived"), s.failed: "failed"}
     [failure] = doc["failures"]
     assert failure["id"] == s.failed and failure["type"] == HOSTILE_TYPE
+    # The family the type named (talking photo: video); the hostile type named none.
+    assert {j["family"] for j in doc["pending"]} == {"video"}
+    assert failure["family"] is None
+    assert "(not known)" in page
     assert "<script>window.pwned=2</script>" in failure["error"]
     assert "error_code 1015" in failure["error"]
     assert doc["jobs"]["done"] == {"archived": 3, "failed": 1}

@@ -48,7 +48,8 @@ def read_overview(path: Path, limit: int, since: float) -> dict[str, Any]:
 
 def _overview(db: sqlite3.Connection, limit: int, since: float) -> dict[str, Any]:
     # The payload is JSON we wrote; json_valid guards a row some other tool wrote.
-    columns = ("id, status, received_at, attempts, error, next_attempt, outcome, done_at, "
+    columns = ("id, family, status, received_at, attempts, error, next_attempt, outcome, "
+               "done_at, "
                "CASE WHEN json_valid(payload) THEN json_extract(payload, '$.type') END "
                "AS type")
 

@@ -92,7 +92,8 @@ def _totals(counts: Mapping[Any, int]) -> dict[str, int]:
 
 def _pending_row(row: dict[str, Any], now: float) -> dict[str, Any]:
     deadline = row["received_at"] + RETENTION_SECONDS
-    return {"id": row["id"], "type": shown(row["type"]), "akool_status": row["status"],
+    return {"id": row["id"], "family": row["family"], "type": shown(row["type"]),
+            "akool_status": row["status"],
             "akool_status_text": _STATUS_WORDS.get(row["status"], str(row["status"])),
             "first_callback_at": iso_utc(row["received_at"]),
             "deadline_at_latest": iso_utc(deadline),
@@ -102,7 +103,8 @@ def _pending_row(row: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def _done_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "type": shown(row["type"]), "outcome": row["outcome"],
+    return {"id": row["id"], "family": row["family"], "type": shown(row["type"]),
+            "outcome": row["outcome"],
             "finished_at": iso_utc(row["done_at"]),
             "first_callback_at": iso_utc(row["received_at"]),
             "attempts": row["attempts"], "error": shown(row["error"])}

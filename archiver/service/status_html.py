@@ -126,8 +126,9 @@ def _pending(doc: dict[str, Any]) -> str:
         left = job["seconds_left_at_most"]
         css = "late" if left < LATE else "soon" if left < SOON else ""
         words = duration(left) if left > 0 else "none: past the deadline"
-        rows.append("<tr>" + _cell(job["id"], "id") + _cell(job["type"])
-                    + _cell(job["akool_status_text"]) + _cell(job["first_callback_at"], "when")
+        rows.append("<tr>" + _cell(job["id"], "id") + _cell(_family(job))
+                    + _cell(job["type"]) + _cell(job["akool_status_text"])
+                    + _cell(job["first_callback_at"], "when")
                     + _cell(words, f"num {css}".strip()) + _cell(job["attempts"], "num")
                     + _cell(job["next_attempt_at"], "when") + _cell(job["last_error"], "err")
                     + "</tr>")
@@ -136,7 +137,8 @@ def _pending(doc: dict[str, Any]) -> str:
             "callback carries no creation time, so the time left counts 7 days from the "
             "job's first callback: the job was created before it, so Akool may delete it "
             "sooner - the time left is at most this.</p>"
-            + _table(("id", "type", "at Akool", "first callback (UTC)", "time left at most",
+            + _table(("id", "family", "type", "at Akool", "first callback (UTC)",
+                      "time left at most",
                       "attempts", "next attempt (UTC)", "last error"), rows,
                      "Nothing pending."))
 
@@ -148,12 +150,18 @@ def _finished(title: str, css_id: str, jobs: Sequence[dict[str, Any]], empty: st
         good = job["outcome"] in ("archived", "already_archived")
         rows.append("<tr>" + _cell(job["id"], "id") + _cell(job["outcome"],
                                                             "ok" if good else "bad")
-                    + _cell(job["finished_at"], "when") + _cell(job["type"])
+                    + _cell(job["finished_at"], "when") + _cell(_family(job))
+                    + _cell(job["type"])
                     + _cell(job["attempts"], "num") + _cell(job["error"], "err") + "</tr>")
-    head = ("id", "outcome", "finished (UTC)", "type", "attempts",
+    head = ("id", "outcome", "finished (UTC)", "family", "type", "attempts",
             "reason" if reason else "error")
     return (f'<h2 id="{css_id}">{text(title)} (the last {len(jobs)})</h2>'
             + _table(head, rows, empty))
+
+
+def _family(job: dict[str, Any]) -> str:
+    """The job's result family; "(not known)" while no family has answered for it."""
+    return str(job["family"]) if job["family"] else "(not known)"
 
 
 def _callbacks(doc: dict[str, Any]) -> str:
