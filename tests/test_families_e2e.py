@@ -404,3 +404,37 @@ async def test_api_faults_at_each_family_endpoint_are_retried(family, standin, m
     assert {f.name for f in result.items[0].files} == set(names)
     assert standin.api_calls >= 3 + 2  # the three faults, then two polls to "done"
     assert standin.delete_calls == [] and standin.unknown_requests == []
+
+
+@pytest.mark.parametrize("family", sorted(RESUMED))
+async def test_gc_removes_what_a_cut_run_left_of_each_family(family, standin, make_config,
+                                                              tmp_path):
+    """The temporaries a cut run keeps under a family's role names are garbage gc knows
+    (and removes, once old enough) for an id nobody committed; a committed id's files
+    are never touched."""
+    scenario, served, _ = RESUMED[family]
+    item_id, done_id = IDS[family], hashlib.sha256(family.encode()).hexdigest()[24:48]
+    standin.add_job(item_id, scenario)
+    standin.add_job(done_id, scenario)
+    standin.add_file_faults(item_id, served, "stall")
+    section = FAMILIES[family].section
+    cut = {"read_timeout": 0.25, "retries": {"attempts": 1, "wait_initial": 0.01,
+                                             "wait_max": 0.05}}
+    config = make_config(downloads=cut)
+    result = await archive(config, parse_manifest(f"{section}: [{item_id}, {done_id}]\n"))
+    assert [i.outcome for i in result.items] == [Outcome.FAILED, Outcome.ARCHIVED]
+    root = tmp_path / "archive"
+    kept = sorted(p.name for p in (root / item_id).iterdir())
+    assert kept and all(name.startswith(".") for name in kept), kept
+    committed = sorted(p.name for p in (root / done_id).iterdir())
+
+    layer = Archive.from_config(config.storage)
+    await layer.open()
+    try:
+        collected = await layer.collect_garbage(None, 0.0, False)
+    finally:
+        await layer.close()
+    assert sorted(Path(g.where).name for g in collected.files) == kept
+    assert {g.item for g in collected.files} == {item_id}
+    assert not (root / item_id).exists()
+    assert sorted(p.name for p in (root / done_id).iterdir()) == committed
