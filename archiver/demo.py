@@ -147,7 +147,8 @@ def _explain(result: RunResult, directory: Path, manifest: Path,
     root, listed = shlex.quote(str(directory)), shlex.quote(str(manifest))
     lines += ["Try, with no configuration file:",
               f"  archiver verify {root}",
-              f"  archiver status {listed} --root {root}"]
+              f"  archiver status {listed} --root {root}",
+              f"  archiver index {root}    # then open {root}/index.html in a browser"]
     if result.count(Outcome.ALREADY_ARCHIVED):
         lines.append(f"Items archived by an earlier run were skipped without an API call; "
                      f"the failed job was asked about again ({result.api_requests} API "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 
 from ..errors import ApiUnavailable
 from ..models import JobStatus, Outcome, RunResult, iso_utc
@@ -50,6 +51,9 @@ def format_summary(result: RunResult) -> str:
         ("time", f"{result.duration:.1f}s"),
     ]
     lines = [f"  {name:<17} {value:>9}" for name, value in rows]
+    families = Counter(i.family for i in result.items)
+    if len(families) > 1:  # a run of videos alone says nothing new
+        lines.append("  by family: " + ", ".join(f"{n} {f}" for f, n in families.items()))
     failed = [i for i in result.items if i.outcome in (Outcome.FAILED, Outcome.EXPIRED)]
     for item in failed[:_FAILURES_SHOWN]:
         lines.append(f"  {item.outcome.value}: {item.id}: {printable(str(item.error))}")
