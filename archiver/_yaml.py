@@ -54,3 +54,25 @@ def describe_yaml_error(source: str, exc: yaml.YAMLError) -> str:
     if mark is not None:
         return f"{source}:{mark.line + 1}: invalid YAML (column {mark.column + 1}): {problem}"
     return f"{source}: invalid YAML: {problem}"
+
+
+def load_document(text: str, source: str, error: type[Exception],
+                  loader: type[Any] = yaml.SafeLoader) -> tuple[yaml.Node | None, Any]:
+    """The single document of *text*: its node tree (for line numbers) and its data.
+
+    Refused as one *error* naming *source* - a syntax error with its line, an anchor or
+    alias, nesting too deep - before any node is built from a hostile file.
+    """
+    try:
+        problem = unsafe_yaml_problem(text, source, loader)
+        if problem is not None:
+            raise error(problem)
+        parser = loader(text)
+        try:
+            node = parser.get_single_node()
+            data = parser.construct_document(node) if node is not None else None
+        finally:
+            parser.dispose()
+    except yaml.YAMLError as exc:
+        raise error(describe_yaml_error(source, exc)) from None
+    return node, data

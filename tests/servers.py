@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,3 +38,12 @@ class aiohttp_server:  # lower case: it reads like a function, async with aiohtt
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 30) -> None:
+    """Hang guard, not a timing assertion: poll *predicate* until true."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the hang guard")
+        await asyncio.sleep(0.02)

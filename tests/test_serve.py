@@ -24,6 +24,7 @@ from archiver.service.serve import JOURNAL_NAME, Server
 from archiver.testing.callbacks import CallbackSender, hostile_bodies, sign
 from archiver.testing.standin import AkoolStandIn, generated_job_id
 from tests.conftest import API_KEY, config_dict
+from tests.servers import wait_for
 
 CLIENT_ID = "0123456789abcdef"              # 16 bytes: the IV
 CLIENT_SECRET = "secret-key-of-24-bytes!!"  # 24 bytes: AES-192
@@ -63,15 +64,6 @@ async def rows(root: Path) -> dict[str, Any]:
         return {}
     async with Journal(path) as journal:
         return {r.id: r for r in await journal.jobs()}
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 30) -> None:
-    """Hang guard, not a timing assertion: poll *predicate* until true."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the hang guard")
-        await asyncio.sleep(0.02)
 
 
 def all_done(root: Path, count: int) -> Callable[[], Any]:

@@ -26,6 +26,7 @@ from archiver.testing.standin import AkoolStandIn, JobScenario, generated_job_id
 from tests.conftest import API_KEY, CLI_ENV, config_dict, run_cli
 from tests.old_journal import old_journal_v1
 from tests.s3server import S3Fixture, moto_endpoint_fixture, s3_fixture  # noqa: F401
+from tests.servers import wait_for
 
 # Akool's sizes: a 24-character client id (the IV is its first 16 bytes), a 24-byte secret.
 CLIENT_ID = "64db241f6d9e5c4bd136c187"
@@ -69,15 +70,6 @@ def serve(base_url: str, tmp_path: Path) -> Callable[..., Any]:
 async def journal_rows(path: Path) -> dict[str, JobRow]:
     async with Journal(path) as journal:
         return {r.id: r for r in await journal.jobs()}
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 30) -> None:
-    """Hang guard, not a timing assertion: poll *predicate* until true."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the hang guard")
-        await asyncio.sleep(0.02)
 
 
 def all_done(path: Path, count: int) -> Callable[[], Any]:

@@ -32,7 +32,8 @@ from archiver.service.status import LIMIT, check_basic_auth, is_loopback
 from archiver.testing.standin import AkoolStandIn, generated_job_id
 from tests.browser import Chromium, artifact, running_chromium
 from tests.conftest import API_KEY, write_yaml
-from tests.test_serve import CLIENT_ID, CLIENT_SECRET, make, wait_for
+from tests.servers import wait_for
+from tests.test_serve import CLIENT_ID, CLIENT_SECRET, make
 
 #: Would set window.pwned if any of it ever ran; shown literally instead.
 HOSTILE = ('<img src=x onerror="window.pwned=1"></script><script>window.pwned=2</script>'

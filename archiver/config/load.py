@@ -1,15 +1,6 @@
-"""Reading the configuration file.
-
-The file is YAML. ``${VAR}`` (or ``${VAR:-default}``) in any string value is replaced by
-the environment variable, so secrets can stay out of the file. Every problem - unknown
-key, wrong type, missing value, unset variable, a ``${VAR`` never closed, a shell-style
-``$VAR`` that YAML keeps as it is - becomes one :class:`ConfigError` that names the key
-and, where YAML tells us, the file and line.
-
-A command reads only the sections it uses: an unset variable in a section it does not
-use (``webhook:`` for ``run``, ``api:`` for ``verify``) does not stop it (see
-:func:`load_config`'s *unused*). Credentials are optional in the file;
-:func:`require_credentials` is the check of the commands that call Akool.
+"""Reading the configuration file: YAML, ``${VAR}`` expanded, validated into
+:class:`~.model.Config`, every problem one :class:`ConfigError` naming the key and, where
+YAML tells, the file and line (the rules: the package's docstring, :mod:`archiver.config`).
 """
 
 from __future__ import annotations
@@ -30,7 +21,7 @@ from pydantic import (
 )
 
 from .._os import os_reason
-from .._yaml import describe_yaml_error, unsafe_yaml_problem
+from .._yaml import load_document
 from ..errors import ConfigError
 from .model import DEFAULT_CONFIG_PATH, Config
 
@@ -118,20 +109,7 @@ def parse_config(text: str, source: str = "<config>", *, unused: Iterable[str] =
 
     *unused* and *needed_by*: as for :func:`load_config`.
     """
-    try:
-        # Before any node is built: nested aliases expand exponentially, deep nesting
-        # exhausts the stack.
-        problem = unsafe_yaml_problem(text, source)
-        if problem is not None:
-            raise ConfigError(problem)
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        raise ConfigError(describe_yaml_error(source, exc)) from None
+    node, data = load_document(text, source, ConfigError)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from .._os import os_reason
-from .._yaml import describe_yaml_error, unsafe_yaml_problem
+from .._yaml import load_document
 from ..akool.families import DEFAULT_FAMILY, SECTIONS
 from ..errors import ManifestError
 from .fast import parse_simple
@@ -42,20 +42,9 @@ def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
 
 
 def _parse_general(text: str, source: str) -> Manifest:
-    try:
-        # Before any node is built: nested aliases expand exponentially, deep nesting
-        # exhausts the stack.
-        problem = unsafe_yaml_problem(text, source, LOADER)
-        if problem is not None:
-            raise ManifestError(problem)
-        loader = LOADER(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        raise ManifestError(describe_yaml_error(source, exc)) from None
+    # Before any node is built: nested aliases expand exponentially, deep nesting
+    # exhausts the stack (load_document refuses both first).
+    node, data = load_document(text, source, ManifestError, LOADER)
 
     if not isinstance(data, dict):
         return _section(data, node, source, "", DEFAULT_FAMILY)
