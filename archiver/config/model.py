@@ -52,6 +52,8 @@ class ApiConfig(_Model):
     api_key: SecretStr | None = None
     token: SecretStr | None = None
     connect_timeout: PositiveFloat = 10.0
+    #: Seconds to wait for an answer: a request ends after connect_timeout +
+    #: read_timeout at most (one bound per request, not a timer per read).
     read_timeout: PositiveFloat = 30.0
     retries: RetryPolicy = RetryPolicy()
     #: Cap on API requests per second of the whole Akool account (None: no cap): a run
