@@ -90,7 +90,25 @@ def _item(item: ItemResult, now: float) -> dict[str, Any]:
 def write_report(path: Path | OutputFile, report: dict[str, Any]) -> None:
     """Write atomically (see :class:`OutputFile`): a reader never sees half a report."""
     output = path if isinstance(path, OutputFile) else OutputFile(path)
-    output.write(json_text(report, indent=2) + "\n")
+    output.write(document_text(report))
+
+
+def document_text(document: dict[str, Any]) -> str:
+    """A report or ``--json`` document as text: indented, except that a last key
+    ``items`` holding a list has one item per line, newline at the end.
+
+    One line per item: a report of 100,000 ids reads with grep as well as with jq, and
+    the items are encoded by the json module's C encoder (indenting is the pure-Python
+    one: ~4 x the CPU, ~0.1 s per 10,000 items).
+    """
+    items = document.get("items")
+    if not isinstance(items, list) or not items or list(document)[-1] != "items":
+        return json_text(document, indent=2) + "\n"
+    rest = {k: v for k, v in document.items() if k != "items"}
+    # The indented header without its closing brace, then the items.
+    head = json_text(rest, indent=2)[:-2] + ",\n" if rest else "{\n"
+    body = ",\n".join(f"    {json_text(item)}" for item in items)
+    return f'{head}  "items": [\n{body}\n  ]\n}}\n'
 
 
 _RAW_IN_JSON = re.compile("[\x7f-\x9f]")

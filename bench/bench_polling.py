@@ -13,8 +13,10 @@ stand-in reset before each (every job back to "never polled"):
   that is not done after the same interval - the same 3 x JOBS requests.
 
 The latency floor is JOBS x 3 x LATENCY / CONCURRENCY (9.4 s by default). Both sides'
-request counts are checked on the stand-in. Targets: archiver wall <= 1.1 x the bare
-loop's, archiver CPU (user + sys, from wait4) <= 0.3 ms per poll, peak RSS <= 150 MiB.
+request counts are checked on the stand-in. Targets (issue 21), as medians of the
+per-round ratios: archiver wall <= 1.05 x the bare loop's, archiver CPU (user + sys,
+from wait4, the interpreter's start included on both sides) <= 1.25 x, peak RSS <= 200
+MiB (also at ``--jobs 100000``: the per-poll cost must stay the same).
 """
 
 from __future__ import annotations
@@ -127,12 +129,17 @@ def report(args: argparse.Namespace, results: dict[str, list[Measure]]) -> None:
           f"{args.rounds} rounds alternating, medians (peak RSS: the largest)")
     print(rows_table(["", "wall s", "CPU s", "CPU ms/poll", "peak RSS MiB",
                       "stand-in CPU s"], rows))
-    print(f"archiver / bare wall = {a / b:.2f} (target <= 1.10: {verdict(a / b <= 1.1)}); "
-          f"CPU {cpu_ms:.3f} ms/poll (target <= 0.3: {verdict(cpu_ms <= 0.3)}); "
-          f"peak RSS {rss:.0f} MiB (target <= 150: {verdict(rss <= 150)})")
-    print("per-round ratios: " + ", ".join(
-        f"{x.wall / y.wall:.2f}"
-        for x, y in zip(results["archiver"], results["bare aiohttp loop"], strict=True)))
+    pairs = list(zip(results["archiver"], results["bare aiohttp loop"], strict=True))
+    walls = [x.wall / y.wall for x, y in pairs]
+    cpus = [x.cpu / y.cpu for x, y in pairs]
+    wall_ratio, cpu_ratio = median(walls), median(cpus)
+    print(f"archiver / bare wall = {wall_ratio:.2f} (median of rounds; target <= 1.05: "
+          f"{verdict(wall_ratio <= 1.05)}); archiver / bare CPU = {cpu_ratio:.2f} (target "
+          f"<= 1.25: {verdict(cpu_ratio <= 1.25)}); CPU {cpu_ms:.3f} ms/poll; peak RSS "
+          f"{rss:.0f} MiB (target <= 200: {verdict(rss <= 200)})")
+    print("per-round ratios, wall: " + ", ".join(f"{r:.2f}" for r in walls)
+          + f" (ratio of the median walls {a / b:.2f})")
+    print("per-round ratios, CPU: " + ", ".join(f"{r:.2f}" for r in cpus))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from archiver.config import DownloadConfig
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
     BenchServer,
@@ -53,7 +55,8 @@ from _common import (
 )
 
 KEY = "bench-key-not-secret"
-DEFAULT_SEGMENTS = 4
+#: The archiver's own default (``downloads.segments``), as installed.
+DEFAULT_SEGMENTS = DownloadConfig().segments
 
 
 def main() -> None:
@@ -141,9 +144,11 @@ def commands_for(args: argparse.Namespace, work: Path, server: BenchServer, ngin
             return m
         return run
 
-    if not capped:
+    if not capped:  # the cost of more connections where they bring nothing
         return {"archiver segments=1": archiver(1),
-                f"archiver segments={DEFAULT_SEGMENTS}": archiver(DEFAULT_SEGMENTS)}
+                f"archiver segments={DEFAULT_SEGMENTS}": archiver(DEFAULT_SEGMENTS),
+                **({f"archiver segments={args.segments}": archiver(args.segments)}
+                   if args.segments not in (1, DEFAULT_SEGMENTS) else {})}
     aria_dir = work / "aria"
     aria_dir.mkdir(exist_ok=True)
     commands = {f"archiver segments={args.segments}": archiver(args.segments)}
@@ -182,15 +187,22 @@ def report(args: argparse.Namespace, capped: dict[str, list[Measure]],
     rss = max(m.max_rss_mib for m in capped[ours])
     print(f"{ours}: wall = {a / x:.2f} x aria2c's (target <= 1.10: {verdict(a / x <= 1.1)}); "
           f"peak RSS {rss:.0f} MiB (target <= 150: {verdict(rss <= 150)})")
-    print("per-round ratios to aria2c: " + ", ".join(
-        f"{p.wall / q.wall:.2f}" for p, q in zip(capped[ours], capped["aria2c -x 8 -s 8"],
-                                                 strict=True)))
+    for name in capped:
+        if name.startswith("archiver"):
+            ratios = [p.wall / q.wall for p, q in zip(capped[name], capped["aria2c -x 8 -s 8"],
+                                                      strict=True)]
+            print(f"{name} / aria2c wall, per round: " + ", ".join(f"{r:.2f}" for r in ratios)
+                  + f" (median {median(ratios):.2f})")
     print("\nphase 2: no rate limit")
     print(table(free, mib))
-    one = median([m.wall for m in free["archiver segments=1"]])
-    default = median([m.wall for m in free[f"archiver segments={DEFAULT_SEGMENTS}"]])
-    print(f"default (segments={DEFAULT_SEGMENTS}) wall = {default / one:.2f} x one stream's "
-          f"(target <= 1.00 within noise: {verdict(default / one <= 1.05)})")
+    for name in free:
+        if name != "archiver segments=1":
+            ratios = [p.wall / q.wall for p, q in zip(free[name], free["archiver segments=1"],
+                                                      strict=True)]
+            print(f"{name} / one stream wall, per round: "
+                  + ", ".join(f"{r:.2f}" for r in ratios) + f" (median {median(ratios):.2f})"
+                  + (f" (target <= 1.00 within noise: {verdict(median(ratios) <= 1.05)})"
+                     if name.endswith(f"={DEFAULT_SEGMENTS}") else ""))
 
 
 def s3_main(args: argparse.Namespace, size: int) -> None:

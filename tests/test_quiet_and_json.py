@@ -131,6 +131,21 @@ def test_run_json_is_the_run_report_on_stdout(served, workdir):
     assert "\x1b[" not in result.stderr
 
 
+def test_report_holds_one_item_per_line(served, workdir):
+    """The report (file and --json alike) is indented, but each item is one line: a
+    report of 100,000 ids reads with grep, and is written by the C encoder."""
+    standin, cwd = served[0], workdir
+    _mixed_jobs(standin, cwd)
+    result = run_cli("run", "--json", "videos.yaml", "--report", "report.json", cwd=cwd,
+                     env=ENV)
+    for text in (result.stdout, (cwd / "report.json").read_text()):
+        lines = text.splitlines()
+        assert lines[:2] == ["{", '  "schema": 1,'] and lines[-2:] == ["  ]", "}"]
+        items = [json.loads(line.strip().rstrip(",")) for line in lines
+                 if line.startswith('    {"id": ')]
+        assert items == json.loads(text)["items"] and len(items) == 4
+
+
 def test_run_json_carries_a_fatal_error(served, workdir):
     """A run that cannot start still prints its document: exit_status and fatal_error."""
     cwd = workdir

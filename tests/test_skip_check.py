@@ -117,6 +117,9 @@ async def test_scan_is_exact_in_either_order(s3, caplog, monkeypatch):
                 found = await Archive(storage).item_states(subset)
                 assert found == expected_states(keys, subset), (page, subset)
                 assert await Archive(storage).archived(subset) == set(subset) & set(ARCHIVED)
+                check = await Archive(storage).skip_check(subset)
+                assert check.archived == set(subset) & set(ARCHIVED), (page, subset)
+                assert check.partial == set(subset) & set(PARTIAL), (page, subset)
     monkeypatch.setattr(requests, "LIST_PAGE", LIST_PAGE)
 
     async with opened(s3) as storage:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from archiver.archive import Archive
 from archiver.config import Config
 from archiver.manifest import Manifest
 from archiver.models import Outcome
@@ -15,7 +16,7 @@ from archiver.run import archive
 from archiver.service.serve import Server
 from archiver.testing.callbacks import CallbackSender
 from archiver.testing.standin import AkoolStandIn
-from tests.conftest import API_KEY, ID1, config_dict
+from tests.conftest import API_KEY, ID1, ID2, config_dict
 from tests.test_serve import CLIENT_ID, CLIENT_SECRET, WEBHOOK, all_done, wait_for
 
 SIZE = 512 * 1024
@@ -53,6 +54,16 @@ async def test_run_discards_kept_bytes_of_a_job_that_failed_since(standin, base_
     assert second.items[0].outcome is Outcome.FAILED
     assert second.items[0].error_kind == "job_failed"
     assert not (root / ID1).exists()
+
+
+async def test_skip_check_names_the_ids_holding_kept_bytes(standin, base_url, tmp_path):
+    """The skip check tells an id holding kept bytes (its failure must discard them) from
+    one with nothing stored (its failure has nothing to discard, so touches nothing)."""
+    root = tmp_path / "archive"
+    await keep_a_partial(standin, base_url, root)
+    archive = Archive.from_config(_config(config_dict(base_url, root)).storage)
+    check = await archive.skip_check([ID1, ID2])
+    assert (check.archived, check.partial) == (set(), {ID1})
 
 
 async def test_serve_discards_kept_bytes_on_a_failed_callback(standin, base_url, tmp_path):

@@ -94,6 +94,9 @@ class Scheduler:
         self._download_queue: asyncio.PriorityQueue[_Ready] = asyncio.PriorityQueue()
         self._fatal: FatalRunError | None = None
         self._seq = itertools.count()
+        #: Ids that held something (not a record) when the pass began: only they can
+        #: have stored bytes to discard when they fail while polling (see :meth:`_end`).
+        self._partial: frozenset[str] = frozenset()
 
     async def run(self, items: Sequence[ManifestItem],
                   interrupt: asyncio.Event | None = None) -> list[ItemResult]:
@@ -101,7 +104,8 @@ class Scheduler:
 
         Setting *interrupt* stops the run gracefully; unfinished ids come back pending.
         """
-        archived = await self._archive.archived(i.id for i in items)
+        check = await self._archive.skip_check(i.id for i in items)
+        archived, self._partial = check.archived, check.partial
         results = self._outcomes.results
         for item in items:
             if item.id in archived:
@@ -254,8 +258,13 @@ class Scheduler:
     async def _end(self, job: Job, outcome: Outcome, error: ItemError, quiet: bool) -> None:
         """End an item that failed while polling: discard what earlier runs kept for it
         if it failed for good (:func:`.transaction.end_unstarted`), then record its
-        outcome (*quiet*: its log line waits, see :meth:`.polling.Poller.answered`)."""
-        if not self._dry_run:  # a dry run writes nothing, not even a removal
+        outcome (*quiet*: its log line waits, see :meth:`.polling.Poller.answered`).
+
+        Only an id that held something when the pass began can have anything to discard:
+        this pass has not written to it (no transfer started), and the run lock keeps
+        other runs off it. The others skip the writer and its thread hop."""
+        if not self._dry_run and job.item.id in self._partial:
+            # Not in a dry run either: it writes nothing, not even a removal.
             # Before finishing: the last item's clean-up must be over when the run returns.
             await end_unstarted(self._archive, job.item.id, outcome, error)
         self._outcomes.finish(job, outcome, error=error, quiet=quiet)

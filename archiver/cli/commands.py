@@ -19,7 +19,7 @@ from ..errors import ArchiverError, FatalRunError, LeaseLost, UsageError
 from ..exitstatus import ExitStatus
 from ..fleet.lock import LockHeld
 from ..fleet.shard import Shard
-from ..report import STDOUT, OutputFile, json_text
+from ..report import STDOUT, OutputFile, document_text
 from . import documents
 from .context import Done, resolve_shard, shard_text
 from .index import index
@@ -126,8 +126,7 @@ def _json_logs_asked(argv: list[str]) -> bool:
 def _print_document(document: dict[str, Any]) -> bool:
     """Print a ``--json`` document on stdout; False (one line said why) if it could not."""
     output = OutputFile(STDOUT)
-    return save(output, "JSON document", lambda: output.write(json_text(document, indent=2)
-                                                              + "\n"))
+    return save(output, "JSON document", lambda: output.write(document_text(document)))
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Shard | None], Done]] = {

@@ -20,7 +20,7 @@ from ..report import build_report, write_report
 from ..run import archive
 from .context import Done, config_source, load_config_for, load_manifest
 from .index import refresh_index
-from .logs import say
+from .logs import say_line, say_lines
 from .outputs import check_outputs, save, summary_stream, write_failure_report
 from .parsing import DEFAULT_JOURNAL
 from .summary import format_dry_run, format_summary
@@ -88,12 +88,11 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
 def _say_failures(result: RunResult) -> None:
     """``-q``: one line per failed or expired id - what cron mails. Pending is no
     failure (the exit status, 3, says it), nor is an id archived."""
-    for item in result.items:
-        if item.outcome in (Outcome.FAILED, Outcome.EXPIRED):
-            say(f"{item.id}: {item.outcome.value}: {item.error}", label="archiver: ",
-                id=item.id, outcome=item.outcome.value,
-                error={"kind": item.error_kind, "code": item.error_code,
-                       "message": item.error})
+    say_lines([say_line(f"{item.id}: {item.outcome.value}: {item.error}",
+                        label="archiver: ", id=item.id, outcome=item.outcome.value,
+                        error={"kind": item.error_kind, "code": item.error_code,
+                               "message": item.error})
+               for item in result.items if item.outcome in (Outcome.FAILED, Outcome.EXPIRED)])
 
 
 def _manifest_or_journal(args: argparse.Namespace, config: Config,

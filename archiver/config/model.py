@@ -57,6 +57,8 @@ class ApiConfig(_Model):
     client_id: SecretStr | None = None
     client_secret: SecretStr | None = None
     connect_timeout: PositiveFloat = 10.0
+    #: Seconds to wait for an answer: a request ends after connect_timeout +
+    #: read_timeout at most (one bound per request, not a timer per read).
     read_timeout: PositiveFloat = 30.0
     retries: RetryPolicy = RetryPolicy()
     #: Cap on API requests per second of the whole Akool account (None: no cap): a run
@@ -157,8 +159,10 @@ class DownloadConfig(_Model):
     #: connections (``downloads.segments``) when its server honours Range requests.
     segment_threshold: int = 64 * 1024**2
     #: Connections per large file (1 = always one stream). Memory per file is about
-    #: two ``chunk_size`` buffers per segment.
-    segments: Annotated[int, Field(ge=1, le=16)] = 4
+    #: two ``chunk_size`` buffers per segment. 8, as aria2c -x 8: behind a CDN that
+    #: caps each connection, 4 took 1.8 x aria2c's time; uncapped, 8 cost nothing
+    #: over one stream but ~25 MiB of RSS (bench/README.md, issue 21).
+    segments: Annotated[int, Field(ge=1, le=16)] = 8
 
     @field_validator("max_file_size", "segment_threshold", mode="before")
     @classmethod
