@@ -438,3 +438,23 @@ async def test_gc_removes_what_a_cut_run_left_of_each_family(family, standin, ma
     assert {g.item for g in collected.files} == {item_id}
     assert not (root / item_id).exists()
     assert sorted(p.name for p in (root / done_id).iterdir()) == committed
+
+
+async def test_a_resumed_file_keeps_the_name_its_first_bytes_gave(standin, make_config,
+                                                                  tmp_path):
+    """An image that is a JPEG, cut short: the next run resumes it past its first bytes
+    and still names it image.jpg (the kind comes from the bytes kept, not the new ones)."""
+    item_id = IDS["image"]
+    standin.add_job(item_id, JobScenario(family="image", image_size=300_000,
+                                         image_format="jpeg"))
+    standin.add_file_faults(item_id, "image.jpg", "stall")
+    manifest = parse_manifest(f"images:\n  - {item_id}\n")
+    cut = {"read_timeout": 0.25, "retries": {"attempts": 1, "wait_initial": 0.01,
+                                             "wait_max": 0.05}}
+    assert (await archive(make_config(downloads=cut), manifest)).items[0].outcome \
+        is Outcome.FAILED
+    [item] = (await archive(make_config(), manifest)).items
+    assert item.outcome is Outcome.ARCHIVED, item.error
+    assert [f.name for f in item.files] == ["image.jpg"]
+    assert any(job == item_id and ranged != "bytes=0-" for job, _, ranged in standin.file_ranges)
+    assert (tmp_path / "archive" / item_id / "image.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
