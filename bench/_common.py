@@ -61,11 +61,16 @@ class StandIn:
         self.manifest = workdir / "manifest.yaml"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        # bench/compare.py --same-standin: both versions measured against one stand-in
+        # (this checkout's), so that only the archiver differs between them.
+        env = dict(os.environ)
+        if os.environ.get("ARCHIVER_BENCH_STANDIN_PATH"):
+            env["PYTHONPATH"] = os.environ["ARCHIVER_BENCH_STANDIN_PATH"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "archiver.testing", "--port", str(self.port),
              "--api-key", api_key, "--jobs", str(jobs), "--video-size", str(video_size),
              "--files", files, "--ids-file", str(self.manifest), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         assert self.proc.stdout is not None
         self.proc.stdout.readline()  # the base URL: the server is up
         deadline = time.monotonic() + 10

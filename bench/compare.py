@@ -32,6 +32,10 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True,
                         help="folder holding the other version's archiver package")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--same-standin", action="store_true",
+                        help="serve both versions from this checkout's Akool stand-in "
+                             "(scripts using bench/_common.py's StandIn), so that only the "
+                             "archiver differs; by default each version brings its own")
     parser.add_argument("workload", nargs=argparse.REMAINDER,
                         help="-- SCRIPT [ARGS...] (the script gets --rounds 1 added)")
     args = parser.parse_args()
@@ -40,6 +44,8 @@ def main() -> None:
         parser.error("name the workload script after --")
     if not (args.before / "archiver" / "__init__.py").is_file():
         parser.error(f"{args.before}: no archiver package there")
+    if args.same_standin:
+        os.environ["ARCHIVER_BENCH_STANDIN_PATH"] = str(BENCH_DIR.parent)
     ratios: dict[str, list[str]] = {"before": [], "after": []}
     for n in range(1, args.rounds + 1):
         order = ("before", "after") if n % 2 else ("after", "before")
