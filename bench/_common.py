@@ -53,6 +53,15 @@ def measure(cmd: Sequence[str], **kwargs: object) -> Measure:
                    usage.ru_utime + usage.ru_stime)
 
 
+def standin_env() -> dict[str, str]:
+    """The environment of a stand-in process: with ``bench/compare.py --same-standin``,
+    this checkout's stand-in for both versions, so that only the archiver differs."""
+    env = dict(os.environ)
+    if os.environ.get("ARCHIVER_BENCH_STANDIN_PATH"):
+        env["PYTHONPATH"] = os.environ["ARCHIVER_BENCH_STANDIN_PATH"]
+    return env
+
+
 class StandIn:
     """The Akool stand-in in its own process, so its memory is not counted as ours."""
 
@@ -61,11 +70,7 @@ class StandIn:
         self.manifest = workdir / "manifest.yaml"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        # bench/compare.py --same-standin: both versions measured against one stand-in
-        # (this checkout's), so that only the archiver differs between them.
-        env = dict(os.environ)
-        if os.environ.get("ARCHIVER_BENCH_STANDIN_PATH"):
-            env["PYTHONPATH"] = os.environ["ARCHIVER_BENCH_STANDIN_PATH"]
+        env = standin_env()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "archiver.testing", "--port", str(self.port),
              "--api-key", api_key, "--jobs", str(jobs), "--video-size", str(video_size),
@@ -156,7 +161,8 @@ class BenchServer:
             cmd += ["--public-base-url", public_base_url]
         if file_rate is not None:
             cmd += ["--file-rate", str(file_rate)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                                     env=standin_env())
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()  # the base URL: the server is up
         if line != self.base_url:

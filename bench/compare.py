@@ -34,8 +34,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--same-standin", action="store_true",
                         help="serve both versions from this checkout's Akool stand-in "
-                             "(scripts using bench/_common.py's StandIn), so that only the "
-                             "archiver differs; by default each version brings its own")
+                             "(bench/_common.py's StandIn and BenchServer), so that only "
+                             "the archiver differs; by default each version brings its own")
     parser.add_argument("workload", nargs=argparse.REMAINDER,
                         help="-- SCRIPT [ARGS...] (the script gets --rounds 1 added)")
     args = parser.parse_args()
