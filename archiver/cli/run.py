@@ -70,7 +70,9 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
     output = args.report_output
     report = None
     if output is not None or args.json:
-        report = build_report(result, status, received[0].name if received else None)
+        # Only written (no --json): items built one by one as the file is written.
+        report = build_report(result, status, received[0].name if received else None,
+                              lazy_items=not args.json)
     if output is not None:
         assert report is not None
         written = report
