@@ -6,10 +6,14 @@ and the file is byte for byte what :func:`document_text` gives for the whole rep
 from __future__ import annotations
 
 import os
+import sys
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from archiver.cli.logs import say_lines
 from archiver.models import FileRecord, ItemResult, Outcome, RunResult
 from archiver.report import OutputFile, build_report, document_text, write_report
 
@@ -65,3 +69,33 @@ def test_chunks_into_a_stream_are_written_whole(tmp_path: Path) -> None:
     finally:
         os.close(reader)
     assert data.decode() == document_text(whole)
+
+
+def _peak_mib(run: Callable[[], object]) -> float:
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_big_lazy_report_is_never_held_whole(tmp_path: Path) -> None:
+    """20,000 items (~5 MB of report): what writing allocates stays small."""
+    result = _result(20_000)
+    path = tmp_path / "report.json"
+    peak = _peak_mib(lambda: write_report(path, build_report(result, 1, lazy_items=True)))
+    assert path.stat().st_size > 4 * 2**20
+    assert peak < 1.5, f"{peak:.1f} MiB allocated while writing"
+
+
+def test_quiet_lines_are_written_in_batches(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-q``'s 100,000 lines are not joined into one string (~10 MB) first."""
+    lines = (f"archiver: {i:024x}: failed: {'x' * 60}\n" for i in range(100_000))
+    with open(tmp_path / "stderr", "w", encoding="utf-8") as stderr:
+        monkeypatch.setattr(sys, "stderr", stderr)
+        peak = _peak_mib(lambda: say_lines(lines))
+    text = (tmp_path / "stderr").read_text()
+    assert text.count("\n") == 100_000 and text.endswith(f"{99_999:024x}: failed: {'x' * 60}\n")
+    assert peak < 1.5, f"{peak:.1f} MiB allocated while writing"
