@@ -23,7 +23,6 @@ Target: archiver wall time <= 1.0 x aria2c's.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from _common import (
     machine,
     measure,
     median,
+    report_totals,
     rows_table,
     settle,
     verdict,
@@ -111,7 +111,7 @@ def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer,
         settle()
         m = measure(archiver_cmd(server.manifest, config, report_path))
         assert m.returncode == 0, m
-        totals = json.loads(report_path.read_text())["totals"]
+        totals = report_totals(report_path)
         assert totals["archived"] == len(ids) and totals["files_archived"] == 4 * len(ids), totals
         return m
 

@@ -22,7 +22,6 @@ Target: archiver wall <= 1.3 x the bare loop's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -40,6 +39,7 @@ from _common import (
     machine,
     measure,
     median,
+    report_totals,
     rows_table,
     settle,
     verdict,
@@ -94,7 +94,7 @@ def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer
         settle()
         env = None if path is None else {**os.environ, "PYTHONPATH": str(path.resolve())}
         m = measure(archiver_cmd(server.manifest, config, report_path), env=env)
-        totals = json.loads(report_path.read_text())["totals"]
+        totals = report_totals(report_path)
         assert m.returncode == 0 and totals["archived"] == jobs, (m, totals)
         shutil.rmtree(root, ignore_errors=True)
         return checked(m)

@@ -22,7 +22,6 @@ MiB (also at ``--jobs 100000``: the per-poll cost must stay the same).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from _common import (
     machine,
     measure,
     median,
+    report_totals,
     rows_table,
     verdict,
     write_config,
@@ -83,7 +83,7 @@ def run_rounds(args: argparse.Namespace, work: Path,
         before = server.cpu()
         m = measure(archiver_cmd(server.manifest, config, report_path))
         m.server_cpu = server.cpu() - before
-        totals = json.loads(report_path.read_text())["totals"]
+        totals = report_totals(report_path)
         assert m.returncode == 1 and totals["failed"] == args.jobs, (m, totals)
         assert totals["api_requests"] == requests, totals
         assert server.stats()["api_calls"] == requests, server.stats()

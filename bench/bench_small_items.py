@@ -51,6 +51,7 @@ from _common import (
     machine,
     measure,
     median,
+    report_totals,
     rows_table,
     settle,
     verdict,
@@ -106,7 +107,7 @@ def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer
         before = server.cpu()
         m = measure(archiver_cmd(server.manifest, config, report_path))
         m.server_cpu = server.cpu() - before
-        totals = json.loads(report_path.read_text())["totals"]
+        totals = report_totals(report_path)
         assert m.returncode == 0 and totals["archived"] == jobs, (m, totals)
         stats = server.stats()
         assert stats["api_calls"] == POLLS * jobs and stats["file_requests"] == jobs, stats
@@ -145,7 +146,7 @@ def run_rounds(args: argparse.Namespace, work: Path, server: BenchServer
         server.reset()
         settle()
         m = measure(archiver_cmd(server.manifest, config, report_path))
-        totals = json.loads(report_path.read_text())["totals"]
+        totals = report_totals(report_path)
         assert m.returncode == 0 and totals["already_archived"] == jobs, (m, totals)
         reruns.append((m, server.stats()))
         print(f"re-run {n + 1}: {m.wall:.2f}s, {reruns[-1][1]}", file=sys.stderr, flush=True)
@@ -231,7 +232,7 @@ def run_s3(args: argparse.Namespace, work: Path, server: BenchServer
         server.reset()
         start = time.monotonic()
         fill = measure(archiver_cmd(server.manifest, config, report_path))
-        totals = json.loads(report_path.read_text())["totals"]
+        totals = report_totals(report_path)
         assert fill.returncode == 0 and totals["archived"] == args.jobs, (fill, totals)
         print(f"S3 filled in {time.monotonic() - start:.0f}s", file=sys.stderr, flush=True)
         reruns = []
@@ -239,7 +240,7 @@ def run_s3(args: argparse.Namespace, work: Path, server: BenchServer
             server.reset()
             _json(f"{endpoint}/_bench/s3reset", "POST")
             m = measure(archiver_cmd(server.manifest, config, report_path))
-            totals = json.loads(report_path.read_text())["totals"]
+            totals = report_totals(report_path)
             assert m.returncode == 0 and totals["already_archived"] == args.jobs, (m, totals)
             reruns.append((m, server.stats(), _json(f"{endpoint}/_bench/s3stats")))
             print(f"S3 re-run {n + 1}: {m.wall:.2f}s, {reruns[-1][2]}", file=sys.stderr,

@@ -70,7 +70,9 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
     output = args.report_output
     report = None
     if output is not None or args.json:
-        report = build_report(result, status, received[0].name if received else None)
+        # Only written (no --json): items built one by one as the file is written.
+        report = build_report(result, status, received[0].name if received else None,
+                              lazy_items=not args.json)
     if output is not None:
         assert report is not None
         written = report
@@ -88,11 +90,11 @@ async def _run_async(args: argparse.Namespace, config: Config, manifest: Manifes
 def _say_failures(result: RunResult) -> None:
     """``-q``: one line per failed or expired id - what cron mails. Pending is no
     failure (the exit status, 3, says it), nor is an id archived."""
-    say_lines([say_line(f"{item.id}: {item.outcome.value}: {item.error}",
-                        label="archiver: ", id=item.id, outcome=item.outcome.value,
-                        error={"kind": item.error_kind, "code": item.error_code,
-                               "message": item.error})
-               for item in result.items if item.outcome in (Outcome.FAILED, Outcome.EXPIRED)])
+    say_lines(say_line(f"{item.id}: {item.outcome.value}: {item.error}",
+                       label="archiver: ", id=item.id, outcome=item.outcome.value,
+                       error={"kind": item.error_kind, "code": item.error_code,
+                              "message": item.error})
+              for item in result.items if item.outcome in (Outcome.FAILED, Outcome.EXPIRED))
 
 
 def _manifest_or_journal(args: argparse.Namespace, config: Config,
