@@ -328,6 +328,12 @@ class S3Fixture:
     #: "moto" or "seaweedfs".
     server: str = "moto"
 
+    def storage(self, prefix: str = "akool/") -> dict[str, Any]:
+        """The ``storage:`` section of an archive under *prefix* of this bucket."""
+        return {"backend": "s3", "s3": {"bucket": self.bucket, "prefix": prefix,
+                                        "endpoint_url": self.endpoint,
+                                        "region": "us-east-1", "addressing_style": "path"}}
+
     @property
     def part_size(self) -> int:
         """The smallest part size this server accepts for multipart uploads."""

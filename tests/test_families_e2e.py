@@ -57,17 +57,11 @@ CASES: dict[str, tuple[JobScenario, dict[str, str]]] = {
 IDS = {name: hashlib.sha256(name.encode()).hexdigest()[:24] for name in CASES}
 
 
-def s3_storage(s3: S3Fixture) -> dict[str, Any]:
-    return {"backend": "s3", "s3": {"bucket": s3.bucket, "prefix": "akool/",
-                                    "endpoint_url": s3.endpoint, "region": "us-east-1",
-                                    "addressing_style": "path"}}
-
-
 @pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     if request.param == "local":
         return {"backend": "local", "local": {"root": str(tmp_path / "archive")}}
-    return s3_storage(request.getfixturevalue("s3"))
+    return request.getfixturevalue("s3").storage()
 
 
 async def _stored(config: Any, item_id: str, name: str) -> bytes | None:

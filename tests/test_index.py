@@ -40,12 +40,6 @@ def articles(page: str) -> list[str]:
     return re.findall(r'<code class="id">([^<]*)</code>', page)
 
 
-def s3_storage(s3: S3Fixture, prefix: str = "akool/") -> dict[str, object]:
-    return {"backend": "s3", "s3": {"bucket": s3.bucket, "prefix": prefix,
-                                    "endpoint_url": s3.endpoint, "region": "us-east-1",
-                                    "addressing_style": "path"}}
-
-
 async def archive_three(standin, make_config, **storage: object) -> Config:
     """A real run of three ids (one with a hostile label) into the configured storage."""
     for job_id in (ID1, ID2, ID3):
@@ -232,7 +226,7 @@ async def test_s3_index_is_an_html_object_that_verify_status_and_gc_leave_alone(
         standin, make_config, s3):
     """On S3 the pages are objects under the prefix, served as text/html; gc (min_age 0),
     verify, status and the skip check leave them alone and see no item in them."""
-    config = await archive_three(standin, make_config, **s3_storage(s3))
+    config = await archive_three(standin, make_config, **s3.storage())
     store = Archive.from_config(config.storage)
     await store.open()
     try:
@@ -262,7 +256,7 @@ async def test_s3_index_is_an_html_object_that_verify_status_and_gc_leave_alone(
 def test_cli_index_on_s3_with_a_configuration(tmp_path, s3):
     """`archiver index -c CONFIG` publishes into the configured S3 prefix."""
     data = config_dict("http://127.0.0.1:9", tmp_path / "unused")
-    data["storage"] = s3_storage(s3, "a/b/")
+    data["storage"] = s3.storage("a/b/")
     write_yaml(tmp_path / "archiver.yaml", data)
     done = run_cli("index", "-c", "archiver.yaml", cwd=tmp_path, env=aws_env(tmp_path))
     assert done.returncode == 0, done.stderr

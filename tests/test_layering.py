@@ -29,17 +29,21 @@ def test_only_the_s3_package_imports_boto() -> None:
     assert offenders == []
 
 
+def _absolute(node: ast.ImportFrom, package: str) -> str:
+    """The module a ``from ... import`` in *package* names, relative imports resolved."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+    return ".".join([*base, node.module] if node.module else base)
+
+
 def _archiver_imports(path: Path) -> set[str]:
     """The archiver modules *path* imports, as dotted names (relative imports resolved)."""
     package = ".".join(path.relative_to(ARCHIVER.parent).with_suffix("").parts[:-1])
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                module = ".".join([*base, node.module] if node.module else base)
-            else:
-                module = node.module or ""
+            module = _absolute(node, package)
             names = [f"{module}.{alias.name}" for alias in node.names]
             found |= {module, *names} if module.startswith("archiver") else set()
         elif isinstance(node, ast.Import):
@@ -82,11 +86,7 @@ def _runtime_imports(path: Path, modules: set[str]) -> set[str]:
         if id(node) in skipped:
             continue
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                module = ".".join([*base, node.module] if node.module else base)
-            else:
-                module = node.module or ""
+            module = _absolute(node, package)
             subs = {f"{module}.{a.name}" for a in node.names} & modules
             found |= subs | ({module} if len(subs) < len(node.names) else set())
         elif isinstance(node, ast.Import):

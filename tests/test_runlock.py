@@ -52,18 +52,12 @@ def write_config(folder: Path, url: str, storage: dict[str, Any], **run: Any) ->
     return write_yaml(folder / "archiver.yaml", data)
 
 
-def s3_storage(s3: S3Fixture) -> dict[str, Any]:
-    return {"backend": "s3", "s3": {"bucket": s3.bucket, "prefix": PREFIX,
-                                    "endpoint_url": s3.endpoint, "region": "us-east-1",
-                                    "addressing_style": "path"}}
-
-
 @pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     """The storage section of each backend the lock must work on."""
     if request.param == "local":
         return {"backend": "local", "local": {"root": str(tmp_path / "archive")}}
-    return s3_storage(request.getfixturevalue("s3"))
+    return request.getfixturevalue("s3").storage(PREFIX)
 
 
 class Process:
@@ -195,8 +189,8 @@ def test_run_frozen_past_its_lease_starts_nothing_after_waking(tmp_path, served,
             standin.add_job(item, video_size=128 * 1024)
     with slow.run_in_thread() as slow_url:
         frozen_dir, other_dir = tmp_path / "frozen", tmp_path / "other"
-        write_config(frozen_dir, slow_url, s3_storage(s3), lease_ttl=3)
-        write_config(other_dir, fast_url, s3_storage(s3), lease_ttl=3)
+        write_config(frozen_dir, slow_url, s3.storage(PREFIX), lease_ttl=3)
+        write_config(other_dir, fast_url, s3.storage(PREFIX), lease_ttl=3)
         for folder in (frozen_dir, other_dir):
             write_yaml(folder / "videos.yaml", ids)
         config = {"concurrency": {"polls": 4, "downloads": 2}}
