@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -95,26 +96,34 @@ class Chromium:
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
-        self._profile = tempfile.TemporaryDirectory(prefix="archiver-chromium-")
+        self._profile = Path(tempfile.mkdtemp(prefix="archiver-chromium-"))
         self._process: subprocess.Popen[bytes] | None = None
-        self._stderr = Path(self._profile.name) / "stderr.log"
+        self._stderr = self._profile / "stderr.log"
         #: ``ws://127.0.0.1:PORT/devtools/browser/ID``, once started.
         self.ws_url = ""
 
     def start(self) -> None:
-        profile = Path(self._profile.name) / "profile"
+        profile = self._profile / "profile"
         args = [self.binary, "--headless=new", "--remote-debugging-port=0",
                 f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
                 "--disable-gpu", "--disable-extensions", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--mute-audio",
+                "--disable-breakpad", "--disable-crash-reporter",
                 "--hide-scrollbars", "--window-size=1280,900",
                 # Media elements load metadata without a user gesture being needed.
                 "--autoplay-policy=no-user-gesture-required", "about:blank"]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to start as root otherwise
+        # Its temporary files (org.chromium.Chromium.*) go into the profile, removed with it.
+        scratch = self._profile / "tmp"
+        scratch.mkdir()
+        environment = {**os.environ, "TMPDIR": str(scratch)}
         with self._stderr.open("wb") as err:
+            # Its own process group: the renderer, GPU and utility processes it forks
+            # are stopped with it (see close).
             self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err,
-                                             stdin=subprocess.DEVNULL)
+                                             stdin=subprocess.DEVNULL, env=environment,
+                                             start_new_session=True)
         active = profile / "DevToolsActivePort"
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -131,15 +140,18 @@ class Chromium:
                            f"{START_TIMEOUT:g}s")
 
     def close(self) -> None:
+        """Stop the browser and every process it started, then remove the profile.
+
+        Stopping only the main process is not enough: its children may still be
+        writing into the profile while it is removed ("Directory not empty")."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
+        if process is not None:
+            _signal_group(process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._profile.cleanup()
+            _signal_group(process.pid, signal.SIGKILL)  # whatever is left of the group
+            process.wait()
+        _remove_tree(self._profile)
 
     @contextlib.asynccontextmanager
     async def page(self) -> AsyncIterator[Page]:
@@ -316,6 +328,26 @@ class Page:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
+
+
+def _signal_group(group: int, number: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, number)
+
+
+def _remove_tree(path: Path, patience: float = 10.0) -> None:
+    """Remove *path*, retrying while a dying child process still writes into it."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # a process killed a moment ago is still exiting
 
 
 @contextlib.contextmanager
