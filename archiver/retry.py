@@ -2,7 +2,8 @@
 
 :class:`RetryPolicy` says how much to retry (it is also the ``retries:`` block of the
 configuration: ``api.retries``, ``downloads.retries``, ``storage.s3.retries``), and two
-runners apply it - :func:`with_retries` for coroutines (the API client, the downloader)
+runners apply it - :func:`with_retries` for coroutines (the API client, the downloader;
+:func:`retry_failed` when the caller made the first attempt itself)
 and :func:`with_retries_sync` for blocking calls (boto3 in worker threads: the S3 backend,
 the S3 lease). Loops that resume by themselves (a ranged download asking for the rest of
 a segment) take their pause from :meth:`RetryPolicy.wait`.
@@ -72,11 +73,20 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, policy: RetryPolicy,
     """
     try:
         return await call()
-    except Exception as exc:  # sorted by _decide right below
-        if _decide(retryable, exc, policy) is False:
-            raise
-        first: Exception | None = exc
+    except Exception as exc:  # sorted by retry_failed
+        return await retry_failed(call, exc, policy=policy, retryable=retryable,
+                                  on_retry=on_retry)
 
+
+async def retry_failed(call: Callable[[], Awaitable[T]], failure: Exception, *,
+                       policy: RetryPolicy, retryable: Retryable = Transient,
+                       on_retry: Callable[[int], None] | None = None) -> T:
+    """:func:`with_retries` after its first attempt, which failed with *failure*
+    (re-raised at once unless *retryable*), for a caller that makes the first attempt
+    itself: a hot path that must not pay for a coroutine layer per call."""
+    if _decide(retryable, failure, policy) is False:
+        raise failure
+    first: Exception | None = failure
     async for attempt in stamina.retry_context(on=_hook(retryable, policy),
                                                **_bounds(policy)):
         with attempt:

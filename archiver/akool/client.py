@@ -26,6 +26,7 @@ import json
 import logging
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote_plus
 
 import aiohttp
 from yarl import URL
@@ -42,7 +43,7 @@ from ..errors import (
 )
 from ..fleet.limits import api_bucket
 from ..models import JobInfo
-from ..retry import with_retries
+from ..retry import retry_failed, with_retries
 from .answers import (
     OK,
     TOKEN_EXPIRED,
@@ -75,6 +76,12 @@ TOKEN_PATH = "/api/open/v3/getToken"
 #: Longest URL a batched GET sends: proxies and CDNs commonly refuse 8 KiB; half that
 #: keeps every hop happy (about 150 ids of 24 characters).
 MAX_URL_LENGTH = 4000
+
+#: What a query value keeps unescaped: what yarl's ``update_query`` keeps (the ids'
+#: commas included), so a URL built from text is the one yarl would build.
+QUERY_SAFE = "?/:@,!$'()*"
+
+
 class AkoolClient:
     """Asks Akool about jobs. Use as ``async with AkoolClient(cfg, limit=16) as client``."""
 
@@ -97,8 +104,9 @@ class AkoolClient:
         self._allowed = frozenset(
             {(f.method, self._base_path + f.path) for f in FAMILIES.values()}
             | {("POST", self._base_path + TOKEN_PATH)})
-        # Built on first use, then kept: parsing them per poll showed in the profile.
-        self._urls: dict[str, URL] = {}
+        # Each family's endpoint as text, built on first use, then kept: parsing URLs
+        # per poll showed in the profile.
+        self._prefixes: dict[str, str] = {}
         # One bucket for the whole run: the cap holds however many workers poll.
         self._bucket = api_bucket(config.requests_per_second, shares)
         self._batch_size = batch_size
@@ -203,8 +211,7 @@ class AkoolClient:
     def _fits(self, fam: Family, ids: Sequence[str]) -> bool:
         if fam.method != "GET":
             return True
-        return len(str(self._url(fam).update_query({fam.id_param: ",".join(ids)}))) \
-            <= MAX_URL_LENGTH
+        return len(str(self._url(fam, ",".join(ids)))) <= MAX_URL_LENGTH
 
     async def _ask_batch(self, fam: Family, ids: list[str]) -> Answers:
         """One answer per id of *ids*, asked in one request.
@@ -235,15 +242,21 @@ class AkoolClient:
     # ------------------------------------------------------------- one request
 
     async def _request(self, fam: Family, ids: list[str]) -> Any:
-        """The ``data`` of *fam*'s answer for *ids* (one request, with its retries)."""
+        """The ``data`` of *fam*'s answer for *ids* (one request, with its retries).
+
+        The first attempt is awaited here, not through :func:`with_retries`: nearly
+        every poll succeeds at once, and each coroutine layer is paid on every poll."""
         call = object()  # this request, as the breaker knows it
-        what = ids[0] if len(ids) == 1 else f"{fam.name} batch of {len(ids)} ids"
         try:
-            return await with_retries(
-                lambda: self._authorised(fam, ids, call), retryable=_worth_retrying,
-                policy=self._config.retries,
-                on_retry=lambda n: log.info("%s: retrying the API request (attempt %d)",
-                                            what, n))
+            try:
+                return await self._attempt(fam, ids, call)
+            except Exception as exc:  # sorted by retry_failed
+                what = ids[0] if len(ids) == 1 else f"{fam.name} batch of {len(ids)} ids"
+                return await retry_failed(
+                    lambda: self._attempt(fam, ids, call), exc, retryable=_worth_retrying,
+                    policy=self._config.retries,
+                    on_retry=lambda n: log.info("%s: retrying the API request (attempt %d)",
+                                                what, n))
         except ApiUnavailable:
             raise
         except TransientAPIError as exc:
@@ -256,35 +269,24 @@ class AkoolClient:
         finally:
             self.breaker.release(call)
 
-    async def _authorised(self, fam: Family, ids: list[str], call: object) -> Any:
+    async def _attempt(self, fam: Family, ids: list[str], call: object) -> Any:
         """One attempt; with client credentials, a 1101 gets a new token and one retry."""
-        if self._config.client_id is None:
-            return await self._attempt(fam, ids, call, None)
-        token = await self._bearer()
-        try:
-            return await self._attempt(fam, ids, call, token)
-        except CredentialsError as exc:
-            if exc.code != TOKEN_EXPIRED:
-                raise
-            log.info("Akool refused the token (code %d); asking getToken for a new one",
-                     exc.code)
-            token = await self._bearer(stale=token)
-            return await self._attempt(fam, ids, call, token)
-
-    async def _attempt(self, fam: Family, ids: list[str], call: object,
-                       token: str | None) -> Any:
-        if self._session is None:
-            raise RuntimeError("AkoolClient used outside 'async with'")
-        value = ",".join(ids)
-        url = self._url(fam)
-        body: bytes | None = None
-        if fam.method == "GET":
-            url = url.update_query({fam.id_param: value})
-        else:
-            body = json.dumps({fam.id_param: value}).encode()
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else None
-        status, answer, retry_after = await self._send(fam.method, url, body, headers, call)
-        return self._answered(parse_envelope, status, answer, retry_after)
+        method = fam.method
+        url = self._url(fam, ",".join(ids))
+        body = None if method == "GET" else json.dumps({fam.id_param: ",".join(ids)}).encode()
+        token = None if self._config.client_id is None else await self._bearer()
+        renewed = False
+        while True:
+            headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+            status, answer, retry_after = await self._send(method, url, body, headers, call)
+            try:
+                return self._answered(parse_envelope, status, answer, retry_after)
+            except CredentialsError as exc:
+                if token is None or exc.code != TOKEN_EXPIRED or renewed:
+                    raise
+                log.info("Akool refused the token (code %d); asking getToken for a new "
+                         "one", exc.code)
+                token, renewed = await self._bearer(stale=token), True
 
     def _answered(self, parse: Any, status: int, body: bytes,
                   retry_after: float | None) -> Any:
@@ -303,8 +305,13 @@ class AkoolClient:
     async def _send(self, method: str, url: URL, body: bytes | None,
                     headers: dict[str, str] | None,
                     call: object) -> tuple[int, bytes, float | None]:
-        """One request through the rate limit and the breaker."""
-        assert self._session is not None
+        """One request through the rate limit and the breaker: *method* to *url* (made
+        by :meth:`_url` or getToken's, checked against the allowlist), following
+        redirects only within the API's origin, only for a GET, and only to paths that
+        read."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("AkoolClient used outside 'async with'")
         # At most *limit* requests at once, however many callers wait (a run polling
         # batched families has more poll workers than connections): they wait here,
         # not in aiohttp's pool, where the wait would count against the timeout.
@@ -313,48 +320,52 @@ class AkoolClient:
                 await self._bucket.acquire()
             self.breaker.admit(call)  # after the bucket's wait: the breaker may have opened
             self.requests += 1
+            if body is not None:
+                headers = {**(headers or {}), "Content-Type": "application/json"}
             try:
-                status, answer, retry_after = await self._follow(
-                    self._session, method, url, body, headers)
+                for _hop in range(MAX_REDIRECTS + 1):
+                    # aiohttp would follow any redirect with the session's headers: it
+                    # drops Authorization on a change of origin, but not x-api-key.
+                    async with session.request(method, url, data=body, headers=headers,
+                                               allow_redirects=False) as resp:
+                        if resp.status not in REDIRECTS:
+                            return (resp.status, await resp.read(),
+                                    parse_retry_after(resp.headers.get("Retry-After")))
+                        location = resp.headers.get("Location")
+                    if method != "GET":
+                        raise APIError(None, f"HTTP redirect of a {method} from {url.path}; "
+                                             "not followed")
+                    url = redirect_target(url, location, self._home, self._config.base_url)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = describe_transport_error(exc)
                 if reason == type(exc).__name__ and isinstance(exc, OSError) and exc.strerror:
                     reason = exc.strerror  # "Connection reset by peer", not "ClientOSError"
                 raise TransientAPIError(None, f"request failed: {reason}",
                                         no_answer=True) from None
-        return status, answer, retry_after
+        raise APIError(None, f"the API redirected more than {MAX_REDIRECTS} times")
 
-    def _url(self, fam: Family) -> URL:
-        url = self._urls.get(fam.name)
-        if url is None:
-            url = self._urls[fam.name] = URL(self._config.base_url + fam.path)
-        return url
+    def _url(self, fam: Family, ids: str) -> URL:
+        """*fam*'s endpoint, with the ids in its query for a GET: built from a prefix
+        kept per family, whose path is checked against the read-only allowlist once,
+        when it is made (yarl's ``update_query`` per poll showed in the profile)."""
+        prefix = self._prefixes.get(fam.name)
+        if prefix is None:
+            base = self._checked(fam.method, URL(self._config.base_url + fam.path))
+            prefix = self._prefixes[fam.name] = str(base) + (
+                f"?{quote_plus(fam.id_param, safe=QUERY_SAFE)}=" if fam.method == "GET"
+                else "")
+        if fam.method != "GET":
+            return URL(prefix, encoded=True)
+        # Akool's ids are hex: nothing to escape (quote_plus would return them as they are).
+        if not (ids.isascii() and ids.replace(",", "").isalnum()):
+            ids = quote_plus(ids, safe=QUERY_SAFE)
+        return URL(prefix + ids, encoded=True)
 
-    async def _follow(self, session: aiohttp.ClientSession, method: str, url: URL,
-                      body: bytes | None, headers: dict[str, str] | None,
-                      ) -> tuple[int, bytes, float | None]:
-        """Send *method* to *url*, following redirects only within the API's origin,
-        only for a GET, and only to paths that read."""
-        home = self._home
+    def _checked(self, method: str, url: URL) -> URL:
+        """*url*, if the client may send *method* to it (:class:`PathRefused` if not)."""
         if (method, url.path) not in self._allowed:
             raise PathRefused(method, url.path)
-        for _hop in range(MAX_REDIRECTS + 1):
-            # aiohttp would follow any redirect with the session's headers: it drops
-            # Authorization on a change of origin, but not x-api-key.
-            kwargs: dict[str, Any] = {"allow_redirects": False, "headers": headers}
-            if body is not None:
-                kwargs["data"] = body
-                kwargs["headers"] = {**(headers or {}), "Content-Type": "application/json"}
-            async with session.request(method, url, **kwargs) as resp:
-                if resp.status not in REDIRECTS:
-                    answer = await resp.read()
-                    return resp.status, answer, parse_retry_after(resp.headers.get("Retry-After"))
-                location = resp.headers.get("Location")
-            if method != "GET":
-                raise APIError(None, f"HTTP redirect of a {method} from {url.path}; "
-                                     "not followed")
-            url = redirect_target(url, location, home, self._config.base_url)
-        raise APIError(None, f"the API redirected more than {MAX_REDIRECTS} times")
+        return url
 
     # ------------------------------------------------------------- client credentials
 
@@ -373,7 +384,7 @@ class AkoolClient:
         assert config.client_id is not None and config.client_secret is not None
         body = json.dumps({"clientId": config.client_id.get_secret_value(),
                            "clientSecret": config.client_secret.get_secret_value()}).encode()
-        url = URL(config.base_url + TOKEN_PATH)
+        url = self._checked("POST", URL(config.base_url + TOKEN_PATH))
 
         async def attempt() -> str:
             self.token_requests += 1

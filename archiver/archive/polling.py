@@ -80,7 +80,8 @@ class Poller:
             if self.unavailable is not None:
                 self._outcomes.finish(job, Outcome.PENDING, error=self.unavailable)
                 continue
-            if not await admitted(self._fence, self._outcomes, job):
+            if self._fence.can_be_lost and \
+                    not await admitted(self._fence, self._outcomes, job):
                 continue
             if not job.started:
                 job.started = self._monotonic()

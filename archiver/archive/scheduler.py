@@ -203,7 +203,8 @@ class Scheduler:
             if self._dry_run:
                 await self._probe(job, info)
                 continue
-            if not await admitted(self._fence, self._outcomes, job):
+            if self._fence.can_be_lost and \
+                    not await admitted(self._fence, self._outcomes, job):
                 continue
             transaction = self._transactions.begin(job.item)
             try:

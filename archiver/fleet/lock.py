@@ -30,6 +30,10 @@ class Fence(Protocol):
     """Whether the run still holds its lock: checked before each poll, download, commit
     and removal starts, not only by a background renewal."""
 
+    #: False for a lock that cannot be lost while its process lives: work need not ask
+    #: (a poll is not worth a coroutine that always answers yes).
+    can_be_lost: bool
+
     async def confirm(self) -> None:
         """Return if the lock is still held; raise :class:`~archiver.errors.LeaseLost`
         if not (an S3 lease not confirmed within 3/4 of its TTL is renewed first)."""
@@ -41,6 +45,8 @@ class Fence(Protocol):
 class _Unfenced:
     """The fence of a lock that cannot be lost while its process lives (``flock``), or
     of work that takes no lock (dry runs)."""
+
+    can_be_lost = False
 
     async def confirm(self) -> None:
         return None

@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import APIError
-from ...models import RESULT_FILES, JobInfo, RemoteFile, redact_urls_in
+from ...models import RESULT_FILES, JobInfo, JobStatus, RemoteFile, redact_urls_in
 from .base import OK, Family, Role
+
+SUCCESS = int(JobStatus.SUCCESS)
 
 INFO_PATH = "/api/open/v3/content/video/infobymodelid"
 
@@ -28,16 +30,9 @@ def parse(item_id: str, data: Mapping[str, Any]) -> JobInfo:
     if not isinstance(status, int) or isinstance(status, bool):
         raise APIError(OK, f"data.video_status is not a number: {str(status)[:40]!r}")
 
-    files: list[RemoteFile] = []
-    splits = data.get("audio_splits")
-    splits = splits if isinstance(splits, dict) else {}
-    for field_name, file_name in RESULT_FILES:
-        value = data.get(field_name) if field_name == "video" else splits.get(field_name)
-        if value in (None, ""):
-            continue
-        if not isinstance(value, str) or not value.lower().startswith(("http://", "https://")):
-            raise APIError(OK, f"data.{field_name} is not an http(s) URL")
-        files.append(RemoteFile(file_name, value))
+    # Only a finished job's files are fetched: most polls find the job still queued or
+    # processing, and pay for none of this.
+    files = _files(data) if status == SUCCESS else []
 
     create_time = data.get("create_time")
     error_code = data.get("error_code")
@@ -54,6 +49,20 @@ def parse(item_id: str, data: Mapping[str, Any]) -> JobInfo:
         raw=dict(data),
         family="video",
     )
+
+
+def _files(data: Mapping[str, Any]) -> list[RemoteFile]:
+    files: list[RemoteFile] = []
+    splits = data.get("audio_splits")
+    splits = splits if isinstance(splits, dict) else {}
+    for field_name, file_name in RESULT_FILES:
+        value = data.get(field_name) if field_name == "video" else splits.get(field_name)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str) or not value.lower().startswith(("http://", "https://")):
+            raise APIError(OK, f"data.{field_name} is not an http(s) URL")
+        files.append(RemoteFile(file_name, value))
+    return files
 
 
 VIDEO = Family(

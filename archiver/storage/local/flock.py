@@ -163,6 +163,8 @@ class LocalLock:
         self._lock.__exit__()
 
     # A flock is not lost while its process lives: the fence never stops work.
+    can_be_lost = False
+
     async def confirm(self) -> None:
         return None
 

@@ -86,6 +86,9 @@ class S3Lease:
     the lease is lost while held.
     """
 
+    #: Lost when not renewed in time, or taken over: work asks before it starts.
+    can_be_lost = True
+
     def __init__(self, client: Any, bucket: str, key: str, *, ttl: float, what: str,
                  on_lost: Callable[[str], None] | None = None,
                  scrub: Callable[[str], str] = lambda s: s,
