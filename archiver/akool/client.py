@@ -24,9 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote_plus
 
 import aiohttp
 from yarl import URL
@@ -59,6 +57,7 @@ from .families.video import parse as parse_job_info
 from .origin import (
     MAX_REDIRECTS,
     REDIRECTS,
+    Endpoints,
     PathRefused,
     RedirectRefused,
     origin_text,
@@ -71,15 +70,6 @@ __all__ = ["UNAVAILABLE_COOLDOWN", "AkoolClient", "Breaker", "PathRefused",
 log = logging.getLogger(__name__)
 
 INFO_PATH = FAMILIES["video"].path
-TOKEN_PATH = "/api/open/v3/getToken"
-
-#: Longest URL a batched GET sends: proxies and CDNs commonly refuse 8 KiB; half that
-#: keeps every hop happy (about 150 ids of 24 characters).
-MAX_URL_LENGTH = 4000
-
-#: What a query value keeps unescaped: what yarl's ``update_query`` keeps (the ids'
-#: commas included), so a URL built from text is the one yarl would build.
-QUERY_SAFE = "?/:@,!$'()*"
 
 
 class AkoolClient:
@@ -98,15 +88,7 @@ class AkoolClient:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
         base = URL(config.base_url)
-        self._home = base.origin()
-        self._base_path = base.path.rstrip("/")
-        #: (method, path) of every request the client may make: read-only endpoints.
-        self._allowed = frozenset(
-            {(f.method, self._base_path + f.path) for f in FAMILIES.values()}
-            | {("POST", self._base_path + TOKEN_PATH)})
-        # Each family's endpoint as text, built on first use, then kept: parsing URLs
-        # per poll showed in the profile.
-        self._prefixes: dict[str, str] = {}
+        self._endpoints = Endpoints(config.base_url)
         # One bucket for the whole run: the cap holds however many workers poll.
         self._bucket = api_bucket(config.requests_per_second, shares)
         self._batch_size = batch_size
@@ -198,7 +180,7 @@ class AkoolClient:
             if coalescer is None:
                 coalescer = self._coalescers[fam.name] = Coalescer(
                     lambda ids: self._ask_batch(fam, ids), size=self._batch_size,
-                    linger=self._batch_linger, fits=lambda ids: self._fits(fam, ids))
+                    linger=self._batch_linger, fits=lambda ids: self._endpoints.fits(fam, ids))
             return await coalescer.get(item_id)
         answer = (await self._ask_batch(fam, [item_id]))[item_id] if fam.batched \
             else fam.parse(item_id, data_object(await self._request(fam, [item_id])))
@@ -207,11 +189,6 @@ class AkoolClient:
         return answer
 
     # ------------------------------------------------------------- batches
-
-    def _fits(self, fam: Family, ids: Sequence[str]) -> bool:
-        if fam.method != "GET":
-            return True
-        return len(str(self._url(fam, ",".join(ids)))) <= MAX_URL_LENGTH
 
     async def _ask_batch(self, fam: Family, ids: list[str]) -> Answers:
         """One answer per id of *ids*, asked in one request.
@@ -272,7 +249,7 @@ class AkoolClient:
     async def _attempt(self, fam: Family, ids: list[str], call: object) -> Any:
         """One attempt; with client credentials, a 1101 gets a new token and one retry."""
         method = fam.method
-        url = self._url(fam, ",".join(ids))
+        url = self._endpoints.poll(fam, ",".join(ids))
         body = None if method == "GET" else json.dumps({fam.id_param: ",".join(ids)}).encode()
         token = None if self._config.client_id is None else await self._bearer()
         renewed = False
@@ -306,7 +283,7 @@ class AkoolClient:
                     headers: dict[str, str] | None,
                     call: object) -> tuple[int, bytes, float | None]:
         """One request through the rate limit and the breaker: *method* to *url* (made
-        by :meth:`_url` or getToken's, checked against the allowlist), following
+        by :class:`Endpoints`, checked against the allowlist), following
         redirects only within the API's origin, only for a GET, and only to paths that
         read."""
         session = self._session
@@ -335,7 +312,8 @@ class AkoolClient:
                     if method != "GET":
                         raise APIError(None, f"HTTP redirect of a {method} from {url.path}; "
                                              "not followed")
-                    url = redirect_target(url, location, self._home, self._config.base_url)
+                    url = redirect_target(url, location, self._endpoints.home,
+                                          self._config.base_url)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = describe_transport_error(exc)
                 if reason == type(exc).__name__ and isinstance(exc, OSError) and exc.strerror:
@@ -343,29 +321,6 @@ class AkoolClient:
                 raise TransientAPIError(None, f"request failed: {reason}",
                                         no_answer=True) from None
         raise APIError(None, f"the API redirected more than {MAX_REDIRECTS} times")
-
-    def _url(self, fam: Family, ids: str) -> URL:
-        """*fam*'s endpoint, with the ids in its query for a GET: built from a prefix
-        kept per family, whose path is checked against the read-only allowlist once,
-        when it is made (yarl's ``update_query`` per poll showed in the profile)."""
-        prefix = self._prefixes.get(fam.name)
-        if prefix is None:
-            base = self._checked(fam.method, URL(self._config.base_url + fam.path))
-            prefix = self._prefixes[fam.name] = str(base) + (
-                f"?{quote_plus(fam.id_param, safe=QUERY_SAFE)}=" if fam.method == "GET"
-                else "")
-        if fam.method != "GET":
-            return URL(prefix, encoded=True)
-        # Akool's ids are hex: nothing to escape (quote_plus would return them as they are).
-        if not (ids.isascii() and ids.replace(",", "").isalnum()):
-            ids = quote_plus(ids, safe=QUERY_SAFE)
-        return URL(prefix + ids, encoded=True)
-
-    def _checked(self, method: str, url: URL) -> URL:
-        """*url*, if the client may send *method* to it (:class:`PathRefused` if not)."""
-        if (method, url.path) not in self._allowed:
-            raise PathRefused(method, url.path)
-        return url
 
     # ------------------------------------------------------------- client credentials
 
@@ -384,7 +339,7 @@ class AkoolClient:
         assert config.client_id is not None and config.client_secret is not None
         body = json.dumps({"clientId": config.client_id.get_secret_value(),
                            "clientSecret": config.client_secret.get_secret_value()}).encode()
-        url = self._checked("POST", URL(config.base_url + TOKEN_PATH))
+        url = self._endpoints.token()
 
         async def attempt() -> str:
             self.token_requests += 1
