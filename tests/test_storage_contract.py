@@ -537,8 +537,10 @@ async def test_verify_and_status_read_back(store, standin, make_config):
     result = await archive(make_config(), Manifest.from_ids([ID1, ID2]), storage=store.archive)
     assert result.exit_status == 0
     await store.archive.open()
-    writer = store.backend.item(ID3)  # some bytes, never committed
-    await write(writer, "video.mp4", b"....ftyp" + os.urandom(100))
+    # Some bytes stored, never committed: two chunks (a file that arrives in one is
+    # held until its item commits, on local disk).
+    writer = store.backend.item(ID3)
+    await write(writer, "video.mp4", b"....ftyp" + os.urandom(100), chunk=64)
 
     assert await store.archive.list_archived() == sorted([ID1, ID2])
     assert await store.archive.item_states([ID1, ID2, ID3, "nothing-here"]) == {

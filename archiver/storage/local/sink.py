@@ -1,5 +1,5 @@
 """One media file written under its temporary name (:class:`LocalFileSink`), with the
-sidecar that lets a later attempt resume it (:func:`read_partial`).
+sidecar that lets a later attempt resume it (:func:`.partial.read_partial`).
 
 Media files stay under their temporary names (``.video.mp4.part``) until the whole item
 commits; each has a small sidecar (``.video.mp4.part.json``) saying where its bytes came
@@ -8,11 +8,12 @@ next attempt or the next run instead of starting from zero. Only bytes whose res
 be guarded are kept (:func:`resumable`): a validator to send as If-Range, or the whole
 file, checked.
 
-Thread hops: a sink opens its file (and resumes it) in one hop, writes each chunk in one,
-and closes with its fsync in one. A file that arrives in one chunk costs none of its own:
-the chunk is held in memory and written, fsynced and renamed in the item's commit hop
-(:mod:`.writer`), still durable before it is named; and no sidecar is written for it
-(one comes with the second chunk, or when ``abort(keep=True)`` keeps the bytes).
+Thread hops: a resumed file is opened in one hop; a fresh one is created with its first
+bytes written. Each chunk after the first is written in one hop, and the file closes
+with its fsync in one. A file that arrives in one chunk costs none of its own: the chunk
+is held in memory, and the file is created, written, fsynced and renamed in the item's
+commit hop (:mod:`.writer`), still durable before it is named; no sidecar is written
+for it (one comes with the second chunk, or when ``abort(keep=True)`` keeps the bytes).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,9 +30,8 @@ from ...errors import StorageError
 from ..base import Partial
 from ..names import sidecar_name, temp_name
 from . import fs
+from .partial import resumable
 
-#: A sidecar is a few hundred bytes; anything much larger was not written by us.
-_SIDECAR_MAX = 64 * 1024
 #: Bytes written between two hints to the kernel to start writing back (Linux).
 WRITEBACK_STEP = 32 * 1024 * 1024
 _FADVISE = hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_DONTNEED")
@@ -73,9 +72,19 @@ class LocalFileSink:
         self._held: bytes | None = None
         #: commit() left the flush + fsync + close to the item's commit (one chunk).
         self._sync_at_commit = False
+        #: A fresh file is created when its bytes are first written (:meth:`_file_sync`):
+        #: one that arrives in one chunk is then created, written, fsynced and named in
+        #: the item's commit hop, with no thread hop of its own.
+        self._deferred = False
 
     async def open(self, resume: Partial | None, validator: str | None, source: str) -> None:
         self._meta = {"source": source, "validator": validator}
+        if resume is None:
+            # Created with the first bytes written (see _file_sync): a failure to create
+            # it is reported there, as a write error of this file.
+            self._deferred = True
+            self.state = "open"
+            return
         try:
             await asyncio.to_thread(self._open_sync, resume)
         except StorageError:
@@ -86,28 +95,40 @@ class LocalFileSink:
             raise fs.write_error(self.temp, exc) from None
         self.state = "open"
 
-    def _open_sync(self, resume: Partial | None) -> None:
+    def _open_sync(self, resume: Partial) -> None:
         with fs.folder(self.folder, create=True) as dir_fd:
             assert dir_fd is not None  # created
-            if resume is not None:
-                # Not O_APPEND: on Linux pwrite() to such a file appends, wherever it
-                # was asked to write. write() goes on from the end all the same.
-                fd = fs.open_existing(dir_fd, temp_name(self.name), os.O_WRONLY,
-                                    single_link=True)
-                self._file = os.fdopen(fd, "wb")  # an fd is never truncated by fdopen
-                self._written = os.fstat(fd).st_size
-                if resume.cut and self._written > resume.size:
-                    # Bytes past the checked prefix of a segmented download: not trusted.
-                    os.ftruncate(fd, resume.size)
-                    self._written = resume.size
-                if self._written != resume.size:
-                    raise StorageError(f"{self.temp} changed while resuming")
-                self._file.seek(resume.size)
-                self._write_sidecar_at(dir_fd, self._meta)
-            else:
+            # Not O_APPEND: on Linux pwrite() to such a file appends, wherever it
+            # was asked to write. write() goes on from the end all the same.
+            fd = fs.open_existing(dir_fd, temp_name(self.name), os.O_WRONLY,
+                                  single_link=True)
+            self._file = os.fdopen(fd, "wb")  # an fd is never truncated by fdopen
+            self._written = os.fstat(fd).st_size
+            if resume.cut and self._written > resume.size:
+                # Bytes past the checked prefix of a segmented download: not trusted.
+                os.ftruncate(fd, resume.size)
+                self._written = resume.size
+            if self._written != resume.size:
+                raise StorageError(f"{self.temp} changed while resuming")
+            self._file.seek(resume.size)
+            self._write_sidecar_at(dir_fd, self._meta)
+
+    def _file_sync(self, dir_fd: int | None = None) -> BinaryIO:
+        """The open temporary, created now if it was deferred (in a worker thread).
+
+        Without resume the sidecar comes with the second chunk (see _write_sync), or
+        when abort(keep=True) keeps the bytes: a file that arrives in one chunk never
+        needs it."""
+        if self._file is None and self._deferred:
+            self._deferred = False
+            if dir_fd is not None:
                 self._file = os.fdopen(fs.create_fresh(dir_fd, temp_name(self.name)), "wb")
-        # Without resume the sidecar comes with the second chunk (see _write_sync), or when
-        # abort(keep=True) keeps the bytes: a file that arrives in one chunk never needs it.
+            else:
+                with fs.folder(self.folder, create=True) as made:
+                    assert made is not None  # created
+                    self._file = os.fdopen(fs.create_fresh(made, temp_name(self.name)), "wb")
+        assert self._file is not None
+        return self._file
 
     def _write_sidecar(self, meta: dict[str, Any]) -> None:
         with fs.folder(self.folder) as dir_fd:
@@ -137,9 +158,9 @@ class LocalFileSink:
             self._file.write(held)
 
     def _write_sync(self, chunk: bytes) -> None:
-        assert self._file is not None
+        file = self._file_sync()
         self._write_held()
-        self._file.write(chunk)
+        file.write(chunk)
         self._written += len(chunk)
         self._writes += 1
         if self._writes == 2 and not self._has_sidecar:
@@ -148,8 +169,8 @@ class LocalFileSink:
         if _FADVISE and self._written - self._written_back >= WRITEBACK_STEP:
             # Start writing back what we have so far: the final fsync then has little
             # left to wait for, and the archive does not crowd the page cache.
-            self._file.flush()
-            os.posix_fadvise(self._file.fileno(), self._written_back,
+            file.flush()
+            os.posix_fadvise(file.fileno(), self._written_back,
                              self._written - self._written_back, os.POSIX_FADV_DONTNEED)
             self._written_back = self._written
 
@@ -163,10 +184,10 @@ class LocalFileSink:
         self._written = max(self._written, offset + len(chunk))
 
     def _write_at_sync(self, offset: int, chunk: bytes) -> None:
-        assert self._file is not None
+        file = self._file_sync()
         view = memoryview(chunk)
         while view:
-            done = os.pwrite(self._file.fileno(), view, offset)
+            done = os.pwrite(file.fileno(), view, offset)
             view, offset = view[done:], offset + done
 
     async def read_into(self, offset: int, buffer: memoryview) -> int:
@@ -178,6 +199,7 @@ class LocalFileSink:
 
     def _read_into_sync(self, offset: int, buffer: memoryview) -> int:
         if self._reader is None:
+            self._file_sync()
             with fs.folder(self.folder) as dir_fd:
                 if dir_fd is None:
                     raise FileNotFoundError(errno.ENOENT, "the item folder is gone",
@@ -201,9 +223,8 @@ class LocalFileSink:
             raise fs.write_error(self.final, exc) from None
 
     def _mark_prefix_sync(self, size: int) -> None:
-        assert self._file is not None
         # Durable before it is named: the sidecar never claims bytes a crash could lose.
-        os.fdatasync(self._file.fileno())
+        os.fdatasync(self._file_sync().fileno())
         self._meta["prefix"] = size
         self._write_sidecar(self._meta)
 
@@ -239,11 +260,11 @@ class LocalFileSink:
         return {}
 
     def _commit_sync(self, size: int, sha256: str) -> None:
-        assert self._file is not None
+        file = self._file_sync()
         self._write_held()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        file.flush()
+        os.fsync(file.fileno())
+        file.close()
         self._file = None
         self._close_reader()
         if self._writes <= 1 and not self._has_sidecar:
@@ -256,11 +277,12 @@ class LocalFileSink:
         self._write_sidecar(self._meta)
 
     def make_final_sync(self, dir_fd: int) -> None:
-        if self._sync_at_commit and self._file is not None:
+        if self._sync_at_commit and (self._file is not None or self._deferred):
+            file = self._file_sync(dir_fd)
             self._write_held()
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            file.flush()
+            os.fsync(file.fileno())
+            file.close()
             self._file = None
         # Replaces whatever has the final name - a planted link too - never its target.
         os.replace(temp_name(self.name), self.final_name, src_dir_fd=dir_fd,
@@ -278,6 +300,11 @@ class LocalFileSink:
 
     def _abort_sync(self, file: BinaryIO | None, keep: bool) -> None:
         self._close_reader()
+        if file is None and keep and self._held is not None and self._deferred:
+            with contextlib.suppress(OSError, StorageError):
+                file = self._file_sync()  # created now, to keep the one chunk held
+            self._file = None
+        self._deferred = False
         held, self._held = self._held, None
         if file is not None and keep and held is not None:
             with contextlib.suppress(OSError):
@@ -308,66 +335,3 @@ class LocalFileSink:
         for name in (temp_name(self.name), sidecar_name(self.name)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=dir_fd)
-
-
-
-
-def read_partial(folder: Path, name: str) -> Partial | None:
-    """The resumable state of *name* in *folder*, or None (nothing usable is there).
-
-    Raises :class:`StorageError` if the item folder is a link. A partial or sidecar
-    that is a link is ignored (the new attempt replaces it), never read through.
-    """
-    with fs.folder(folder) as dir_fd:
-        if dir_fd is None:
-            return None
-        try:
-            with os.fdopen(fs.open_existing(dir_fd, sidecar_name(name), os.O_RDONLY,
-                                          single_link=True), "rb") as f:
-                meta = json.loads(f.read(_SIDECAR_MAX))
-            temp = os.fdopen(fs.open_existing(dir_fd, temp_name(name), os.O_RDONLY,
-                                            single_link=True), "rb")
-        except (OSError, ValueError):
-            return None
-    with temp:
-        try:
-            size = os.fstat(temp.fileno()).st_size
-            if not isinstance(meta, dict) or not resumable(meta):
-                return None  # e.g. kept by an earlier version without a validator
-            on_disk = size
-            prefix = meta.get("prefix")
-            if prefix is not None:
-                # Written by position: only the prefix marked checked counts.
-                if not isinstance(prefix, int) or isinstance(prefix, bool) or prefix < 0:
-                    return None
-                size = min(size, prefix)
-            if size == 0:
-                return None
-            hasher = hashlib.sha256()
-            head = b""
-            left = size
-            while left and (block := temp.read(min(fs.HASH_BLOCK, left))):
-                if not head:
-                    head = block[:4096]
-                hasher.update(block)
-                left -= len(block)
-        except OSError:
-            return None
-    complete = bool(meta.get("complete")) and meta.get("size") == size \
-        and meta.get("sha256") == hasher.hexdigest()
-    if not (complete or meta.get("validator")):
-        return None  # a "complete" that is not: nothing could guard its resume
-    return Partial(name=name, size=size, validator=meta.get("validator"),
-                   source=str(meta.get("source", "")), hasher=hasher, head=head,
-                   complete=complete and on_disk == size, cut=on_disk > size)
-
-
-def resumable(meta: dict[str, Any]) -> bool:
-    """Whether bytes a sidecar describes may be kept for a later attempt: only if their
-    resume can be guarded - a validator to send as If-Range - or needs no request at all
-    (the whole file, checked). Without either, a Range request could splice two
-    versions of the file: such bytes are dropped (:meth:`LocalFileSink.abort`) and never
-    resumed (:func:`read_partial`)."""
-    validator = meta.get("validator")
-    return (isinstance(validator, str) and validator != "") or meta.get("complete") is True
-

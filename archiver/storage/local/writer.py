@@ -3,9 +3,9 @@
 The commit (:func:`_commit_sync`) is one thread hop: metadata files, the renames of the
 item's files onto their final names, the folder's fsync and ``archive.json``, written
 last and write-once - hard-linked from its temporary, so that a record another run wrote
-first stands. A small item therefore costs two hops in all: its file's open, and this
-commit (a file that arrives in one chunk is written here too, see :mod:`.sink`); and no
-hop at all is spent looking for a partial where there is no sidecar. A hop per system
+first stands. A small item therefore costs this one hop in all: a file that arrives in
+one chunk is created and written here too (see :mod:`.sink`), and no hop is spent
+looking for a partial where there is no sidecar. A hop per system
 call (aiofiles' way) cost more than the work itself for 10,000 small items
 (``bench/bench_small_items.py``, ``bench/bench_per_item.py``).
 
@@ -26,7 +26,8 @@ from ...errors import StorageError
 from ..base import Partial
 from ..names import RECORD_NAME, sidecar_name
 from . import fs
-from .sink import LocalFileSink, read_partial
+from .partial import read_partial
+from .sink import LocalFileSink
 
 
 class LocalItemWriter:
