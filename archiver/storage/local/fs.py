@@ -46,11 +46,17 @@ def folder(path: Path, *, create: bool = False) -> Iterator[int | None]:
     """
     fd = _open_folder(path)
     if fd is None and create:
-        # Made only when missing: three failing mkdir calls per item folder, each
-        # taking the parent's lock, showed in the small-items profile.
-        path.parent.mkdir(parents=True, exist_ok=True)  # the root: may be a link
-        with contextlib.suppress(FileExistsError):
+        # Made only when missing, the root only when it is missing too: three failing
+        # mkdir calls per item folder, each taking the parent's lock, showed in the
+        # small-items profile.
+        try:
             os.mkdir(path)  # mkdir never follows a link at the final name
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)  # the root: may be a link
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path)
         fd = _open_folder(path)
         if fd is None:
             raise FileNotFoundError(errno.ENOENT, "the item folder vanished", str(path))
