@@ -65,3 +65,16 @@ async def test_one_chunk_dropped_by_an_abort_leaves_nothing(tmp_path):
     await sink.write(b"....ftyp" + b"x" * 1000)
     await writer.abort(keep=False)
     assert not (tmp_path / ID1).exists()
+
+
+async def test_a_fresh_file_written_by_position_from_many_threads_is_created_once(tmp_path):
+    """Segments write by position from several threads at once into a file created with
+    its first bytes: it is created once, and every segment's bytes are in it."""
+    writer = LocalItemWriter(tmp_path / ID1)
+    sink = await writer.open_file("video.mp4", validator='"etag-1"', source="https://cdn/v")
+    parts = [bytes([n]) * 4096 for n in range(16)]
+    await asyncio.gather(*(sink.write_at(n * 4096, part) for n, part in enumerate(parts)))
+    data = b"".join(parts)
+    await sink.commit(len(data), hashlib.sha256(data).hexdigest())
+    assert await writer.commit(b"{}")
+    assert (tmp_path / ID1 / "video.mp4").read_bytes() == data

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -76,6 +77,7 @@ class LocalFileSink:
         #: one that arrives in one chunk is then created, written, fsynced and named in
         #: the item's commit hop, with no thread hop of its own.
         self._deferred = False
+        self._creating = threading.Lock()
 
     async def open(self, resume: Partial | None, validator: str | None, source: str) -> None:
         self._meta = {"source": source, "validator": validator}
@@ -120,15 +122,20 @@ class LocalFileSink:
         when abort(keep=True) keeps the bytes: a file that arrives in one chunk never
         needs it."""
         if self._file is None and self._deferred:
-            self._deferred = False
-            if dir_fd is not None:
-                self._file = os.fdopen(fs.create_fresh(dir_fd, temp_name(self.name)), "wb")
-            else:
-                with fs.folder(self.folder, create=True) as made:
-                    assert made is not None  # created
-                    self._file = os.fdopen(fs.create_fresh(made, temp_name(self.name)), "wb")
+            # Writes by position run in several threads at once: one creates the file.
+            with self._creating:
+                if self._file is None and self._deferred:
+                    self._file = self._create_sync(dir_fd)
+                    self._deferred = False
         assert self._file is not None
         return self._file
+
+    def _create_sync(self, dir_fd: int | None) -> BinaryIO:
+        if dir_fd is not None:
+            return os.fdopen(fs.create_fresh(dir_fd, temp_name(self.name)), "wb")
+        with fs.folder(self.folder, create=True) as made:
+            assert made is not None  # created
+            return os.fdopen(fs.create_fresh(made, temp_name(self.name)), "wb")
 
     def _write_sidecar(self, meta: dict[str, Any]) -> None:
         with fs.folder(self.folder) as dir_fd:
