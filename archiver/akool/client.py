@@ -248,9 +248,9 @@ class AkoolClient:
 
     async def _attempt(self, fam: Family, ids: list[str], call: object) -> Any:
         """One attempt; with client credentials, a 1101 gets a new token and one retry."""
-        method = fam.method
-        url = self._endpoints.poll(fam, ",".join(ids))
-        body = None if method == "GET" else json.dumps({fam.id_param: ",".join(ids)}).encode()
+        method, value = fam.method, ",".join(ids)
+        url = self._endpoints.poll(fam, value)
+        body = None if method == "GET" else json.dumps({fam.id_param: value}).encode()
         token = None if self._config.client_id is None else await self._bearer()
         renewed = False
         while True:
